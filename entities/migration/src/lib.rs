@@ -1,0 +1,96 @@
+//! Schema migrations for every table of the platform.
+//!
+//! # Layout
+//! One module per migration, named by date and purpose, listed in [`Migrator`] in order.
+//! Each migration carries its DDL for PostgreSQL and for SQLite side by side, so that the two
+//! schemas can be read (and reviewed) together. Invariants that the database can check on its
+//! own (balance limits, positive amounts, immutability of journal rows) are declared here as a
+//! second line of defence behind the ledger's own checks.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_ledger;
+
+/// Every migration of the platform, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_ledger::Migration)]
+    }
+}
+
+/// Brings the schema up to date. Safe to run on every start: applied migrations are skipped.
+pub async fn migrate(db: &sea_orm_migration::sea_orm::DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// Runs each statement of a `;`-separated script. Statements must not contain `;` themselves,
+/// except inside `BEGIN ... END;` trigger bodies, which are kept whole.
+pub(crate) async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in split_script(script) {
+        db.execute_unprepared(&statement).await?;
+    }
+    Ok(())
+}
+
+fn split_script(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    // A trigger or function body ends at its own terminator, not at the first `;`.
+    let mut body_end: Option<fn(&str) -> bool> = None;
+    for line in script.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        let upper = trimmed.to_ascii_uppercase();
+        if body_end.is_none() {
+            if upper.ends_with("AS $$") {
+                body_end = Some(|l| l.starts_with("$$"));
+                continue;
+            }
+            if upper.ends_with("BEGIN") {
+                body_end = Some(|l| l == "END;");
+                continue;
+            }
+        }
+        let complete = match body_end {
+            Some(ends) => ends(&upper),
+            None => trimmed.ends_with(';'),
+        };
+        if complete {
+            body_end = None;
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_script;
+
+    #[test]
+    fn trigger_bodies_stay_whole() {
+        let script = "CREATE TABLE a (x int);\nCREATE TRIGGER t BEFORE UPDATE ON a BEGIN\n SELECT RAISE(ABORT, 'no');\nEND;\nCREATE INDEX i ON a (x);";
+        let parts = split_script(script);
+        assert_eq!(parts.len(), 3);
+        assert!(parts[1].contains("RAISE"));
+    }
+
+    #[test]
+    fn function_bodies_stay_whole() {
+        let script = "CREATE FUNCTION f() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n RAISE EXCEPTION 'no';\nEND;\n$$;\nCREATE INDEX i ON a (x);";
+        let parts = split_script(script);
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert!(parts[0].trim_end().ends_with("$$;"));
+    }
+}

@@ -1,0 +1,19 @@
+//! sea-orm entities of the platform, one module per table.
+//!
+//! # Layout
+//! - [`ledger_accounts`]: accounts of the double-entry ledger with their four running balances.
+//! - [`ledger_entries`]: immutable journal entries, unique by idempotency key.
+//! - [`ledger_postings`]: the legs of each entry, with the account's balances after the leg.
+//! - [`ledger_holds`]: the lifecycle of two-phase (pending) entries.
+//!
+//! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
+//! `Decimal` column through `f64` on SQLite, so no table here has one. Timestamps are
+//! `timestamptz` on PostgreSQL and RFC 3339 text on SQLite. The schema itself lives in
+//! `entities/migration`.
+
+pub mod ledger_accounts;
+pub mod ledger_entries;
+pub mod ledger_holds;
+pub mod ledger_postings;
+
+pub mod db;
