@@ -35,7 +35,7 @@ CREATE TABLE ledger_accounts (
     CONSTRAINT ledger_accounts_credits_within_debits
         CHECK (NOT credits_must_not_exceed_debits
                OR credits_posted + credits_pending <= debits_posted + COALESCE(credit_limit_minor, 0))
-);
+) WITH (fillfactor = 50);
 CREATE INDEX ledger_accounts_owner ON ledger_accounts (owner_org, code);
 CREATE INDEX ledger_accounts_parent ON ledger_accounts (parent_id) WHERE parent_id IS NOT NULL;
 
@@ -82,6 +82,15 @@ CREATE TABLE ledger_holds (
 );
 CREATE INDEX ledger_holds_due ON ledger_holds (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
 
+-- Aborts the statement that calls it (and with it the implicit transaction) unless ok.
+CREATE FUNCTION ledger_assert(ok boolean, message text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT ok THEN
+        RAISE EXCEPTION '%', message USING ERRCODE = '40001';
+    END IF;
+    RETURN ok;
+END;
+$$;
 CREATE FUNCTION ledger_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'ledger journal rows are immutable: % on %', TG_OP, TG_TABLE_NAME;
@@ -209,7 +218,11 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         crate::run_script(manager, DOWN).await?;
         if manager.get_database_backend() == DbBackend::Postgres {
-            crate::run_script(manager, "DROP FUNCTION ledger_immutable();").await?;
+            crate::run_script(
+                manager,
+                "DROP FUNCTION ledger_immutable();\nDROP FUNCTION ledger_assert(boolean, text);",
+            )
+            .await?;
         }
         Ok(())
     }

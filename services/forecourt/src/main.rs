@@ -1,1 +1,117 @@
-fn main() {}
+//! `forecourt`: the platform's one binary.
+//!
+//! # Layout
+//! - `migrate`: brings the schema of `DATABASE_URL` up to date.
+//! - `demo` ([`demo`]): a day of a fleet, two stations and a depot on the ledger, printed.
+//! - `bench ledger` ([`bench::ledger`]): ledger throughput and latency under concurrent clients.
+//!
+//! `DATABASE_URL` chooses the storage (`postgres://…` or `sqlite://…`); without it the binary
+//! runs embedded on a SQLite file in the working directory and migrates it itself.
+
+mod bench;
+mod demo;
+
+use clap::{Parser, Subcommand};
+use entities::db::{EMBEDDED_URL, PoolSettings};
+use sea_orm::DatabaseConnection;
+
+#[derive(Parser)]
+#[command(
+    name = "forecourt",
+    version,
+    about = "Money movements of the fuel business on one double-entry ledger"
+)]
+struct Cli {
+    /// Where the ledger lives: postgres://… or sqlite://…
+    #[arg(long, env = "DATABASE_URL", default_value = EMBEDDED_URL, global = true)]
+    database_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring the database schema up to date.
+    Migrate,
+    /// Post a day of sample flows for a fleet, two stations and a depot; print balances and
+    /// statements. Running it again on the same day replays the same entries.
+    Demo,
+    /// Measure throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Migrate => {
+            let db = open(&cli.database_url, PoolSettings::default()).await?;
+            migration::migrate(&db).await?;
+            println!("schema of {} is up to date", redact(&cli.database_url));
+        }
+        Command::Demo => {
+            let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
+            demo::run(db).await?;
+        }
+        Command::Bench(bench) => bench.run(&cli.database_url).await?,
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open(url: &str, pool: PoolSettings) -> anyhow::Result<DatabaseConnection> {
+    entities::db::connect(url, pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", redact(url)))
+}
+
+/// Opens the database and migrates it. The embedded mode needs no separate `migrate` step,
+/// and migrating an up-to-date schema changes nothing.
+async fn open_migrated(url: &str, pool: PoolSettings) -> anyhow::Result<DatabaseConnection> {
+    let db = open(url, pool).await?;
+    migration::migrate(&db).await?;
+    Ok(db)
+}
+
+/// Hides a password in a URL before it is printed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_the_terminal() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact("sqlite://forecourt.db"), "sqlite://forecourt.db");
+    }
+}

@@ -326,6 +326,34 @@ pub struct PostHold {
     /// For a partial post of a single-currency hold: the amount to post. Each side's legs
     /// take their share by largest remainder, so the posted entry stays balanced.
     pub amount: Option<Decimal>,
+    /// When the post takes effect in the books (the moment the pump stopped, the depot
+    /// confirmed); the time it is written when absent.
+    pub effective_at: Option<DateTime<Utc>>,
+}
+
+impl PostHold {
+    /// Posts the whole hold, effective when written.
+    pub fn full(idempotency_key: impl Into<String>, hold_id: Uuid) -> Self {
+        PostHold {
+            idempotency_key: idempotency_key.into(),
+            hold_id,
+            amount: None,
+            effective_at: None,
+        }
+    }
+
+    /// Posts `amount` of the hold and releases the rest, effective when written.
+    pub fn partial(idempotency_key: impl Into<String>, hold_id: Uuid, amount: Decimal) -> Self {
+        PostHold {
+            amount: Some(amount),
+            ..PostHold::full(idempotency_key, hold_id)
+        }
+    }
+
+    pub fn effective_at(mut self, at: DateTime<Utc>) -> Self {
+        self.effective_at = Some(at);
+        self
+    }
 }
 
 /// Voids a hold: its whole reservation is released.

@@ -43,6 +43,7 @@ pub(crate) enum Op {
         hold_id: Uuid,
         /// Checked against the hold's currency by the planner.
         amount: Option<Decimal>,
+        effective_at: Option<DateTime<Utc>>,
     },
     VoidHold {
         key: String,
@@ -167,16 +168,19 @@ pub(crate) fn validate_post(post: PostHold) -> Result<Op, LedgerError> {
     if post.amount.is_some_and(|a| a <= Decimal::ZERO) {
         return Err(LedgerError::NonPositiveAmount { leg: 0 });
     }
+    let effective_at = post.effective_at.map(to_micros);
     let hash = content_hash(&serde_json::json!({
         "op": "post_hold",
         "hold_id": post.hold_id,
         "amount": post.amount.map(|a| a.normalize().to_string()),
+        "effective_at": effective_at,
     }));
     Ok(Op::PostHold {
         key: post.idempotency_key,
         hash,
         hold_id: post.hold_id,
         amount: post.amount,
+        effective_at,
     })
 }
 
@@ -350,6 +354,7 @@ pub(crate) struct HoldResolution {
 pub(crate) struct AccountUpdate {
     pub state: AccountState,
     pub read_seq: i64,
+    pub read_closed: bool,
 }
 
 /// What a successful operation returns.
@@ -396,6 +401,15 @@ pub(crate) fn accounts_to_lock(ops: &[Op], holds: &HashMap<Uuid, HoldState>) -> 
     ids
 }
 
+/// How a hold is resolved.
+struct Resolution<'a> {
+    key: &'a str,
+    hash: &'a str,
+    hold_id: Uuid,
+    kind: EntryKind,
+    effective_at: DateTime<Utc>,
+}
+
 struct Planner<'a> {
     snapshot: &'a mut Snapshot,
     now: DateTime<Utc>,
@@ -434,6 +448,7 @@ pub(crate) fn plan(ops: &[Op], snapshot: &mut Snapshot, now: DateTime<Utc>) -> P
             (state.posting_seq != read_seq || state.closed != read_closed).then(|| AccountUpdate {
                 state: state.clone(),
                 read_seq,
+                read_closed,
             })
         })
         .collect();
@@ -477,24 +492,33 @@ impl Planner<'_> {
                 hash,
                 hold_id,
                 amount,
+                effective_at,
             } => {
                 let hold = self.pending_hold(*hold_id)?;
                 if hold.expires_at.is_some_and(|at| at <= self.now) {
                     return Err(LedgerError::HoldExpired(*hold_id));
                 }
                 let posted = post_legs(*hold_id, &hold.legs, *amount)?;
-                self.resolve(key, hash, *hold_id, hold, EntryKind::PostPending, posted)
+                let effective_at = effective_at.unwrap_or(self.now);
+                let resolution = Resolution {
+                    key,
+                    hash,
+                    hold_id: *hold_id,
+                    kind: EntryKind::PostPending,
+                    effective_at,
+                };
+                self.resolve(resolution, hold, posted)
             }
             Op::VoidHold { key, hash, hold_id } => {
                 let hold = self.pending_hold(*hold_id)?;
-                self.resolve(
+                let resolution = Resolution {
                     key,
                     hash,
-                    *hold_id,
-                    hold,
-                    EntryKind::VoidPending,
-                    Vec::new(),
-                )
+                    hold_id: *hold_id,
+                    kind: EntryKind::VoidPending,
+                    effective_at: self.now,
+                };
+                self.resolve(resolution, hold, Vec::new())
             }
             Op::ExpireHold { key, hash, hold_id } => {
                 let hold = self.pending_hold(*hold_id)?;
@@ -504,14 +528,14 @@ impl Planner<'_> {
                         reason: format!("hold {hold_id} is not due to expire"),
                     });
                 }
-                self.resolve(
+                let resolution = Resolution {
                     key,
                     hash,
-                    *hold_id,
-                    hold,
-                    EntryKind::ExpirePending,
-                    Vec::new(),
-                )
+                    hold_id: *hold_id,
+                    kind: EntryKind::ExpirePending,
+                    effective_at: self.now,
+                };
+                self.resolve(resolution, hold, Vec::new())
             }
             Op::CloseAccount { account_id } => self.close(*account_id),
         }
@@ -594,13 +618,17 @@ impl Planner<'_> {
 
     fn resolve(
         &mut self,
-        key: &str,
-        hash: &str,
-        hold_id: Uuid,
+        resolution: Resolution<'_>,
         hold: HoldState,
-        kind: EntryKind,
         posted: Vec<Leg>,
     ) -> Result<Outcome, LedgerError> {
+        let Resolution {
+            key,
+            hash,
+            hold_id,
+            kind,
+            effective_at,
+        } = resolution;
         let mut legs: Vec<(Leg, Effect)> = hold
             .legs
             .iter()
@@ -615,7 +643,7 @@ impl Planner<'_> {
             hold_id: Some(hold_id),
             reference: hold.reference.clone(),
             description: String::new(),
-            effective_at: self.now,
+            effective_at,
             metadata: serde_json::Value::Object(Default::default()),
         };
         let receipt = self.write(row, &legs)?;

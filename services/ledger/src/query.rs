@@ -394,7 +394,22 @@ pub(crate) async fn audit(db: &DatabaseConnection) -> Result<AuditReport, Ledger
         accounts: accounts.len(),
         ..Default::default()
     };
+    let limits: HashMap<Uuid, (bool, bool, i64)> = accounts
+        .iter()
+        .map(|a| {
+            let limit = a.credit_limit_minor.unwrap_or(0);
+            (
+                a.id,
+                (
+                    a.debits_must_not_exceed_credits,
+                    a.credits_must_not_exceed_debits,
+                    limit,
+                ),
+            )
+        })
+        .collect();
     let mut last: Option<(Uuid, i32)> = None;
+    let mut entry_legs: Vec<(Uuid, Uuid, [i64; 4])> = Vec::new();
     // Balances recorded on each posting, by (account, sequence).
     let mut latest: HashMap<(Uuid, i64), [i64; 4]> = HashMap::new();
     loop {
@@ -432,6 +447,25 @@ pub(crate) async fn audit(db: &DatabaseConnection) -> Result<AuditReport, Ledger
             slot.0[index] += delta;
             slot.1 = std::cmp::max(slot.1, p.account_seq);
             slot.2 += 1;
+            // An entry's legs apply one after another, but limits bind on what the whole
+            // entry leaves: check each account's last posting of each entry.
+            if entry_legs
+                .first()
+                .is_some_and(|(entry, _, _)| *entry != p.entry_id)
+            {
+                check_entry_limits(&entry_legs, &limits, &mut report);
+                entry_legs.clear();
+            }
+            entry_legs.push((
+                p.entry_id,
+                p.account_id,
+                [
+                    p.debits_posted_after,
+                    p.credits_posted_after,
+                    p.debits_pending_after,
+                    p.credits_pending_after,
+                ],
+            ));
             latest.insert(
                 (p.account_id, p.account_seq),
                 [
@@ -443,6 +477,7 @@ pub(crate) async fn audit(db: &DatabaseConnection) -> Result<AuditReport, Ledger
             );
         }
     }
+    check_entry_limits(&entry_legs, &limits, &mut report);
     for a in &accounts {
         let stored = [
             a.debits_posted,
@@ -503,4 +538,27 @@ pub(crate) async fn audit(db: &DatabaseConnection) -> Result<AuditReport, Ledger
         }
     }
     Ok(report)
+}
+
+/// Checks the balances each account was left with by one entry against its limits.
+fn check_entry_limits(
+    legs: &[(Uuid, Uuid, [i64; 4])],
+    limits: &HashMap<Uuid, (bool, bool, i64)>,
+    report: &mut AuditReport,
+) {
+    let mut last: HashMap<Uuid, [i64; 4]> = HashMap::new();
+    for (_, account, after) in legs {
+        last.insert(*account, *after);
+    }
+    for (account, [dp, cp, dpe, cpe]) in last {
+        if let Some(&(debit_limited, credit_limited, limit)) = limits.get(&account)
+            && ((debit_limited && dp + dpe > cp + limit)
+                || (credit_limited && cp + cpe > dp + limit))
+        {
+            let entry = legs[0].0;
+            report.problems.push(format!(
+                "entry {entry} took account {account} past its limit"
+            ));
+        }
+    }
 }

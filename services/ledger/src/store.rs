@@ -53,10 +53,8 @@ pub(crate) async fn existing(
             let stmt = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT idempotency_key, id, content_hash, kind, recorded_at FROM ledger_entries \
-                     WHERE idempotency_key IN (SELECT jsonb_array_elements_text($1::jsonb))",
-                [Value::from(
-                    serde_json::to_string(keys).expect("keys serialise"),
-                )],
+                     WHERE idempotency_key = ANY($1::text[])",
+                [text_array(keys)],
             );
             txn.query_all_raw(stmt)
                 .await?
@@ -161,7 +159,7 @@ pub(crate) async fn lock_holds(
 const PG_LOCK_ACCOUNTS: &str = "SELECT id, currency, debits_must_not_exceed_credits, \
     credits_must_not_exceed_debits, credit_limit_minor, closed, debits_posted, credits_posted, \
     debits_pending, credits_pending, posting_seq FROM ledger_accounts \
-    WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::uuid) ORDER BY id FOR UPDATE";
+    WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
 
 /// Locks the accounts in `ids` (sorted, so that every writer locks in the same order).
 pub(crate) async fn lock_accounts(
@@ -176,29 +174,13 @@ pub(crate) async fn lock_accounts(
             let stmt = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 PG_LOCK_ACCOUNTS,
-                [Value::from(
-                    serde_json::to_string(ids).expect("ids serialise"),
-                )],
+                [Value::from(ids.to_vec())],
             );
-            let mut out = Vec::with_capacity(ids.len());
-            for r in txn.query_all_raw(stmt).await? {
-                let currency: String = r.try_get_by_index(1)?;
-                let limit: Option<i64> = r.try_get_by_index(4)?;
-                out.push(AccountState {
-                    id: r.try_get_by_index(0)?,
-                    currency: parse(&currency)?,
-                    debits_must_not_exceed_credits: r.try_get_by_index(2)?,
-                    credits_must_not_exceed_debits: r.try_get_by_index(3)?,
-                    credit_limit_minor: limit.unwrap_or(0),
-                    closed: r.try_get_by_index(5)?,
-                    debits_posted: r.try_get_by_index(6)?,
-                    credits_posted: r.try_get_by_index(7)?,
-                    debits_pending: r.try_get_by_index(8)?,
-                    credits_pending: r.try_get_by_index(9)?,
-                    posting_seq: r.try_get_by_index(10)?,
-                });
-            }
-            out
+            txn.query_all_raw(stmt)
+                .await?
+                .iter()
+                .map(pg_account)
+                .collect::<Result<_, _>>()?
         }
         _ => ledger_accounts::Entity::find()
             .filter(ledger_accounts::Column::Id.is_in(ids.iter().copied()))
@@ -209,6 +191,25 @@ pub(crate) async fn lock_accounts(
             .collect::<Result<_, _>>()?,
     };
     Ok(models.into_iter().map(|a| (a.id, a)).collect())
+}
+
+/// Decodes a row of [`PG_LOCK_ACCOUNTS`] or [`PG_READ_ACCOUNTS`].
+fn pg_account(r: &sea_orm::QueryResult) -> Result<AccountState, LedgerError> {
+    let currency: String = r.try_get_by_index(1)?;
+    let limit: Option<i64> = r.try_get_by_index(4)?;
+    Ok(AccountState {
+        id: r.try_get_by_index(0)?,
+        currency: parse(&currency)?,
+        debits_must_not_exceed_credits: r.try_get_by_index(2)?,
+        credits_must_not_exceed_debits: r.try_get_by_index(3)?,
+        credit_limit_minor: limit.unwrap_or(0),
+        closed: r.try_get_by_index(5)?,
+        debits_posted: r.try_get_by_index(6)?,
+        credits_posted: r.try_get_by_index(7)?,
+        debits_pending: r.try_get_by_index(8)?,
+        credits_pending: r.try_get_by_index(9)?,
+        posting_seq: r.try_get_by_index(10)?,
+    })
 }
 
 pub(crate) fn account_state(m: ledger_accounts::Model) -> Result<AccountState, LedgerError> {
@@ -228,8 +229,12 @@ pub(crate) fn account_state(m: ledger_accounts::Model) -> Result<AccountState, L
 }
 
 /// Writes the plan. Fails (and the caller rolls back) if any guarded row did not match.
-pub(crate) async fn write(
-    txn: &DatabaseTransaction,
+///
+/// On PostgreSQL the write is one statement that checks its own guards and aborts as a whole
+/// if one failed, so it can also run outside an explicit transaction (see
+/// [`read_unlocked`]).
+pub(crate) async fn write<C: ConnectionTrait>(
+    txn: &C,
     plan: &Plan,
     now: DateTime<Utc>,
 ) -> Result<(), LedgerError> {
@@ -256,69 +261,74 @@ pub(crate) async fn write(
     Ok(())
 }
 
+/// The whole batch in one statement. Entries, postings and account updates come as typed
+/// arrays (sent in binary, unnested in the server); the rare holds rows come as JSON.
 const PG_WRITE: &str = r#"
 WITH e AS (
     INSERT INTO ledger_entries (id, idempotency_key, content_hash, kind, hold_id, reference,
                                 description, effective_at, recorded_at, metadata)
-    SELECT x.id, x.k, x.h, x.kind, x.hold, x.ref, x.descr, x.eff, $6::timestamptz, x.meta
-    FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, k text, h text, kind text, hold uuid,
-                                            ref text, descr text, eff timestamptz, meta jsonb)
+    SELECT x.id, x.k, x.h, x.kind, NULLIF(x.hold, '00000000-0000-0000-0000-000000000000'::uuid),
+           x.ref, x.descr, x.eff, $9::timestamptz, x.meta::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[],
+                $7::text[], $8::timestamptz[], $10::text[])
+         AS x(id, k, h, kind, hold, ref, descr, eff, meta)
     RETURNING 1
 ), p AS (
     INSERT INTO ledger_postings (entry_id, leg, account_id, currency, side, effect, amount_minor,
                                  account_seq, debits_posted_after, credits_posted_after,
                                  debits_pending_after, credits_pending_after, effective_at)
-    SELECT x.e, x.l, x.a, x.c, x.s, x.f, x.m, x.q, x.dp, x.cp, x.dpe, x.cpe, x.eff
-    FROM jsonb_to_recordset($2::jsonb) AS x(e uuid, l integer, a uuid, c text, s text, f text,
-                                            m bigint, q bigint, dp bigint, cp bigint, dpe bigint,
-                                            cpe bigint, eff timestamptz)
+    SELECT * FROM unnest($11::uuid[], $12::int4[], $13::uuid[], $14::text[], $15::text[],
+                         $16::text[], $17::int8[], $18::int8[], $19::int8[], $20::int8[],
+                         $21::int8[], $22::int8[], $23::timestamptz[])
     RETURNING 1
 ), nh AS (
     INSERT INTO ledger_holds (entry_id, status, expires_at)
-    SELECT x.id, 'pending', x.exp FROM jsonb_to_recordset($3::jsonb) AS x(id uuid, exp timestamptz)
+    SELECT x.id, 'pending', x.exp FROM jsonb_to_recordset($24::jsonb) AS x(id uuid, exp timestamptz)
     RETURNING 1
 ), rh AS (
-    UPDATE ledger_holds h SET status = x.status, resolved_entry_id = x.by, resolved_at = $6::timestamptz
-    FROM jsonb_to_recordset($4::jsonb) AS x(id uuid, status text, by uuid)
+    UPDATE ledger_holds h SET status = x.status, resolved_entry_id = x.by, resolved_at = $9::timestamptz
+    FROM jsonb_to_recordset($25::jsonb) AS x(id uuid, status text, by uuid)
     WHERE h.entry_id = x.id AND h.status = 'pending'
     RETURNING 1
 ), a AS (
     UPDATE ledger_accounts t SET debits_posted = x.dp, credits_posted = x.cp,
         debits_pending = x.dpe, credits_pending = x.cpe, posting_seq = x.seq, closed = x.closed,
-        updated_at = $6::timestamptz
-    FROM jsonb_to_recordset($5::jsonb) AS x(id uuid, dp bigint, cp bigint, dpe bigint,
-                                            cpe bigint, seq bigint, closed boolean, rseq bigint)
-    WHERE t.id = x.id AND t.posting_seq = x.rseq
+        updated_at = $9::timestamptz
+    FROM unnest($26::uuid[], $27::int8[], $28::int8[], $29::int8[], $30::int8[], $31::int8[],
+                $32::bool[], $33::int8[], $36::bool[]) AS x(id, dp, cp, dpe, cpe, seq, closed, rseq, rclosed)
+    WHERE t.id = ANY($26::uuid[]) AND t.id = x.id AND t.posting_seq = x.rseq
+      AND t.closed = x.rclosed
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM p), (SELECT count(*) FROM nh),
-       (SELECT count(*) FROM rh), (SELECT count(*) FROM a)
+       (SELECT count(*) FROM rh), (SELECT count(*) FROM a),
+       ledger_assert((SELECT count(*) FROM rh) = $34 AND (SELECT count(*) FROM a) = $35,
+                     'ledger: another writer changed an account or a hold under the batch')
 "#;
 
-async fn write_postgres(
-    txn: &DatabaseTransaction,
+fn text_array<S: AsRef<str>>(items: &[S]) -> Value {
+    Value::from(
+        items
+            .iter()
+            .map(|s| s.as_ref().to_owned())
+            .collect::<Vec<String>>(),
+    )
+}
+
+fn column<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Value
+where
+    Value: From<Vec<U>>,
+{
+    Value::from(rows.iter().map(f).collect::<Vec<U>>())
+}
+
+async fn write_postgres<C: ConnectionTrait>(
+    txn: &C,
     plan: &Plan,
     now: DateTime<Utc>,
 ) -> Result<[usize; 5], LedgerError> {
     use serde_json::json;
-    let entries: Vec<_> = plan
-        .entries
-        .iter()
-        .map(|e| {
-            json!({"id": e.id, "k": e.key, "h": e.hash, "kind": e.kind.as_str(), "hold": e.hold_id,
-                   "ref": e.reference, "descr": e.description, "eff": e.effective_at, "meta": e.metadata})
-        })
-        .collect();
-    let postings: Vec<_> = plan
-        .postings
-        .iter()
-        .map(|p| {
-            json!({"e": p.entry_id, "l": p.leg, "a": p.account_id, "c": p.currency.code(),
-                   "s": p.side.as_str(), "f": p.effect.as_str(), "m": p.amount_minor, "q": p.account_seq,
-                   "dp": p.after[0], "cp": p.after[1], "dpe": p.after[2], "cpe": p.after[3],
-                   "eff": p.effective_at})
-        })
-        .collect();
+    let (e, p, a) = (&plan.entries, &plan.postings, &plan.accounts);
     let holds: Vec<_> = plan
         .new_holds
         .iter()
@@ -329,28 +339,45 @@ async fn write_postgres(
         .iter()
         .map(|r| json!({"id": r.hold_id, "status": r.status.as_str(), "by": r.resolved_entry_id}))
         .collect();
-    let accounts: Vec<_> = plan
-        .accounts
-        .iter()
-        .map(|u| {
-            let s = &u.state;
-            json!({"id": s.id, "dp": s.debits_posted, "cp": s.credits_posted, "dpe": s.debits_pending,
-                   "cpe": s.credits_pending, "seq": s.posting_seq, "closed": s.closed, "rseq": u.read_seq})
-        })
-        .collect();
-    let text = |v: Vec<serde_json::Value>| Value::from(serde_json::Value::Array(v).to_string());
-    let stmt = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        PG_WRITE,
-        [
-            text(entries),
-            text(postings),
-            text(holds),
-            text(resolutions),
-            text(accounts),
-            Value::from(now),
-        ],
-    );
+    let values = vec![
+        column(e, |r| r.id),
+        column(e, |r| r.key.clone()),
+        column(e, |r| r.hash.clone()),
+        column(e, |r| r.kind.as_str().to_owned()),
+        column(e, |r| r.hold_id.unwrap_or(Uuid::nil())),
+        column(e, |r| r.reference.clone()),
+        column(e, |r| r.description.clone()),
+        column(e, |r| r.effective_at),
+        Value::from(now),
+        column(e, |r| r.metadata.to_string()),
+        column(p, |r| r.entry_id),
+        column(p, |r| r.leg),
+        column(p, |r| r.account_id),
+        column(p, |r| r.currency.code().to_owned()),
+        column(p, |r| r.side.as_str().to_owned()),
+        column(p, |r| r.effect.as_str().to_owned()),
+        column(p, |r| r.amount_minor),
+        column(p, |r| r.account_seq),
+        column(p, |r| r.after[0]),
+        column(p, |r| r.after[1]),
+        column(p, |r| r.after[2]),
+        column(p, |r| r.after[3]),
+        column(p, |r| r.effective_at),
+        Value::from(serde_json::Value::Array(holds).to_string()),
+        Value::from(serde_json::Value::Array(resolutions).to_string()),
+        column(a, |u| u.state.id),
+        column(a, |u| u.state.debits_posted),
+        column(a, |u| u.state.credits_posted),
+        column(a, |u| u.state.debits_pending),
+        column(a, |u| u.state.credits_pending),
+        column(a, |u| u.state.posting_seq),
+        column(a, |u| u.state.closed),
+        column(a, |u| u.read_seq),
+        Value::from(plan.resolutions.len() as i64),
+        Value::from(plan.accounts.len() as i64),
+        column(a, |u| u.read_closed),
+    ];
+    let stmt = Statement::from_sql_and_values(DbBackend::Postgres, PG_WRITE, values);
     let row = txn
         .query_one_raw(stmt)
         .await?
@@ -366,8 +393,8 @@ async fn write_postgres(
 /// Rows per multi-row insert on SQLite, well under its limit of bound variables.
 const SQLITE_CHUNK: usize = 500;
 
-async fn write_sqlite(
-    txn: &DatabaseTransaction,
+async fn write_sqlite<C: ConnectionTrait>(
+    txn: &C,
     plan: &Plan,
     now: DateTime<Utc>,
 ) -> Result<[usize; 5], LedgerError> {
@@ -460,6 +487,7 @@ async fn write_sqlite(
             .col_expr(ledger_accounts::Column::UpdatedAt, Expr::value(now))
             .filter(ledger_accounts::Column::Id.eq(s.id))
             .filter(ledger_accounts::Column::PostingSeq.eq(u.read_seq))
+            .filter(ledger_accounts::Column::Closed.eq(u.read_closed))
             .exec(txn)
             .await?;
         updated += result.rows_affected as usize;
@@ -484,4 +512,26 @@ pub(crate) fn entry_kind(kind: &str) -> Result<EntryKind, LedgerError> {
 
 pub(crate) fn currency(code: &str) -> Result<Currency, LedgerError> {
     parse(code)
+}
+
+const PG_READ_ACCOUNTS: &str = "SELECT id, currency, debits_must_not_exceed_credits, \
+    credits_must_not_exceed_debits, credit_limit_minor, closed, debits_posted, credits_posted, \
+    debits_pending, credits_pending, posting_seq FROM ledger_accounts WHERE id = ANY($1::uuid[])";
+
+/// Reads accounts without locking them, for the writer's cache on PostgreSQL. What is read
+/// here is only ever written back through the guarded batch statement.
+pub(crate) async fn read_accounts(
+    db: &sea_orm::DatabaseConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, AccountState>, LedgerError> {
+    let stmt = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        PG_READ_ACCOUNTS,
+        [Value::from(ids.to_vec())],
+    );
+    db.query_all_raw(stmt)
+        .await?
+        .iter()
+        .map(|r| pg_account(r).map(|a| (a.id, a)))
+        .collect()
 }

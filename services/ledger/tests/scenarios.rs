@@ -29,6 +29,7 @@ testkit::scenarios!(
     a_credit_limit_lets_a_fleet_consume_first_and_settle_later,
     an_entry_may_balance_in_two_currencies_at_once,
     creating_an_account_twice_is_idempotent,
+    replaying_a_spend_after_the_wallet_ran_dry_returns_the_original_receipt,
 );
 
 async fn a_fuel_sale_moves_money_and_the_statement_shows_the_running_balance(backend: Backend) {
@@ -238,9 +239,8 @@ async fn each_kind_of_bad_input_gets_its_own_error_and_writes_nothing(backend: B
         assert!(expected(&err), "{key}: unexpected {err:?}");
     }
     let post = |key: &str, hold_id, amount| PostHold {
-        idempotency_key: key.into(),
-        hold_id,
         amount,
+        ..PostHold::full(key, hold_id)
     };
     assert_eq!(
         b.ledger
@@ -327,11 +327,7 @@ async fn a_pump_preauthorisation_posts_the_fuel_actually_taken_and_releases_the_
     assert_eq!(during.available, cny(dec!(300)));
     assert_eq!(during.debits_pending, cny(dec!(500)));
 
-    let post = PostHold {
-        idempotency_key: "fill-1".into(),
-        hold_id: hold.entry_id,
-        amount: Some(dec!(320.47)),
-    };
+    let post = PostHold::partial("fill-1", hold.entry_id, dec!(320.47));
     let posted = b.ledger.post_hold(post.clone()).await.unwrap();
     assert_eq!(posted.kind, EntryKind::PostPending);
     assert!(b.ledger.post_hold(post).await.unwrap().replayed);
@@ -347,11 +343,7 @@ async fn a_pump_preauthorisation_posts_the_fuel_actually_taken_and_releases_the_
     assert_eq!(stored.status, HoldStatus::Posted);
     assert_eq!(stored.resolved_entry_id, Some(posted.entry_id));
     // A second, different post of the same hold is refused: a hold resolves at most once.
-    let again = PostHold {
-        idempotency_key: "fill-2".into(),
-        hold_id: hold.entry_id,
-        amount: None,
-    };
+    let again = PostHold::full("fill-2", hold.entry_id);
     assert_eq!(
         b.ledger.post_hold(again).await.unwrap_err(),
         LedgerError::HoldNotPending {
@@ -384,11 +376,7 @@ async fn a_three_leg_hold_posted_in_part_stays_balanced(backend: Backend) {
     };
     let hold = b.ledger.post_entry(entry).await.unwrap();
     b.ledger
-        .post_hold(PostHold {
-            idempotency_key: "p".into(),
-            hold_id: hold.entry_id,
-            amount: Some(dec!(100.01)),
-        })
+        .post_hold(PostHold::partial("p", hold.entry_id, dec!(100.01)))
         .await
         .unwrap();
     // 100.01 shared 297:3 is 99.0099 and 1.0001: largest remainder gives 99.01 and 1.00.
@@ -481,11 +469,7 @@ async fn an_expired_hold_cannot_be_posted_and_the_sweep_releases_it(backend: Bac
     b.clock.advance(Duration::minutes(15));
     assert_eq!(
         b.ledger
-            .post_hold(PostHold {
-                idempotency_key: "late".into(),
-                hold_id: hold.entry_id,
-                amount: None
-            })
+            .post_hold(PostHold::full("late", hold.entry_id))
             .await
             .unwrap_err(),
         LedgerError::HoldExpired(hold.entry_id)
@@ -902,4 +886,28 @@ async fn creating_an_account_twice_is_idempotent(backend: Backend) {
         b.ledger.create_account(child).await.unwrap_err(),
         LedgerError::InvalidParent(first.id)
     );
+}
+
+async fn replaying_a_spend_after_the_wallet_ran_dry_returns_the_original_receipt(backend: Backend) {
+    let b = books(backend).await;
+    let bank = b.asset("bank").await;
+    let wallet = b.wallet("w").await;
+    let sales = b.revenue("sales").await;
+    b.top_up(bank, wallet, dec!(100)).await;
+    let spend = NewEntry::transfer("spend", "pos:1", wallet, sales, dec!(100), Currency::CNY);
+    let first = b.ledger.post_entry(spend.clone()).await.unwrap();
+    // The wallet is empty now: the same spend again would be refused if it were new.
+    let again = b.ledger.post_entry(spend).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.entry_id, first.entry_id);
+    // And in a batch with other work, too.
+    let batch = vec![
+        NewEntry::transfer("spend", "pos:1", wallet, sales, dec!(100), Currency::CNY),
+        NewEntry::transfer("top-up-2", "t", bank, wallet, dec!(5), Currency::CNY),
+    ];
+    let results = b.ledger.post_entries(batch).await;
+    assert!(results[0].as_ref().unwrap().replayed);
+    assert!(!results[1].as_ref().unwrap().replayed);
+    assert_eq!(b.ledger.balance(wallet).await.unwrap().posted, cny(dec!(5)));
+    b.assert_consistent().await;
 }
