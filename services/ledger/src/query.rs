@@ -529,6 +529,24 @@ pub(crate) async fn audit(db: &DatabaseConnection) -> Result<AuditReport, Ledger
             .problems
             .push(format!("postings reference unknown account {orphan}"));
     }
+    let backend = db.get_database_backend();
+    let orphans = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT CAST((SELECT count(*) FROM ledger_postings p WHERE NOT EXISTS \
+             (SELECT 1 FROM ledger_entries e WHERE e.id = p.entry_id)) AS BIGINT), \
+             CAST((SELECT count(*) FROM ledger_entries e WHERE NOT EXISTS \
+             (SELECT 1 FROM ledger_postings p WHERE p.entry_id = e.id)) AS BIGINT)",
+        ))
+        .await?
+        .ok_or_else(|| LedgerError::Storage("audit query returned no row".into()))?;
+    let (postings_without_entry, entries_without_postings): (i64, i64) =
+        (orphans.try_get_by_index(0)?, orphans.try_get_by_index(1)?);
+    if postings_without_entry > 0 || entries_without_postings > 0 {
+        report.problems.push(format!(
+            "{postings_without_entry} postings without an entry, {entries_without_postings} entries without postings"
+        ));
+    }
     for tb in trial_balance(db).await? {
         if !tb.is_balanced() {
             report.problems.push(format!(

@@ -30,6 +30,7 @@ testkit::scenarios!(
     an_entry_may_balance_in_two_currencies_at_once,
     creating_an_account_twice_is_idempotent,
     replaying_a_spend_after_the_wallet_ran_dry_returns_the_original_receipt,
+    the_books_refuse_to_rewrite_or_delete_history,
 );
 
 async fn a_fuel_sale_moves_money_and_the_statement_shows_the_running_balance(backend: Backend) {
@@ -909,5 +910,30 @@ async fn replaying_a_spend_after_the_wallet_ran_dry_returns_the_original_receipt
     assert!(results[0].as_ref().unwrap().replayed);
     assert!(!results[1].as_ref().unwrap().replayed);
     assert_eq!(b.ledger.balance(wallet).await.unwrap().posted, cny(dec!(5)));
+    b.assert_consistent().await;
+}
+
+async fn the_books_refuse_to_rewrite_or_delete_history(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let b = books(backend).await;
+    let bank = b.asset("bank").await;
+    let wallet = b.wallet("w").await;
+    b.top_up(bank, wallet, dec!(10)).await;
+    for sql in [
+        "UPDATE ledger_entries SET reference = 'rewritten'",
+        "DELETE FROM ledger_entries",
+        "UPDATE ledger_postings SET amount_minor = 1",
+        "DELETE FROM ledger_postings",
+        "DELETE FROM ledger_accounts",
+    ] {
+        assert!(
+            b.db.db.execute_unprepared(sql).await.is_err(),
+            "the schema allowed: {sql}"
+        );
+    }
+    assert_eq!(
+        b.ledger.balance(wallet).await.unwrap().posted,
+        cny(dec!(10))
+    );
     b.assert_consistent().await;
 }
