@@ -108,3 +108,62 @@ fn an_unreachable_database_is_a_clear_error_not_a_panic() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Starts the demo and kills it with SIGKILL after `after`, whatever it is doing.
+fn killed_demo(url: &str, after: std::time::Duration) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forecourt"))
+        .arg("demo")
+        .env("DATABASE_URL", url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start demo");
+    std::thread::sleep(after);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn balances_of(out: &str) -> String {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Account"))
+        .take(15)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demo_killed_again_and_again_still_books_every_movement_exactly_once() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let clean = TestDb::fresh(backend).await;
+        let (ok, expected, err) = forecourt(&clean.url, &["demo"]);
+        assert!(ok, "{err}");
+
+        let crashed = TestDb::fresh(backend).await;
+        // Kill points spread over the whole run, from before the first entry to the audit.
+        let ledger = ledger::Ledger::start(
+            crashed.db.clone(),
+            ledger::LedgerConfig {
+                hold_sweep_every: None,
+                ..Default::default()
+            },
+        );
+        for i in 0..24u64 {
+            killed_demo(&crashed.url, std::time::Duration::from_millis(5 + i * 7));
+            // Whatever the kill interrupted, the books it left are whole.
+            let report = ledger.audit().await.unwrap();
+            assert!(
+                report.problems.is_empty(),
+                "{backend:?} after kill {i}: {:#?}",
+                report.problems
+            );
+        }
+        let (ok, after, err) = forecourt(&crashed.url, &["demo"]);
+        assert!(ok, "{backend:?}: demo after crashes failed: {err}");
+        assert!(after.contains("the books agree"), "{after}");
+        assert_eq!(
+            balances_of(&after),
+            balances_of(&expected),
+            "{backend:?}: crashes changed the books"
+        );
+    }
+}
