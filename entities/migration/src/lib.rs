@@ -10,6 +10,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_ledger;
+mod m20261122_000002_workflows;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -17,7 +18,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_ledger::Migration)]
+        vec![
+            Box::new(m20261122_000001_ledger::Migration),
+            Box::new(m20261122_000002_workflows::Migration),
+        ]
     }
 }
 

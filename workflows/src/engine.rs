@@ -1,0 +1,813 @@
+//! The engine: starting instances, delivering messages, running activities, signals and
+//! queries. Every transition commits in one transaction: the new state (only on the revision
+//! it read), its history rows, the outbox rows of its commands, the inbox row of the message
+//! it consumed, and that message marked delivered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{LockBehavior, LockType};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use entities::{wf_history, wf_inbox, wf_instances, wf_outbox};
+
+use crate::definition::{
+    ActivityError, Command, DynWorkflow, Erased, Event, RetryPolicy, Step, Workflow,
+};
+
+/// Why the engine refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no workflow type {name} version {version} is registered")]
+    UnknownWorkflow { name: String, version: i32 },
+    #[error("no instance {0}")]
+    UnknownInstance(String),
+    #[error("instance {0} is finished and takes no more signals")]
+    Finished(Uuid),
+    #[error("state or message does not match its type: {0}")]
+    Codec(#[from] serde_json::Error),
+    #[error("another transition of the instance committed first")]
+    Conflict,
+    #[error("storage error: {0}")]
+    Storage(#[from] DbErr),
+}
+
+/// Instance status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+    Compensated,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Compensated => "compensated",
+        }
+    }
+
+    fn parse(text: &str) -> Status {
+        match text {
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "compensated" => Status::Compensated,
+            _ => Status::Running,
+        }
+    }
+}
+
+/// A message on a queue. Its id is the outbox row's id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "message", rename_all = "snake_case")]
+pub(crate) enum Message {
+    /// For a workflow instance.
+    Event { event: Event },
+    /// For an activity worker.
+    Task {
+        step: String,
+        kind: String,
+        input: Value,
+        attempt: u32,
+        retry: RetryPolicy,
+        timeout_ms: u64,
+    },
+    /// A domain event or webhook.
+    Published { topic: String, payload: Value },
+}
+
+/// What an activity gets besides its input.
+#[derive(Clone, Debug)]
+pub struct ActivityContext {
+    pub instance_id: Uuid,
+    pub step: String,
+    pub attempt: u32,
+    /// Stable across retries of the step: outside parties deduplicate on it.
+    pub idempotency_key: String,
+}
+
+type ActivityFuture = std::pin::Pin<Box<dyn Future<Output = Result<Value, ActivityError>> + Send>>;
+type ActivityFn = Arc<dyn Fn(ActivityContext, Value) -> ActivityFuture + Send + Sync>;
+
+/// Workflow definitions and activities, by name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    workflows: HashMap<(String, i32), Arc<dyn DynWorkflow>>,
+    activities: HashMap<String, ActivityFn>,
+}
+
+impl Registry {
+    pub fn workflow<W: Workflow>(mut self) -> Self {
+        self.workflows.insert(
+            (W::NAME.to_owned(), W::VERSION),
+            Arc::new(Erased::<W>(std::marker::PhantomData)),
+        );
+        self
+    }
+
+    pub fn activity<F, Fut>(mut self, kind: &str, f: F) -> Self
+    where
+        F: Fn(ActivityContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ActivityError>> + Send + 'static,
+    {
+        self.activities.insert(
+            kind.to_owned(),
+            Arc::new(move |ctx, input| Box::pin(f(ctx, input))),
+        );
+        self
+    }
+
+    fn get(&self, name: &str, version: i32) -> Result<Arc<dyn DynWorkflow>, EngineError> {
+        self.workflows
+            .get(&(name.to_owned(), version))
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownWorkflow {
+                name: name.to_owned(),
+                version,
+            })
+    }
+}
+
+/// One history row, as queries return it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryRow {
+    pub seq: i64,
+    pub kind: String,
+    pub detail: Value,
+    pub reason: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An instance with its full history.
+#[derive(Clone, Debug, Serialize)]
+pub struct Instance {
+    pub id: Uuid,
+    pub workflow_type: String,
+    pub version: i32,
+    pub business_key: String,
+    pub state: Value,
+    pub status: Status,
+    pub status_reason: String,
+    pub history: Vec<HistoryRow>,
+}
+
+/// How long a worker holds an activity beyond its timeout before another may take it over.
+const LEASE_MARGIN_MS: i64 = 5_000;
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    db: DatabaseConnection,
+    registry: Arc<Registry>,
+    /// Wakes in-process consumers when a transition wrote to the outbox.
+    pub(crate) wake: Arc<Notify>,
+}
+
+fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+        }
+        _ => db.begin().await,
+    }
+}
+
+impl Engine {
+    pub fn new(db: DatabaseConnection, registry: Registry) -> Engine {
+        Engine {
+            db,
+            registry: Arc::new(registry),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Starts an instance of `W` for `business_key`, or returns the instance that key
+    /// started before.
+    pub async fn start<W: Workflow>(
+        &self,
+        business_key: &str,
+        input: W::Input,
+    ) -> Result<Uuid, EngineError> {
+        let definition = self.registry.get(W::NAME, W::VERSION)?;
+        let step = definition.start(serde_json::to_value(input)?)?;
+        let txn = begin(&self.db).await?;
+        if let Some(existing) = wf_instances::Entity::find()
+            .filter(wf_instances::Column::WorkflowType.eq(W::NAME))
+            .filter(wf_instances::Column::BusinessKey.eq(business_key))
+            .one(&txn)
+            .await?
+        {
+            txn.rollback().await?;
+            return Ok(existing.id);
+        }
+        let id = Uuid::now_v7();
+        let at = now();
+        let (status, reason) = finish_status(&step);
+        wf_instances::Entity::insert(wf_instances::ActiveModel {
+            id: Set(id),
+            workflow_type: Set(W::NAME.to_owned()),
+            version: Set(W::VERSION),
+            business_key: Set(business_key.to_owned()),
+            state: Set(step.state.clone()),
+            status: Set(status.as_str().to_owned()),
+            status_reason: Set(reason.unwrap_or_else(|| step.reason.clone())),
+            revision: Set(1),
+            created_at: Set(at),
+            updated_at: Set(at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let detail = serde_json::json!({ "state": step.state, "commands": step.commands });
+        history(&txn, id, 1, "started", detail, &step.reason, at).await?;
+        emit_commands(&txn, id, W::NAME, &step.commands, at).await?;
+        txn.commit().await?;
+        self.wake.notify_waiters();
+        Ok(id)
+    }
+
+    /// Delivers signal `name` to an instance, durably: it is queued in the outbox and reaches
+    /// the instance like any other event.
+    pub async fn signal(
+        &self,
+        instance_id: Uuid,
+        name: &str,
+        payload: Value,
+    ) -> Result<(), EngineError> {
+        let instance = wf_instances::Entity::find_by_id(instance_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| EngineError::UnknownInstance(instance_id.to_string()))?;
+        self.signal_instance(instance, name, payload).await
+    }
+
+    /// Delivers a signal to the instance of `workflow_type` started for `business_key`.
+    pub async fn signal_by_key(
+        &self,
+        workflow_type: &str,
+        business_key: &str,
+        name: &str,
+        payload: Value,
+    ) -> Result<(), EngineError> {
+        let instance = wf_instances::Entity::find()
+            .filter(wf_instances::Column::WorkflowType.eq(workflow_type))
+            .filter(wf_instances::Column::BusinessKey.eq(business_key))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                EngineError::UnknownInstance(format!("{workflow_type}/{business_key}"))
+            })?;
+        self.signal_instance(instance, name, payload).await
+    }
+
+    async fn signal_instance(
+        &self,
+        instance: wf_instances::Model,
+        name: &str,
+        payload: Value,
+    ) -> Result<(), EngineError> {
+        if Status::parse(&instance.status) != Status::Running {
+            return Err(EngineError::Finished(instance.id));
+        }
+        let message = Message::Event {
+            event: Event::Signal {
+                name: name.to_owned(),
+                payload,
+            },
+        };
+        let at = now();
+        outbox(
+            &self.db,
+            instance.id,
+            &format!("workflow:{}", instance.workflow_type),
+            &message,
+            at,
+        )
+        .await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// An instance's state, status and full history.
+    pub async fn instance(&self, id: Uuid) -> Result<Instance, EngineError> {
+        let m = wf_instances::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| EngineError::UnknownInstance(id.to_string()))?;
+        let history = wf_history::Entity::find()
+            .filter(wf_history::Column::InstanceId.eq(id))
+            .order_by_asc(wf_history::Column::Seq)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|h| HistoryRow {
+                seq: h.seq,
+                kind: h.kind,
+                detail: h.detail,
+                reason: h.reason,
+                recorded_at: h.recorded_at,
+            })
+            .collect();
+        Ok(Instance {
+            id: m.id,
+            workflow_type: m.workflow_type,
+            version: m.version,
+            business_key: m.business_key,
+            state: m.state,
+            status: Status::parse(&m.status),
+            status_reason: m.status_reason,
+            history,
+        })
+    }
+
+    /// Ids of the instances of a type in a status, oldest first (at most `limit`).
+    pub async fn list(
+        &self,
+        workflow_type: &str,
+        status: Status,
+        limit: u64,
+    ) -> Result<Vec<Uuid>, EngineError> {
+        Ok(wf_instances::Entity::find()
+            .select_only()
+            .column(wf_instances::Column::Id)
+            .filter(wf_instances::Column::WorkflowType.eq(workflow_type))
+            .filter(wf_instances::Column::Status.eq(status.as_str()))
+            .order_by_asc(wf_instances::Column::CreatedAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Takes one due message for a workflow or for the `events` topic and processes it in one
+    /// transaction. Returns whether there was one.
+    pub async fn process_next_event(&self) -> Result<bool, EngineError> {
+        let txn = begin(&self.db).await?;
+        let Some(row) = due(&txn, DestinationKind::Workflows, now()).await? else {
+            txn.rollback().await?;
+            return Ok(false);
+        };
+        match self.apply(&txn, &row).await {
+            Ok(()) => {
+                txn.commit().await?;
+                self.wake.notify_waiters();
+                Ok(true)
+            }
+            Err(err) => {
+                txn.rollback().await?;
+                Err(err)
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        row: &wf_outbox::Model,
+    ) -> Result<(), EngineError> {
+        let at = now();
+        mark_delivered(txn, row.id, at).await?;
+        if row.destination == "events" {
+            // Domain events have no subscriber in this process yet; delivering them is logging.
+            tracing::info!(message = %row.id, payload = %row.payload, "domain event");
+            return Ok(());
+        }
+        if !consume(txn, row.id, "workflow", at).await? {
+            return Ok(()); // the same message was processed before: dropped
+        }
+        let instance = wf_instances::Entity::find_by_id(row.instance_id)
+            .one(txn)
+            .await?
+            .ok_or_else(|| EngineError::UnknownInstance(row.instance_id.to_string()))?;
+        let seq = next_history_seq(txn, instance.id).await?;
+        let Message::Event { event } = serde_json::from_value::<Message>(row.payload.clone())?
+        else {
+            return Ok(());
+        };
+        if Status::parse(&instance.status) != Status::Running {
+            let detail = serde_json::json!({ "event": event });
+            return history(
+                txn,
+                instance.id,
+                seq,
+                "ignored",
+                detail,
+                "the instance is finished",
+                at,
+            )
+            .await;
+        }
+        let definition = self
+            .registry
+            .get(&instance.workflow_type, instance.version)?;
+        let Some(step) = definition.on_event(instance.state.clone(), &event)? else {
+            let detail = serde_json::json!({ "event": event });
+            return history(
+                txn,
+                instance.id,
+                seq,
+                "ignored",
+                detail,
+                "not expected in this state",
+                at,
+            )
+            .await;
+        };
+        let (status, final_reason) = finish_status(&step);
+        let updated = wf_instances::Entity::update_many()
+            .col_expr(
+                wf_instances::Column::State,
+                sea_orm::sea_query::Expr::value(step.state.clone()),
+            )
+            .col_expr(
+                wf_instances::Column::Status,
+                sea_orm::sea_query::Expr::value(status.as_str()),
+            )
+            .col_expr(
+                wf_instances::Column::StatusReason,
+                sea_orm::sea_query::Expr::value(
+                    final_reason.unwrap_or_else(|| step.reason.clone()),
+                ),
+            )
+            .col_expr(
+                wf_instances::Column::Revision,
+                sea_orm::sea_query::Expr::value(instance.revision + 1),
+            )
+            .col_expr(
+                wf_instances::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(at),
+            )
+            .filter(wf_instances::Column::Id.eq(instance.id))
+            .filter(wf_instances::Column::Revision.eq(instance.revision))
+            .exec(txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(EngineError::Conflict);
+        }
+        let detail =
+            serde_json::json!({ "event": event, "state": step.state, "commands": step.commands });
+        history(txn, instance.id, seq, "event", detail, &step.reason, at).await?;
+        emit_commands(
+            txn,
+            instance.id,
+            &instance.workflow_type,
+            &step.commands,
+            at,
+        )
+        .await
+    }
+
+    /// Takes one due activity task, runs it outside any transaction under a lease, and
+    /// reports its result to the instance. Returns whether there was one.
+    pub async fn run_next_activity(&self) -> Result<bool, EngineError> {
+        let Some((row, task)) = self.lease_task().await? else {
+            return Ok(false);
+        };
+        let Message::Task {
+            step,
+            kind,
+            input,
+            attempt,
+            retry,
+            timeout_ms,
+        } = task
+        else {
+            return Ok(true);
+        };
+        let ctx = ActivityContext {
+            instance_id: row.instance_id,
+            step: step.clone(),
+            attempt,
+            idempotency_key: format!("{}:{step}", row.instance_id),
+        };
+        let result = match self.registry.activities.get(&kind) {
+            None => Err(ActivityError::permanent(
+                "unknown_activity",
+                format!("no activity {kind} is registered"),
+            )),
+            Some(f) => {
+                match tokio::time::timeout(Duration::from_millis(timeout_ms), f(ctx, input.clone()))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(ActivityError::retryable(
+                        "timeout",
+                        format!("no result within {timeout_ms} ms"),
+                    )),
+                }
+            }
+        };
+        let txn = begin(&self.db).await?;
+        let at = now();
+        mark_delivered(&txn, row.id, at).await?;
+        if !consume(&txn, row.id, "activity", at).await? {
+            txn.commit().await?;
+            return Ok(true); // another worker finished this attempt after our lease ran out
+        }
+        let instance = wf_instances::Entity::find_by_id(row.instance_id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| EngineError::UnknownInstance(row.instance_id.to_string()))?;
+        let destination = format!("workflow:{}", instance.workflow_type);
+        match result {
+            Ok(output) => {
+                let message = Message::Event {
+                    event: Event::ActivityCompleted { step, output },
+                };
+                outbox(&txn, row.instance_id, &destination, &message, at).await?;
+            }
+            Err(error) if retry.retries(&error, attempt) => {
+                let backoff_ms = retry.backoff_ms(attempt + 1);
+                let retry_at = at + chrono::Duration::milliseconds(backoff_ms as i64);
+                let next = Message::Task {
+                    step: step.clone(),
+                    kind,
+                    input,
+                    attempt: attempt + 1,
+                    retry,
+                    timeout_ms,
+                };
+                outbox(&txn, row.instance_id, &row.destination, &next, retry_at).await?;
+                let seq = next_history_seq(&txn, row.instance_id).await?;
+                let detail = serde_json::json!({ "step": step, "attempt": attempt, "error": error, "backoff_ms": backoff_ms });
+                history(
+                    &txn,
+                    row.instance_id,
+                    seq,
+                    "retry_scheduled",
+                    detail,
+                    &error.to_string(),
+                    at,
+                )
+                .await?;
+            }
+            Err(error) => {
+                let message = Message::Event {
+                    event: Event::ActivityFailed {
+                        step,
+                        error,
+                        attempts: attempt,
+                    },
+                };
+                outbox(&txn, row.instance_id, &destination, &message, at).await?;
+            }
+        }
+        txn.commit().await?;
+        self.wake.notify_waiters();
+        Ok(true)
+    }
+
+    async fn lease_task(&self) -> Result<Option<(wf_outbox::Model, Message)>, EngineError> {
+        let txn = begin(&self.db).await?;
+        let at = now();
+        let Some(row) = due(&txn, DestinationKind::Activities, at).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        let task: Message = serde_json::from_value(row.payload.clone())?;
+        let timeout_ms = match &task {
+            Message::Task { timeout_ms, .. } => *timeout_ms as i64,
+            _ => 0,
+        };
+        let until = at + chrono::Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
+        wf_outbox::Entity::update_many()
+            .col_expr(
+                wf_outbox::Column::LeasedUntil,
+                sea_orm::sea_query::Expr::value(until),
+            )
+            .filter(wf_outbox::Column::Id.eq(row.id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some((row, task)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum DestinationKind {
+    Workflows,
+    Activities,
+}
+
+/// The oldest due, undelivered message of a kind, locked for this transaction (on
+/// PostgreSQL, skipping rows other workers hold; SQLite's write lock serialises workers).
+async fn due(
+    txn: &DatabaseTransaction,
+    kind: DestinationKind,
+    at: DateTime<Utc>,
+) -> Result<Option<wf_outbox::Model>, DbErr> {
+    let mut select = wf_outbox::Entity::find()
+        .filter(wf_outbox::Column::DeliveredAt.is_null())
+        .filter(wf_outbox::Column::AvailableAt.lte(at));
+    select = match kind {
+        DestinationKind::Workflows => select.filter(
+            wf_outbox::Column::Destination
+                .starts_with("workflow:")
+                .or(wf_outbox::Column::Destination.eq("events")),
+        ),
+        DestinationKind::Activities => select
+            .filter(wf_outbox::Column::Destination.starts_with("activity:"))
+            .filter(
+                wf_outbox::Column::LeasedUntil
+                    .is_null()
+                    .or(wf_outbox::Column::LeasedUntil.lt(at)),
+            ),
+    };
+    select
+        .order_by_asc(wf_outbox::Column::AvailableAt)
+        .order_by_asc(wf_outbox::Column::Id)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .one(txn)
+        .await
+}
+
+async fn mark_delivered(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    wf_outbox::Entity::update_many()
+        .col_expr(
+            wf_outbox::Column::DeliveredAt,
+            sea_orm::sea_query::Expr::value(at),
+        )
+        .filter(wf_outbox::Column::Id.eq(id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Records that `consumer` consumed message `id`; false if it had before.
+async fn consume(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    consumer: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    if wf_inbox::Entity::find_by_id(id).one(txn).await?.is_some() {
+        return Ok(false);
+    }
+    wf_inbox::Entity::insert(wf_inbox::ActiveModel {
+        message_id: Set(id),
+        consumer: Set(consumer.to_owned()),
+        consumed_at: Set(at),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    Ok(true)
+}
+
+async fn next_history_seq(txn: &DatabaseTransaction, instance_id: Uuid) -> Result<i64, DbErr> {
+    let last: Option<i64> = wf_history::Entity::find()
+        .select_only()
+        .column(wf_history::Column::Seq)
+        .filter(wf_history::Column::InstanceId.eq(instance_id))
+        .order_by_desc(wf_history::Column::Seq)
+        .limit(1)
+        .into_tuple()
+        .one(txn)
+        .await?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+async fn history<C: ConnectionTrait>(
+    db: &C,
+    instance_id: Uuid,
+    seq: i64,
+    kind: &str,
+    detail: Value,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    wf_history::Entity::insert(wf_history::ActiveModel {
+        instance_id: Set(instance_id),
+        seq: Set(seq),
+        kind: Set(kind.to_owned()),
+        detail: Set(detail),
+        reason: Set(reason.to_owned()),
+        recorded_at: Set(at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+async fn outbox<C: ConnectionTrait>(
+    db: &C,
+    instance_id: Uuid,
+    destination: &str,
+    message: &Message,
+    available_at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    wf_outbox::Entity::insert(wf_outbox::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        instance_id: Set(instance_id),
+        destination: Set(destination.to_owned()),
+        payload: Set(serde_json::to_value(message)?),
+        available_at: Set(available_at),
+        leased_until: Set(None),
+        delivered_at: Set(None),
+        created_at: Set(now()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+fn finish_status<S>(step: &Step<S>) -> (Status, Option<String>) {
+    for command in &step.commands {
+        match command {
+            Command::Complete { .. } => return (Status::Completed, None),
+            Command::Fail { reason } => return (Status::Failed, Some(reason.clone())),
+            Command::Compensated { reason } => return (Status::Compensated, Some(reason.clone())),
+            _ => {}
+        }
+    }
+    (Status::Running, None)
+}
+
+/// Writes the outbox rows of a transition's commands.
+async fn emit_commands(
+    txn: &DatabaseTransaction,
+    instance_id: Uuid,
+    workflow_type: &str,
+    commands: &[Command],
+    at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let to_self = format!("workflow:{workflow_type}");
+    for command in commands {
+        match command {
+            Command::RunActivity {
+                step,
+                kind,
+                input,
+                retry,
+                timeout_ms,
+            } => {
+                let task = Message::Task {
+                    step: step.clone(),
+                    kind: kind.clone(),
+                    input: input.clone(),
+                    attempt: 1,
+                    retry: retry.clone(),
+                    timeout_ms: *timeout_ms,
+                };
+                outbox(txn, instance_id, &format!("activity:{kind}"), &task, at).await?;
+            }
+            Command::StartTimer { name, after_ms } => {
+                let fire_at = at + chrono::Duration::milliseconds(*after_ms as i64);
+                let message = Message::Event {
+                    event: Event::TimerFired { name: name.clone() },
+                };
+                outbox(txn, instance_id, &to_self, &message, fire_at).await?;
+            }
+            Command::WaitSignal { name, deadline_ms } => {
+                if let Some(deadline_ms) = deadline_ms {
+                    let fire_at = at + chrono::Duration::milliseconds(*deadline_ms as i64);
+                    let message = Message::Event {
+                        event: Event::TimerFired {
+                            name: format!("deadline:{name}"),
+                        },
+                    };
+                    outbox(txn, instance_id, &to_self, &message, fire_at).await?;
+                }
+            }
+            Command::Emit { topic, payload } => {
+                let message = Message::Published {
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                };
+                outbox(txn, instance_id, "events", &message, at).await?;
+            }
+            Command::Complete { .. } | Command::Fail { .. } | Command::Compensated { .. } => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! The durable workflow engine of Forecourt.
+//!
+//! Depot purchases, fleet funding, franchise settlement runs and bank instructions are state
+//! machines that wait on banks, channels and people. A workflow is a pure transition
+//! `(state, event) -> (new state, commands)`; the engine makes it durable.
+//!
+//! # Guarantees
+//! - Each transition commits in one transaction: the new state (only on the revision it read;
+//!   a concurrent transition makes it retry), its history row, the outbox rows of its commands,
+//!   and the inbox row of the message it consumed. A repeated message is dropped.
+//! - Messages leave the outbox only after the transaction that wrote them commits, and are
+//!   delivered at least once; with the inbox, each is processed once.
+//! - Timers and retry backoff are outbox rows that are not deliverable before their time: they
+//!   live in the database and survive any restart.
+//! - Activities run outside transactions under a lease, with a stable idempotency key
+//!   (`instance:step`) that outside parties deduplicate on. A worker that dies mid-activity
+//!   loses its lease and another worker runs the attempt again.
+//!
+//! # Layout
+//! - [`definition`]: the `Workflow` trait, commands, events, retry policies.
+//! - [`engine`]: starting, signalling, processing messages, running activities, queries.
+//! - [`runtime`]: in-process workers for the embedded mode.
+
+pub mod definition;
+pub mod engine;
+pub mod runtime;
+
+pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow};
+pub use engine::{ActivityContext, Engine, EngineError, HistoryRow, Instance, Registry, Status};
+pub use runtime::Workers;

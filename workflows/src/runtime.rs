@@ -1,0 +1,74 @@
+//! The in-process runtime of the embedded mode: workers that take due messages straight from
+//! the outbox. Messages still pass through the outbox, so the guarantees are those of the
+//! brokered mode: a message is delivered after the transaction that wrote it commits, at
+//! least once, and processed once (the inbox drops repeats).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::engine::Engine;
+
+/// How long an idle worker sleeps before it looks again, unless woken. Bounds the delay of
+/// timers and retries, which nothing wakes.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Running workers; dropping it does not stop them, [`Workers::shutdown`] does.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Workers {
+    /// Starts `event_workers` consumers of workflow messages and `activity_workers` activity
+    /// workers on the current runtime.
+    pub fn spawn(engine: &Engine, event_workers: usize, activity_workers: usize) -> Workers {
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for _ in 0..event_workers {
+            let (engine, stop) = (engine.clone(), stop.subscribe());
+            tasks.spawn(work(engine, stop, Kind::Events));
+        }
+        for _ in 0..activity_workers {
+            let (engine, stop) = (engine.clone(), stop.subscribe());
+            tasks.spawn(work(engine, stop, Kind::Activities));
+        }
+        Workers { stop, tasks }
+    }
+
+    /// Lets every worker finish what it holds, then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Events,
+    Activities,
+}
+
+async fn work(engine: Engine, mut stop: watch::Receiver<bool>, kind: Kind) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let result = match kind {
+            Kind::Events => engine.process_next_event().await,
+            Kind::Activities => engine.run_next_activity().await,
+        };
+        match result {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(err) => tracing::debug!(error = %err, "worker step failed; retrying"),
+        }
+        let wake = engine.wake.notified();
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

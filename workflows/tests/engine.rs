@@ -1,0 +1,434 @@
+//! The engine's scenarios, on PostgreSQL and on SQLite, with test-only workflow types.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, EntityTrait};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use testkit::{Backend, TestDb};
+use uuid::Uuid;
+use workflows::{
+    ActivityError, Command, Engine, Event, Registry, RetryPolicy, Status, Step, Workers, Workflow,
+};
+
+testkit::scenarios!(
+    a_five_step_workflow_whose_third_step_fails_twice_completes_after_backoff,
+    a_saga_whose_third_step_fails_compensates_the_first_two_in_reverse,
+    an_approval_that_arrives_before_the_deadline_wins,
+    a_deadline_that_passes_before_the_approval_wins,
+    an_approval_racing_its_deadline_has_exactly_one_winner,
+    the_same_message_delivered_twice_is_processed_once,
+    starting_twice_with_one_business_key_starts_one_instance,
+);
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval_ms: 20,
+        backoff_coefficient: 2.0,
+        maximum_interval_ms: 1_000,
+        maximum_attempts: 5,
+        non_retryable: vec!["declined".into()],
+    }
+}
+
+fn run(step: &str, kind: &str, input: Value) -> Command {
+    Command::RunActivity {
+        step: step.into(),
+        kind: kind.into(),
+        input,
+        retry: fast_retry(),
+        timeout_ms: 5_000,
+    }
+}
+
+/// Runs steps 1..=5 in order, one activity each.
+struct FiveSteps;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Progress {
+    done: u32,
+}
+
+impl Workflow for FiveSteps {
+    const NAME: &'static str = "test.five_steps";
+    const VERSION: i32 = 1;
+    type Input = ();
+    type State = Progress;
+
+    fn start(_: ()) -> Step<Progress> {
+        Step::to(Progress { done: 0 }, "start step 1").then(run("1", "step", json!(1)))
+    }
+
+    fn on_event(state: &Progress, event: &Event) -> Option<Step<Progress>> {
+        match event {
+            Event::ActivityCompleted { step, .. } if *step == (state.done + 1).to_string() => {
+                let done = state.done + 1;
+                let next = Progress { done };
+                Some(if done == 5 {
+                    Step::to(next, "all five steps done").then(Command::Complete {
+                        output: json!(done),
+                    })
+                } else {
+                    Step::to(next, format!("step {done} done")).then(run(
+                        &(done + 1).to_string(),
+                        "step",
+                        json!(done + 1),
+                    ))
+                })
+            }
+            Event::ActivityFailed { error, .. } => Some(
+                Step::to(state.clone(), "a step failed").then(Command::Fail {
+                    reason: error.to_string(),
+                }),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Reserve, debit, ship; if a step fails for good, undo the completed ones in reverse.
+struct Saga;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SagaState {
+    completed: Vec<String>,
+    compensating: bool,
+    failure: Option<String>,
+}
+
+const SAGA_STEPS: [&str; 3] = ["reserve", "debit", "ship"];
+
+impl Workflow for Saga {
+    const NAME: &'static str = "test.saga";
+    const VERSION: i32 = 1;
+    type Input = ();
+    type State = SagaState;
+
+    fn start(_: ()) -> Step<SagaState> {
+        Step::to(
+            SagaState {
+                completed: vec![],
+                compensating: false,
+                failure: None,
+            },
+            "reserve first",
+        )
+        .then(run("reserve", "saga", json!("reserve")))
+    }
+
+    fn on_event(state: &SagaState, event: &Event) -> Option<Step<SagaState>> {
+        let mut next = state.clone();
+        match event {
+            Event::ActivityCompleted { step, .. } if !state.compensating => {
+                next.completed.push(step.clone());
+                match SAGA_STEPS.get(next.completed.len()) {
+                    Some(following) => Some(Step::to(next, format!("{step} done")).then(run(
+                        following,
+                        "saga",
+                        json!(following),
+                    ))),
+                    None => Some(Step::to(next, "all done").then(Command::Complete {
+                        output: Value::Null,
+                    })),
+                }
+            }
+            Event::ActivityFailed { step, error, .. } if !state.compensating => {
+                next.compensating = true;
+                next.failure = Some(format!("{step}: {error}"));
+                Some(compensate_next(
+                    next,
+                    format!("{step} failed for good; compensating"),
+                ))
+            }
+            Event::ActivityCompleted { step, .. }
+                if state.compensating && step.starts_with("undo:") =>
+            {
+                next.completed.pop();
+                Some(compensate_next(next, format!("{step} done")))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn compensate_next(state: SagaState, reason: String) -> Step<SagaState> {
+    match state.completed.last().cloned() {
+        Some(last) => {
+            Step::to(state, reason).then(run(&format!("undo:{last}"), "undo", json!(last)))
+        }
+        None => {
+            let failure = state.failure.clone().unwrap_or_default();
+            Step::to(state, reason).then(Command::Compensated { reason: failure })
+        }
+    }
+}
+
+/// Waits for approval, or for its deadline.
+struct Approval;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum ApprovalState {
+    Waiting,
+    Approved { by: String },
+    TimedOut,
+}
+
+impl Workflow for Approval {
+    const NAME: &'static str = "test.approval";
+    const VERSION: i32 = 1;
+    type Input = u64;
+    type State = ApprovalState;
+
+    fn start(deadline_ms: u64) -> Step<ApprovalState> {
+        Step::to(ApprovalState::Waiting, "waiting for the checker").then(Command::WaitSignal {
+            name: "approval".into(),
+            deadline_ms: Some(deadline_ms),
+        })
+    }
+
+    fn on_event(state: &ApprovalState, event: &Event) -> Option<Step<ApprovalState>> {
+        match (state, event) {
+            (ApprovalState::Waiting, Event::Signal { name, payload }) if name == "approval" => {
+                let by = payload["by"].as_str().unwrap_or_default().to_owned();
+                Some(
+                    Step::to(ApprovalState::Approved { by }, "approved").then(Command::Complete {
+                        output: Value::Null,
+                    }),
+                )
+            }
+            (ApprovalState::Waiting, Event::TimerFired { name }) if name == "deadline:approval" => {
+                Some(
+                    Step::to(ApprovalState::TimedOut, "no approval before the deadline").then(
+                        Command::Fail {
+                            reason: "approval deadline passed".into(),
+                        },
+                    ),
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+struct Setup {
+    engine: Engine,
+    workers: Workers,
+    log: Log,
+    _db: TestDb,
+}
+
+async fn setup(backend: Backend) -> Setup {
+    let db = TestDb::fresh(backend).await;
+    let log: Log = Arc::default();
+    let attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let registry = Registry::default()
+        .workflow::<FiveSteps>()
+        .workflow::<Saga>()
+        .workflow::<Approval>()
+        .activity("step", {
+            let attempts = attempts.clone();
+            move |ctx, _input| {
+                let attempts = attempts.clone();
+                async move {
+                    let mut attempts = attempts.lock().unwrap();
+                    let n = attempts.entry(ctx.idempotency_key.clone()).or_insert(0);
+                    *n += 1;
+                    if ctx.step == "3" && *n <= 2 {
+                        return Err(ActivityError::retryable(
+                            "bank_busy",
+                            format!("attempt {n}"),
+                        ));
+                    }
+                    Ok(json!({ "attempt": *n }))
+                }
+            }
+        })
+        .activity("saga", {
+            let log = log.clone();
+            move |ctx, _| {
+                let log = log.clone();
+                async move {
+                    if ctx.step == "ship" {
+                        return Err(ActivityError::permanent("declined", "carrier refused"));
+                    }
+                    log.lock().unwrap().push(ctx.step.clone());
+                    Ok(Value::Null)
+                }
+            }
+        })
+        .activity("undo", {
+            let log = log.clone();
+            move |ctx, _| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(ctx.step.clone());
+                    Ok(Value::Null)
+                }
+            }
+        });
+    let engine = Engine::new(db.db.clone(), registry);
+    let workers = Workers::spawn(&engine, 2, 2);
+    Setup {
+        engine,
+        workers,
+        log,
+        _db: db,
+    }
+}
+
+async fn finished(engine: &Engine, id: Uuid) -> workflows::Instance {
+    for _ in 0..400 {
+        let instance = engine.instance(id).await.unwrap();
+        if instance.status != Status::Running {
+            return instance;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "instance {id} did not finish: {:#?}",
+        engine.instance(id).await.unwrap()
+    );
+}
+
+async fn a_five_step_workflow_whose_third_step_fails_twice_completes_after_backoff(
+    backend: Backend,
+) {
+    let s = setup(backend).await;
+    let id = s.engine.start::<FiveSteps>("order-1", ()).await.unwrap();
+    let done = finished(&s.engine, id).await;
+    assert_eq!(done.status, Status::Completed, "{done:#?}");
+    let retries: Vec<_> = done
+        .history
+        .iter()
+        .filter(|h| h.kind == "retry_scheduled")
+        .collect();
+    assert_eq!(retries.len(), 2, "{:#?}", done.history);
+    assert_eq!(retries[0].detail["backoff_ms"], 20);
+    assert_eq!(retries[1].detail["backoff_ms"], 40);
+    assert!(retries[1].recorded_at >= retries[0].recorded_at + chrono::Duration::milliseconds(20));
+    assert_eq!(done.history.iter().filter(|h| h.kind == "event").count(), 5);
+    s.workers.shutdown().await;
+}
+
+async fn a_saga_whose_third_step_fails_compensates_the_first_two_in_reverse(backend: Backend) {
+    let s = setup(backend).await;
+    let id = s.engine.start::<Saga>("po-9", ()).await.unwrap();
+    let done = finished(&s.engine, id).await;
+    assert_eq!(done.status, Status::Compensated, "{done:#?}");
+    assert_eq!(done.status_reason, "ship: declined: carrier refused");
+    assert_eq!(
+        *s.log.lock().unwrap(),
+        ["reserve", "debit", "undo:debit", "undo:reserve"]
+    );
+    s.workers.shutdown().await;
+}
+
+async fn an_approval_that_arrives_before_the_deadline_wins(backend: Backend) {
+    let s = setup(backend).await;
+    let id = s.engine.start::<Approval>("instr-1", 60_000).await.unwrap();
+    s.engine
+        .signal_by_key(
+            Approval::NAME,
+            "instr-1",
+            "approval",
+            json!({"by": "checker-2"}),
+        )
+        .await
+        .unwrap();
+    let done = finished(&s.engine, id).await;
+    assert_eq!(done.status, Status::Completed);
+    assert_eq!(done.state, json!({"Approved": {"by": "checker-2"}}));
+    s.workers.shutdown().await;
+}
+
+async fn a_deadline_that_passes_before_the_approval_wins(backend: Backend) {
+    let s = setup(backend).await;
+    let id = s.engine.start::<Approval>("instr-2", 100).await.unwrap();
+    let done = finished(&s.engine, id).await;
+    assert_eq!(done.status, Status::Failed);
+    assert_eq!(done.state, json!("TimedOut"));
+    assert!(
+        s.engine
+            .signal(id, "approval", json!({"by": "late"}))
+            .await
+            .is_err(),
+        "a finished instance takes no signal"
+    );
+    s.workers.shutdown().await;
+}
+
+async fn an_approval_racing_its_deadline_has_exactly_one_winner(backend: Backend) {
+    let s = setup(backend).await;
+    let id = s.engine.start::<Approval>("instr-3", 0).await.unwrap();
+    // The deadline is due at once; the signal is sent at the same moment.
+    let _ = s
+        .engine
+        .signal(id, "approval", json!({"by": "checker"}))
+        .await;
+    let done = finished(&s.engine, id).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let done_later = s.engine.instance(id).await.unwrap();
+    assert_eq!(
+        done_later.state, done.state,
+        "the loser changed the outcome"
+    );
+    let applied = done_later
+        .history
+        .iter()
+        .filter(|h| h.kind == "event")
+        .count();
+    assert_eq!(
+        applied, 1,
+        "exactly one of signal and deadline is applied: {:#?}",
+        done_later.history
+    );
+    s.workers.shutdown().await;
+}
+
+async fn the_same_message_delivered_twice_is_processed_once(backend: Backend) {
+    let s = setup(backend).await;
+    let id = s.engine.start::<FiveSteps>("order-2", ()).await.unwrap();
+    let before = finished(&s.engine, id).await;
+    s.workers.shutdown().await;
+    // Every message is delivered again, as a broker does after a lost acknowledgement.
+    s.engine
+        .db()
+        .execute_unprepared("UPDATE wf_outbox SET delivered_at = NULL, leased_until = NULL")
+        .await
+        .unwrap();
+    let delivered = entities::wf_outbox::Entity::find()
+        .all(s.engine.db())
+        .await
+        .unwrap()
+        .len();
+    for _ in 0..delivered {
+        s.engine.process_next_event().await.unwrap();
+        s.engine.run_next_activity().await.unwrap();
+    }
+    let after = s.engine.instance(id).await.unwrap();
+    assert_eq!(
+        after.history.len(),
+        before.history.len(),
+        "a repeated message changed the history"
+    );
+    assert_eq!(after.state, before.state);
+}
+
+async fn starting_twice_with_one_business_key_starts_one_instance(backend: Backend) {
+    let s = setup(backend).await;
+    let a = s.engine.start::<FiveSteps>("order-3", ()).await.unwrap();
+    let b = s.engine.start::<FiveSteps>("order-3", ()).await.unwrap();
+    assert_eq!(a, b);
+    finished(&s.engine, a).await;
+    let completed = s
+        .engine
+        .list(FiveSteps::NAME, Status::Completed, 10)
+        .await
+        .unwrap();
+    assert_eq!(completed, vec![a]);
+    s.workers.shutdown().await;
+}
