@@ -18,6 +18,7 @@ pub mod ledger_accounts;
 pub mod ledger_entries;
 pub mod ledger_holds;
 pub mod ledger_postings;
+pub mod wf_canary_effects;
 pub mod wf_history;
 pub mod wf_inbox;
 pub mod wf_instances;

@@ -91,6 +91,40 @@ pub(crate) enum Message {
     Published { topic: String, payload: Value },
 }
 
+/// A message as a transport hands it over: the outbox row's id, instance, destination and
+/// payload. Its id is the message id the inbox deduplicates on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub id: Uuid,
+    pub instance_id: Uuid,
+    pub destination: String,
+    pub payload: Value,
+}
+
+impl Delivered {
+    pub(crate) fn from_row(row: &wf_outbox::Model) -> Self {
+        Delivered {
+            id: row.id,
+            instance_id: row.instance_id,
+            destination: row.destination.clone(),
+            payload: row.payload.clone(),
+        }
+    }
+
+    fn as_row(&self) -> wf_outbox::Model {
+        wf_outbox::Model {
+            id: self.id,
+            instance_id: self.instance_id,
+            destination: self.destination.clone(),
+            payload: self.payload.clone(),
+            available_at: now(),
+            leased_until: None,
+            delivered_at: None,
+            created_at: now(),
+        }
+    }
+}
+
 /// What an activity gets besides its input.
 #[derive(Clone, Debug)]
 pub struct ActivityContext {
@@ -178,12 +212,12 @@ pub struct Engine {
     pub(crate) wake: Arc<Notify>,
 }
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
 }
 
-async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+pub(crate) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     match db.get_database_backend() {
         DbBackend::Sqlite => {
             db.begin_with_options(TransactionOptions {
@@ -207,6 +241,27 @@ impl Engine {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Every queue the registered workflows and activities need: `workflow:<type>`,
+    /// `activity:<kind>` and `events`.
+    pub fn destinations(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .registry
+            .workflows
+            .keys()
+            .map(|(name, _)| format!("workflow:{name}"))
+            .chain(
+                self.registry
+                    .activities
+                    .keys()
+                    .map(|kind| format!("activity:{kind}")),
+            )
+            .chain(std::iter::once("events".to_owned()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Starts an instance of `W` for `business_key`, or returns the instance that key
@@ -374,11 +429,28 @@ impl Engine {
             txn.rollback().await?;
             return Ok(false);
         };
+        mark_delivered(&txn, row.id, now()).await?;
         match self.apply(&txn, &row).await {
             Ok(()) => {
                 txn.commit().await?;
                 self.wake.notify_waiters();
                 Ok(true)
+            }
+            Err(err) => {
+                txn.rollback().await?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Processes a message a broker delivered, in one transaction. A message processed
+    /// before is dropped.
+    pub async fn handle_delivery(&self, message: &Delivered) -> Result<(), EngineError> {
+        let txn = begin(&self.db).await?;
+        match self.apply(&txn, &message.as_row()).await {
+            Ok(()) => {
+                txn.commit().await?;
+                Ok(())
             }
             Err(err) => {
                 txn.rollback().await?;
@@ -393,7 +465,6 @@ impl Engine {
         row: &wf_outbox::Model,
     ) -> Result<(), EngineError> {
         let at = now();
-        mark_delivered(txn, row.id, at).await?;
         if row.destination == "events" {
             // Domain events have no subscriber in this process yet; delivering them is logging.
             tracing::info!(message = %row.id, payload = %row.payload, "domain event");
@@ -487,35 +558,47 @@ impl Engine {
     /// Takes one due activity task, runs it outside any transaction under a lease, and
     /// reports its result to the instance. Returns whether there was one.
     pub async fn run_next_activity(&self) -> Result<bool, EngineError> {
-        let Some((row, task)) = self.lease_task().await? else {
+        let Some(row) = self.lease_task().await? else {
             return Ok(false);
         };
+        let delivered = Delivered::from_row(&row);
+        let result = self.execute(&delivered).await?;
+        self.finish_activity(&delivered, result).await?;
+        Ok(true)
+    }
+
+    /// Runs the activity a task names, with its timeout. The error is the activity's.
+    pub async fn execute(
+        &self,
+        task: &Delivered,
+    ) -> Result<Result<Value, ActivityError>, EngineError> {
         let Message::Task {
             step,
             kind,
             input,
             attempt,
-            retry,
             timeout_ms,
-        } = task
+            ..
+        } = serde_json::from_value(task.payload.clone())?
         else {
-            return Ok(true);
+            return Ok(Err(ActivityError::permanent(
+                "not_a_task",
+                "the message is not an activity task",
+            )));
         };
         let ctx = ActivityContext {
-            instance_id: row.instance_id,
-            step: step.clone(),
+            instance_id: task.instance_id,
+            idempotency_key: format!("{}:{step}", task.instance_id),
+            step,
             attempt,
-            idempotency_key: format!("{}:{step}", row.instance_id),
         };
-        let result = match self.registry.activities.get(&kind) {
+        Ok(match self.registry.activities.get(&kind) {
             None => Err(ActivityError::permanent(
                 "unknown_activity",
                 format!("no activity {kind} is registered"),
             )),
             Some(f) => {
-                match tokio::time::timeout(Duration::from_millis(timeout_ms), f(ctx, input.clone()))
-                    .await
-                {
+                match tokio::time::timeout(Duration::from_millis(timeout_ms), f(ctx, input)).await {
                     Ok(result) => result,
                     Err(_) => Err(ActivityError::retryable(
                         "timeout",
@@ -523,25 +606,45 @@ impl Engine {
                     )),
                 }
             }
+        })
+    }
+
+    /// Reports an activity's result in one transaction: the result event for the instance, or
+    /// the next attempt after its backoff. A task finished before is dropped.
+    pub async fn finish_activity(
+        &self,
+        task: &Delivered,
+        result: Result<Value, ActivityError>,
+    ) -> Result<(), EngineError> {
+        let Message::Task {
+            step,
+            kind,
+            input,
+            attempt,
+            retry,
+            timeout_ms,
+        } = serde_json::from_value(task.payload.clone())?
+        else {
+            return Ok(());
         };
         let txn = begin(&self.db).await?;
         let at = now();
-        mark_delivered(&txn, row.id, at).await?;
-        if !consume(&txn, row.id, "activity", at).await? {
+        mark_delivered(&txn, task.id, at).await?;
+        if !consume(&txn, task.id, "activity", at).await? {
             txn.commit().await?;
-            return Ok(true); // another worker finished this attempt after our lease ran out
+            return Ok(()); // another worker finished this attempt already
         }
-        let instance = wf_instances::Entity::find_by_id(row.instance_id)
+        let instance = wf_instances::Entity::find_by_id(task.instance_id)
             .one(&txn)
             .await?
-            .ok_or_else(|| EngineError::UnknownInstance(row.instance_id.to_string()))?;
+            .ok_or_else(|| EngineError::UnknownInstance(task.instance_id.to_string()))?;
         let destination = format!("workflow:{}", instance.workflow_type);
         match result {
             Ok(output) => {
                 let message = Message::Event {
                     event: Event::ActivityCompleted { step, output },
                 };
-                outbox(&txn, row.instance_id, &destination, &message, at).await?;
+                outbox(&txn, task.instance_id, &destination, &message, at).await?;
             }
             Err(error) if retry.retries(&error, attempt) => {
                 let backoff_ms = retry.backoff_ms(attempt + 1);
@@ -554,12 +657,12 @@ impl Engine {
                     retry,
                     timeout_ms,
                 };
-                outbox(&txn, row.instance_id, &row.destination, &next, retry_at).await?;
-                let seq = next_history_seq(&txn, row.instance_id).await?;
+                outbox(&txn, task.instance_id, &task.destination, &next, retry_at).await?;
+                let seq = next_history_seq(&txn, task.instance_id).await?;
                 let detail = serde_json::json!({ "step": step, "attempt": attempt, "error": error, "backoff_ms": backoff_ms });
                 history(
                     &txn,
-                    row.instance_id,
+                    task.instance_id,
                     seq,
                     "retry_scheduled",
                     detail,
@@ -576,15 +679,15 @@ impl Engine {
                         attempts: attempt,
                     },
                 };
-                outbox(&txn, row.instance_id, &destination, &message, at).await?;
+                outbox(&txn, task.instance_id, &destination, &message, at).await?;
             }
         }
         txn.commit().await?;
         self.wake.notify_waiters();
-        Ok(true)
+        Ok(())
     }
 
-    async fn lease_task(&self) -> Result<Option<(wf_outbox::Model, Message)>, EngineError> {
+    async fn lease_task(&self) -> Result<Option<wf_outbox::Model>, EngineError> {
         let txn = begin(&self.db).await?;
         let at = now();
         let Some(row) = due(&txn, DestinationKind::Activities, at).await? else {
@@ -606,7 +709,7 @@ impl Engine {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok(Some((row, task)))
+        Ok(Some(row))
     }
 }
 

@@ -21,10 +21,14 @@
 //! - [`engine`]: starting, signalling, processing messages, running activities, queries.
 //! - [`runtime`]: in-process workers for the embedded mode.
 
+pub mod amqp;
+pub mod canary;
 pub mod definition;
 pub mod engine;
 pub mod runtime;
 
 pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow};
-pub use engine::{ActivityContext, Engine, EngineError, HistoryRow, Instance, Registry, Status};
+pub use engine::{
+    ActivityContext, Delivered, Engine, EngineError, HistoryRow, Instance, Registry, Status,
+};
 pub use runtime::Workers;

@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_ledger;
 mod m20261122_000002_workflows;
+mod m20261122_000003_canary;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_ledger::Migration),
             Box::new(m20261122_000002_workflows::Migration),
+            Box::new(m20261122_000003_canary::Migration),
         ]
     }
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - `migrate`: brings the schema of `DATABASE_URL` up to date.
 //! - `demo` ([`demo`]): a day of a fleet, two stations and a depot on the ledger, printed.
+//! - `worker`, `scheduler` ([`run`]): the workflow engine's processes.
 //! - `bench ledger` ([`bench::ledger`]): ledger throughput and latency under concurrent clients.
 //!
 //! `DATABASE_URL` chooses the storage (`postgres://…` or `sqlite://…`); without it the binary
@@ -10,6 +11,7 @@
 
 mod bench;
 mod demo;
+mod run;
 
 use clap::{Parser, Subcommand};
 use entities::db::{EMBEDDED_URL, PoolSettings};
@@ -36,6 +38,10 @@ enum Command {
     /// Post a day of sample flows for a fleet, two stations and a depot; print balances and
     /// statements. Running it again on the same day replays the same entries.
     Demo,
+    /// Run workflow workers (and, with --scheduler, the relay and timers).
+    Worker(run::WorkerArgs),
+    /// Run the outbox relay and durable timers (RabbitMQ mode).
+    Scheduler(run::SchedulerArgs),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -54,6 +60,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo => {
             let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
             demo::run(db).await?;
+        }
+        Command::Worker(args) => {
+            let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
+            run::worker(args, db).await?;
+        }
+        Command::Scheduler(args) => {
+            let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
+            run::scheduler(args, db).await?;
         }
         Command::Bench(bench) => bench.run(&cli.database_url).await?,
     }

@@ -1,0 +1,132 @@
+//! `forecourt worker` and `forecourt scheduler`: the workflow engine's processes.
+//!
+//! With `AMQP_URL` set (production), `worker` consumes the engine's RabbitMQ queues and
+//! `scheduler` runs the outbox relay, which also fires durable timers; `worker --scheduler`
+//! runs both in one process. Without it (embedded), `worker` runs in-process workers that
+//! take messages straight from the outbox, timers included. Both stop cleanly on SIGTERM or
+//! Ctrl-C: work in hand finishes, unacknowledged messages go back to the broker, channels
+//! close.
+
+use std::sync::Arc;
+
+use clap::Args;
+use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+use workflows::amqp::{self, Broker};
+use workflows::{Engine, Registry, Workers};
+
+#[derive(Args, Clone)]
+pub struct Transport {
+    /// RabbitMQ; absent: the in-process transport of the embedded mode.
+    #[arg(long, env = "AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Prefix of the exchange and queue names (one per deployment or test).
+    #[arg(long, env = "AMQP_QUEUE_PREFIX", default_value = "forecourt")]
+    queue_prefix: String,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    transport: Transport,
+    /// Also run the scheduler (relay and timers) in this process.
+    #[arg(long)]
+    scheduler: bool,
+    /// Consumers per queue (RabbitMQ) or workers per kind (embedded).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Unacknowledged messages a consumer may hold.
+    #[arg(long, default_value_t = 8)]
+    prefetch: u16,
+}
+
+#[derive(Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    transport: Transport,
+}
+
+/// The workflows and activities this binary runs.
+pub fn registry(db: &DatabaseConnection) -> Registry {
+    workflows::canary::register(Registry::default(), db.clone())
+}
+
+async fn until_stopped(stop: watch::Sender<bool>) {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stopping: finishing work in hand");
+    let _ = stop.send(true);
+}
+
+pub async fn worker(args: WorkerArgs, db: DatabaseConnection) -> anyhow::Result<()> {
+    let engine = Engine::new(db.clone(), registry(&db));
+    let (stop, stopped) = watch::channel(false);
+    match &args.transport.amqp_url {
+        None => {
+            let workers = Workers::spawn(&engine, args.concurrency, args.concurrency);
+            eprintln!("worker: embedded mode (no AMQP_URL), in-process transport");
+            until_stopped(stop).await;
+            workers.shutdown().await;
+        }
+        Some(url) => {
+            let broker = Arc::new(
+                Broker::connect(url, &args.transport.queue_prefix, "forecourt worker").await?,
+            );
+            broker.declare(&engine.destinations()).await?;
+            let relay = args.scheduler.then(|| {
+                tokio::spawn(amqp::run_relay(
+                    engine.clone(),
+                    broker.clone(),
+                    stopped.clone(),
+                ))
+            });
+            let consumers = tokio::spawn(amqp::run_consumers(
+                engine.clone(),
+                broker.clone(),
+                args.concurrency,
+                args.prefetch,
+                stopped,
+            ));
+            eprintln!("worker: consuming {} queues", engine.destinations().len());
+            tokio::select! {
+                _ = until_stopped(stop) => {}
+                result = consumers => { result??; anyhow::bail!("the consumers stopped on their own"); }
+            }
+            if let Some(relay) = relay {
+                relay.await??;
+            }
+            broker.close().await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn scheduler(args: SchedulerArgs, db: DatabaseConnection) -> anyhow::Result<()> {
+    let Some(url) = &args.transport.amqp_url else {
+        anyhow::bail!(
+            "the scheduler relays to RabbitMQ: set AMQP_URL (the embedded worker schedules itself)"
+        );
+    };
+    let engine = Engine::new(db.clone(), registry(&db));
+    let broker =
+        Arc::new(Broker::connect(url, &args.transport.queue_prefix, "forecourt scheduler").await?);
+    broker.declare(&engine.destinations()).await?;
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(amqp::run_relay(engine, broker.clone(), stopped));
+    eprintln!("scheduler: relaying the outbox");
+    tokio::select! {
+        _ = until_stopped(stop) => {}
+        result = relay => { result??; anyhow::bail!("the relay stopped on its own"); }
+    }
+    broker.close().await?;
+    Ok(())
+}
