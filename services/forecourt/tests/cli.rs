@@ -167,3 +167,34 @@ async fn a_demo_killed_again_and_again_still_books_every_movement_exactly_once()
         );
     }
 }
+
+#[tokio::test]
+async fn a_short_workflow_bench_counts_every_transition() {
+    let db = TestDb::fresh(Backend::Sqlite).await;
+    let args = [
+        "bench",
+        "workflows",
+        "--workflows",
+        "5",
+        "--steps",
+        "2",
+        "--workers",
+        "1",
+        "--json",
+    ];
+    let out = Command::new(env!("CARGO_BIN_EXE_forecourt"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env_remove("AMQP_URL")
+        .output()
+        .expect("run forecourt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    // Each workflow: started, then one transition per step.
+    assert_eq!(reports[0]["transitions"], 15, "{reports}");
+    assert_eq!(reports[0]["transport"], "in-process");
+}
