@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 /// Where the embedded mode keeps its data when `DATABASE_URL` is not set.
 pub const EMBEDDED_URL: &str = "sqlite://forecourt.db?mode=rwc";
@@ -98,3 +101,19 @@ fn tcp_nodelay_on_every_socket() {
 
 #[cfg(not(target_os = "linux"))]
 fn tcp_nodelay_on_every_socket() {}
+
+/// Opens a transaction that is going to write. On SQLite it is `IMMEDIATE`: the database's
+/// write lock is taken before the first read, which is what makes read-check-write race-free
+/// there (SQLite has no row locks; `FOR UPDATE` is dropped).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+        }
+        _ => db.begin().await,
+    }
+}

@@ -32,6 +32,25 @@ pub async fn migrate(db: &sea_orm_migration::sea_orm::DatabaseConnection) -> Res
     Migrator::up(db, None).await
 }
 
+/// Runs the script of the connection's backend.
+pub(crate) async fn run_for_backend(
+    manager: &SchemaManager<'_>,
+    postgres: &str,
+    sqlite: &str,
+) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::DbBackend;
+    let script = match manager.get_database_backend() {
+        DbBackend::Postgres => postgres,
+        DbBackend::Sqlite => sqlite,
+        other => {
+            return Err(DbErr::Migration(format!(
+                "{other:?} is not supported: use PostgreSQL or SQLite"
+            )));
+        }
+    };
+    run_script(manager, script).await
+}
+
 /// Runs each statement of a `;`-separated script. Statements must not contain `;` themselves,
 /// except inside `BEGIN ... END;` trigger bodies, which are kept whole.
 pub(crate) async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {

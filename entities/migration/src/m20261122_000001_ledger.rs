@@ -218,16 +218,7 @@ DROP TABLE ledger_accounts;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let script = match manager.get_database_backend() {
-            DbBackend::Postgres => POSTGRES,
-            DbBackend::Sqlite => SQLITE,
-            other => {
-                return Err(DbErr::Migration(format!(
-                    "{other:?} is not supported: use PostgreSQL or SQLite"
-                )));
-            }
-        };
-        crate::run_script(manager, script).await
+        crate::run_for_backend(manager, POSTGRES, SQLITE).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

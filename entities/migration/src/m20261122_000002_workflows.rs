@@ -1,6 +1,5 @@
 //! The workflow engine: instances, history, outbox (with durable timers) and inbox.
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -105,16 +104,7 @@ DROP TABLE wf_instances;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let script = match manager.get_database_backend() {
-            DbBackend::Postgres => POSTGRES,
-            DbBackend::Sqlite => SQLITE,
-            other => {
-                return Err(DbErr::Migration(format!(
-                    "{other:?} is not supported: use PostgreSQL or SQLite"
-                )));
-            }
-        };
-        crate::run_script(manager, script).await
+        crate::run_for_backend(manager, POSTGRES, SQLITE).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

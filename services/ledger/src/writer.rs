@@ -21,10 +21,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sea_orm::{
-    DatabaseConnection, DbBackend, DbErr, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
-};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -215,7 +212,7 @@ impl Writer {
         &mut self,
         ops: &[Op],
     ) -> Result<Vec<Result<Outcome, LedgerError>>, BatchError> {
-        let txn = begin_write(&self.db).await?;
+        let txn = entities::db::begin_write(&self.db).await?;
         let keys: Vec<&str> = ops.iter().filter_map(Op::key).collect();
         let existing = store::existing(&txn, &keys).await?;
         let mut hold_ids: Vec<_> = ops.iter().filter_map(Op::hold_id).collect();
@@ -249,23 +246,6 @@ fn jitter_ms(attempt: u32) -> u8 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     ((nanos ^ attempt.wrapping_mul(2_654_435_761)) % 4) as u8
-}
-
-/// Opens the transaction a batch writes in. On SQLite it is `IMMEDIATE`: the write lock is
-/// taken before the first read, which is what makes the read-check-write race-free there.
-pub(crate) async fn begin_write(
-    db: &DatabaseConnection,
-) -> Result<sea_orm::DatabaseTransaction, DbErr> {
-    match db.get_database_backend() {
-        DbBackend::Sqlite => {
-            db.begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await
-        }
-        _ => db.begin().await,
-    }
 }
 
 #[derive(Debug)]
