@@ -23,5 +23,6 @@ pub mod wf_history;
 pub mod wf_inbox;
 pub mod wf_instances;
 pub mod wf_outbox;
+pub mod wf_schedules;
 
 pub mod db;

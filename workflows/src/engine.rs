@@ -165,6 +165,15 @@ impl Registry {
         self
     }
 
+    /// The newest registered version of a workflow type.
+    pub(crate) fn latest_version(&self, name: &str) -> Option<i32> {
+        self.workflows
+            .keys()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .max()
+    }
+
     fn get(&self, name: &str, version: i32) -> Result<Arc<dyn DynWorkflow>, EngineError> {
         self.workflows
             .get(&(name.to_owned(), version))
@@ -231,6 +240,10 @@ impl Engine {
         &self.db
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Every queue the registered workflows and activities need: `workflow:<type>`,
     /// `activity:<kind>` and `events`.
     pub fn destinations(&self) -> Vec<String> {
@@ -259,11 +272,29 @@ impl Engine {
         business_key: &str,
         input: W::Input,
     ) -> Result<Uuid, EngineError> {
-        let definition = self.registry.get(W::NAME, W::VERSION)?;
-        let step = definition.start(serde_json::to_value(input)?)?;
+        self.start_named(
+            W::NAME,
+            W::VERSION,
+            business_key,
+            serde_json::to_value(input)?,
+        )
+        .await
+    }
+
+    /// Starts an instance of a registered type by name and version, or returns the instance
+    /// the business key started before. Schedules start workflows this way.
+    pub async fn start_named(
+        &self,
+        name: &str,
+        version: i32,
+        business_key: &str,
+        input: Value,
+    ) -> Result<Uuid, EngineError> {
+        let definition = self.registry.get(name, version)?;
+        let step = definition.start(input)?;
         let txn = begin(&self.db).await?;
         if let Some(existing) = wf_instances::Entity::find()
-            .filter(wf_instances::Column::WorkflowType.eq(W::NAME))
+            .filter(wf_instances::Column::WorkflowType.eq(name))
             .filter(wf_instances::Column::BusinessKey.eq(business_key))
             .one(&txn)
             .await?
@@ -276,8 +307,8 @@ impl Engine {
         let (status, reason) = finish_status(&step);
         wf_instances::Entity::insert(wf_instances::ActiveModel {
             id: Set(id),
-            workflow_type: Set(W::NAME.to_owned()),
-            version: Set(W::VERSION),
+            workflow_type: Set(name.to_owned()),
+            version: Set(version),
             business_key: Set(business_key.to_owned()),
             state: Set(step.state.clone()),
             status: Set(status.as_str().to_owned()),
@@ -290,7 +321,7 @@ impl Engine {
         .await?;
         let detail = serde_json::json!({ "state": step.state, "commands": step.commands });
         history(&txn, id, 1, "started", detail, &step.reason, at).await?;
-        emit_commands(&txn, id, W::NAME, &step.commands, at).await?;
+        emit_commands(&txn, id, name, &step.commands, at).await?;
         txn.commit().await?;
         self.wake.notify_waiters();
         Ok(id)

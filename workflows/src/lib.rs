@@ -26,6 +26,7 @@ pub mod canary;
 pub mod definition;
 pub mod engine;
 pub mod runtime;
+pub mod schedule;
 
 pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow};
 pub use engine::{

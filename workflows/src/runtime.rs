@@ -21,8 +21,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `event_workers` consumers of workflow messages and `activity_workers` activity
-    /// workers on the current runtime.
+    /// Starts `event_workers` consumers of workflow messages, `activity_workers` activity
+    /// workers and a schedule ticker on the current runtime.
     pub fn spawn(engine: &Engine, event_workers: usize, activity_workers: usize) -> Workers {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -34,6 +34,10 @@ impl Workers {
             let (engine, stop) = (engine.clone(), stop.subscribe());
             tasks.spawn(work(engine, stop, Kind::Activities));
         }
+        tasks.spawn(crate::schedule::run_schedules(
+            engine.clone(),
+            stop.subscribe(),
+        ));
         Workers { stop, tasks }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use testkit::{Backend, TestDb};
 use uuid::Uuid;
+use workflows::schedule::{MissedTicks, Schedule};
 use workflows::{
     ActivityError, Command, Engine, Event, Registry, RetryPolicy, Status, Step, Workers, Workflow,
 };
@@ -21,6 +22,8 @@ testkit::scenarios!(
     an_approval_racing_its_deadline_has_exactly_one_winner,
     the_same_message_delivered_twice_is_processed_once,
     starting_twice_with_one_business_key_starts_one_instance,
+    a_schedule_every_second_fires_once_per_tick_under_two_schedulers,
+    a_schedule_after_downtime_fires_once_or_skips_as_configured,
 );
 
 fn fast_retry() -> RetryPolicy {
@@ -229,6 +232,7 @@ async fn setup(backend: Backend) -> Setup {
         .workflow::<FiveSteps>()
         .workflow::<Saga>()
         .workflow::<Approval>()
+        .workflow::<Tick>()
         .activity("step", {
             let attempts = attempts.clone();
             move |ctx, _input| {
@@ -431,4 +435,122 @@ async fn starting_twice_with_one_business_key_starts_one_instance(backend: Backe
         .unwrap();
     assert_eq!(completed, vec![a]);
     s.workers.shutdown().await;
+}
+
+/// Does nothing but finish: what a schedule starts in these tests.
+struct Tick;
+
+impl Workflow for Tick {
+    const NAME: &'static str = "test.tick";
+    const VERSION: i32 = 1;
+    type Input = Value;
+    type State = Value;
+
+    fn start(input: Value) -> Step<Value> {
+        Step::to(input, "ticked").then(Command::Complete {
+            output: Value::Null,
+        })
+    }
+
+    fn on_event(_: &Value, _: &Event) -> Option<Step<Value>> {
+        None
+    }
+}
+
+fn every_second(name: &str, missed: MissedTicks) -> Schedule {
+    Schedule {
+        name: name.into(),
+        cron: "* * * * * *".into(),
+        time_zone: "Asia/Shanghai".into(),
+        workflow_type: Tick::NAME.into(),
+        input: json!({}),
+        missed_ticks: missed,
+    }
+}
+
+async fn ticks_started(engine: &Engine, schedule: &str) -> Vec<String> {
+    let mut keys: Vec<String> = entities::wf_instances::Entity::find()
+        .all(engine.db())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.business_key.starts_with(&format!("{schedule}@")))
+        .map(|i| i.business_key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn a_schedule_every_second_fires_once_per_tick_under_two_schedulers(backend: Backend) {
+    let s = setup(backend).await;
+    s.workers.shutdown().await;
+    s.engine
+        .put_schedule(every_second("heartbeat", MissedTicks::FireOnce))
+        .await
+        .unwrap();
+    // Two schedulers on their own pools, as two processes would run.
+    let other = Engine::new(
+        s._db.connect_again().await,
+        Registry::default().workflow::<Tick>(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let a = tokio::spawn(workflows::schedule::run_schedules(
+        s.engine.clone(),
+        stopped.clone(),
+    ));
+    let b = tokio::spawn(workflows::schedule::run_schedules(other, stopped));
+    tokio::time::sleep(Duration::from_millis(3_600)).await;
+    stop.send(true).unwrap();
+    a.await.unwrap();
+    b.await.unwrap();
+    let keys = ticks_started(&s.engine, "heartbeat").await;
+    assert!(
+        keys.len() >= 3,
+        "3.6 s of a schedule every second fired {keys:?}"
+    );
+    // One start per tick, consecutive seconds, none twice, none skipped.
+    let ticks: Vec<chrono::DateTime<chrono::FixedOffset>> = keys
+        .iter()
+        .map(|k| chrono::DateTime::parse_from_rfc3339(k.trim_start_matches("heartbeat@")).unwrap())
+        .collect();
+    for pair in ticks.windows(2) {
+        assert_eq!(pair[1] - pair[0], chrono::Duration::seconds(1), "{keys:?}");
+    }
+}
+
+async fn a_schedule_after_downtime_fires_once_or_skips_as_configured(backend: Backend) {
+    let s = setup(backend).await;
+    s.workers.shutdown().await;
+    s.engine
+        .put_schedule(every_second("catch-up", MissedTicks::FireOnce))
+        .await
+        .unwrap();
+    s.engine
+        .put_schedule(every_second("no-catch-up", MissedTicks::Skip))
+        .await
+        .unwrap();
+    // No scheduler runs for three seconds: three or more ticks are missed.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    s.engine.fire_due_schedules().await.unwrap();
+    assert_eq!(ticks_started(&s.engine, "catch-up").await.len(), 1);
+    assert_eq!(ticks_started(&s.engine, "no-catch-up").await.len(), 0);
+    let outcomes: Vec<String> = entities::wf_schedules::Entity::find()
+        .all(s.engine.db())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| format!("{}: {}", row.name, row.last_outcome))
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.starts_with("catch-up: fired once") && o.contains("missed ticks folded")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.starts_with("no-catch-up: skipped")),
+        "{outcomes:?}"
+    );
 }

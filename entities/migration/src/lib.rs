@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_ledger;
 mod m20261122_000002_workflows;
 mod m20261122_000003_canary;
+mod m20261122_000004_schedules;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_ledger::Migration),
             Box::new(m20261122_000002_workflows::Migration),
             Box::new(m20261122_000003_canary::Migration),
+            Box::new(m20261122_000004_schedules::Migration),
         ]
     }
 }

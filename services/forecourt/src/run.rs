@@ -1,7 +1,7 @@
 //! `forecourt worker` and `forecourt scheduler`: the workflow engine's processes.
 //!
 //! With `AMQP_URL` set (production), `worker` consumes the engine's RabbitMQ queues and
-//! `scheduler` runs the outbox relay, which also fires durable timers; `worker --scheduler`
+//! `scheduler` runs the outbox relay, which also fires durable timers, and the cron schedules; `worker --scheduler`
 //! runs both in one process. Without it (embedded), `worker` runs in-process workers that
 //! take messages straight from the outbox, timers included. Both stop cleanly on SIGTERM or
 //! Ctrl-C: work in hand finishes, unacknowledged messages go back to the broker, channels
@@ -121,6 +121,10 @@ pub async fn scheduler(args: SchedulerArgs, db: DatabaseConnection) -> anyhow::R
         Arc::new(Broker::connect(url, &args.transport.queue_prefix, "forecourt scheduler").await?);
     broker.declare(&engine.destinations()).await?;
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(workflows::schedule::run_schedules(
+        engine.clone(),
+        stopped.clone(),
+    ));
     let relay = tokio::spawn(amqp::run_relay(engine, broker.clone(), stopped));
     eprintln!("scheduler: relaying the outbox");
     tokio::select! {
