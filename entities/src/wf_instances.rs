@@ -18,6 +18,8 @@ pub struct Model {
     pub status_reason: String,
     /// Bumped by every transition; a transition commits only on the revision it read.
     pub revision: i64,
+    /// The instance that started this one as its child.
+    pub parent_id: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -94,6 +94,14 @@ pub enum Command {
         name: String,
         deadline_ms: Option<u64>,
     },
+    /// Start an instance of another type as this one's child; when it finishes, this
+    /// instance receives [`Event::ChildFinished`]. The business key makes the start
+    /// idempotent.
+    StartChild {
+        workflow_type: String,
+        business_key: String,
+        input: Value,
+    },
     /// Publish a domain event or webhook.
     Emit { topic: String, payload: Value },
     /// Finish successfully.
@@ -124,6 +132,14 @@ pub enum Event {
     Signal {
         name: String,
         payload: Value,
+    },
+    /// A child started with [`Command::StartChild`] finished; `status` is `completed`,
+    /// `failed` or `compensated`.
+    ChildFinished {
+        workflow_type: String,
+        business_key: String,
+        status: String,
+        reason: String,
     },
 }
 

@@ -88,6 +88,13 @@ pub(crate) enum Message {
     },
     /// A domain event or webhook.
     Published { topic: String, payload: Value },
+    /// Start a child instance (idempotent by business key).
+    Start {
+        workflow_type: String,
+        business_key: String,
+        input: Value,
+        parent_id: Uuid,
+    },
 }
 
 /// A message as a transport hands it over: the outbox row's id, instance, destination and
@@ -290,21 +297,39 @@ impl Engine {
         business_key: &str,
         input: Value,
     ) -> Result<Uuid, EngineError> {
-        let definition = self.registry.get(name, version)?;
-        let step = definition.start(input)?;
         let txn = begin(&self.db).await?;
+        let id = self
+            .create_instance(&txn, name, version, business_key, input, None)
+            .await?;
+        txn.commit().await?;
+        self.wake.notify_waiters();
+        Ok(id)
+    }
+
+    /// Creates an instance in `txn`, or finds the one the business key created before.
+    async fn create_instance(
+        &self,
+        txn: &DatabaseTransaction,
+        name: &str,
+        version: i32,
+        business_key: &str,
+        input: Value,
+        parent_id: Option<Uuid>,
+    ) -> Result<Uuid, EngineError> {
         if let Some(existing) = wf_instances::Entity::find()
             .filter(wf_instances::Column::WorkflowType.eq(name))
             .filter(wf_instances::Column::BusinessKey.eq(business_key))
-            .one(&txn)
+            .one(txn)
             .await?
         {
-            txn.rollback().await?;
             return Ok(existing.id);
         }
+        let definition = self.registry.get(name, version)?;
+        let step = definition.start(input)?;
         let id = Uuid::now_v7();
         let at = now();
         let (status, reason) = finish_status(&step);
+        let status_reason = reason.unwrap_or_else(|| step.reason.clone());
         wf_instances::Entity::insert(wf_instances::ActiveModel {
             id: Set(id),
             workflow_type: Set(name.to_owned()),
@@ -312,18 +337,20 @@ impl Engine {
             business_key: Set(business_key.to_owned()),
             state: Set(step.state.clone()),
             status: Set(status.as_str().to_owned()),
-            status_reason: Set(reason.unwrap_or_else(|| step.reason.clone())),
+            status_reason: Set(status_reason.clone()),
             revision: Set(1),
+            parent_id: Set(parent_id),
             created_at: Set(at),
             updated_at: Set(at),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await?;
-        let detail = serde_json::json!({ "state": step.state, "commands": step.commands });
-        history(&txn, id, 1, "started", detail, &step.reason, at).await?;
-        emit_commands(&txn, id, name, &step.commands, at).await?;
-        txn.commit().await?;
-        self.wake.notify_waiters();
+        let detail = serde_json::json!({ "state": step.state, "commands": step.commands, "parent": parent_id });
+        history(txn, id, 1, "started", detail, &step.reason, at).await?;
+        emit_commands(txn, id, name, &step.commands, at).await?;
+        if let (Some(parent), true) = (parent_id, status != Status::Running) {
+            notify_parent(txn, parent, name, business_key, status, &status_reason, at).await?;
+        }
         Ok(id)
     }
 
@@ -492,15 +519,33 @@ impl Engine {
         if !consume(txn, row.id, "workflow", at).await? {
             return Ok(()); // the same message was processed before: dropped
         }
+        let event = match serde_json::from_value::<Message>(row.payload.clone())? {
+            Message::Event { event } => event,
+            Message::Start {
+                workflow_type,
+                business_key,
+                input,
+                parent_id,
+            } => {
+                let version = self
+                    .registry
+                    .latest_version(&workflow_type)
+                    .ok_or_else(|| EngineError::UnknownWorkflow {
+                        name: workflow_type.clone(),
+                        version: 0,
+                    })?;
+                let parent = Some(parent_id);
+                self.create_instance(txn, &workflow_type, version, &business_key, input, parent)
+                    .await?;
+                return Ok(());
+            }
+            Message::Task { .. } | Message::Published { .. } => return Ok(()),
+        };
         let instance = wf_instances::Entity::find_by_id(row.instance_id)
             .one(txn)
             .await?
             .ok_or_else(|| EngineError::UnknownInstance(row.instance_id.to_string()))?;
         let seq = next_history_seq(txn, instance.id).await?;
-        let Message::Event { event } = serde_json::from_value::<Message>(row.payload.clone())?
-        else {
-            return Ok(());
-        };
         if Status::parse(&instance.status) != Status::Running {
             let detail = serde_json::json!({ "event": event });
             return history(
@@ -531,6 +576,11 @@ impl Engine {
             .await;
         };
         let (status, final_reason) = finish_status(&step);
+        let status_reason = final_reason.unwrap_or_else(|| step.reason.clone());
+        if let (Some(parent), true) = (instance.parent_id, status != Status::Running) {
+            let (name, key) = (&instance.workflow_type, &instance.business_key);
+            notify_parent(txn, parent, name, key, status, &status_reason, at).await?;
+        }
         let updated = wf_instances::Entity::update_many()
             .col_expr(
                 wf_instances::Column::State,
@@ -542,9 +592,7 @@ impl Engine {
             )
             .col_expr(
                 wf_instances::Column::StatusReason,
-                sea_orm::sea_query::Expr::value(
-                    final_reason.unwrap_or_else(|| step.reason.clone()),
-                ),
+                sea_orm::sea_query::Expr::value(status_reason),
             )
             .col_expr(
                 wf_instances::Column::Revision,
@@ -921,6 +969,19 @@ async fn emit_commands(
                     outbox(txn, instance_id, &to_self, &message, fire_at).await?;
                 }
             }
+            Command::StartChild {
+                workflow_type: child,
+                business_key,
+                input,
+            } => {
+                let message = Message::Start {
+                    workflow_type: child.clone(),
+                    business_key: business_key.clone(),
+                    input: input.clone(),
+                    parent_id: instance_id,
+                };
+                outbox(txn, instance_id, &format!("workflow:{child}"), &message, at).await?;
+            }
             Command::Emit { topic, payload } => {
                 let message = Message::Published {
                     topic: topic.clone(),
@@ -932,4 +993,28 @@ async fn emit_commands(
         }
     }
     Ok(())
+}
+
+/// Tells a parent instance that its child finished.
+async fn notify_parent(
+    txn: &DatabaseTransaction,
+    parent_id: Uuid,
+    workflow_type: &str,
+    business_key: &str,
+    status: Status,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let parent = wf_instances::Entity::find_by_id(parent_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| EngineError::UnknownInstance(parent_id.to_string()))?;
+    let event = Event::ChildFinished {
+        workflow_type: workflow_type.to_owned(),
+        business_key: business_key.to_owned(),
+        status: status.as_str().to_owned(),
+        reason: reason.to_owned(),
+    };
+    let destination = format!("workflow:{}", parent.workflow_type);
+    outbox(txn, parent_id, &destination, &Message::Event { event }, at).await
 }

@@ -24,6 +24,7 @@ testkit::scenarios!(
     starting_twice_with_one_business_key_starts_one_instance,
     a_schedule_every_second_fires_once_per_tick_under_two_schedulers,
     a_schedule_after_downtime_fires_once_or_skips_as_configured,
+    a_settlement_run_waits_for_its_child_workflows,
 );
 
 fn fast_retry() -> RetryPolicy {
@@ -233,6 +234,7 @@ async fn setup(backend: Backend) -> Setup {
         .workflow::<Saga>()
         .workflow::<Approval>()
         .workflow::<Tick>()
+        .workflow::<Batch>()
         .activity("step", {
             let attempts = attempts.clone();
             move |ctx, _input| {
@@ -553,4 +555,88 @@ async fn a_schedule_after_downtime_fires_once_or_skips_as_configured(backend: Ba
             .any(|o| o.starts_with("no-catch-up: skipped")),
         "{outcomes:?}"
     );
+}
+
+/// Starts one child per station and finishes when every child has.
+struct Batch;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BatchState {
+    waiting: Vec<String>,
+    finished: Vec<String>,
+}
+
+impl Workflow for Batch {
+    const NAME: &'static str = "test.batch";
+    const VERSION: i32 = 1;
+    type Input = Vec<String>;
+    type State = BatchState;
+
+    fn start(stations: Vec<String>) -> Step<BatchState> {
+        let mut step = Step::to(
+            BatchState {
+                waiting: stations.clone(),
+                finished: vec![],
+            },
+            "one child per station",
+        );
+        for station in stations {
+            step = step.then(Command::StartChild {
+                workflow_type: Tick::NAME.into(),
+                business_key: format!("settle:{station}"),
+                input: json!({ "station": station }),
+            });
+        }
+        step
+    }
+
+    fn on_event(state: &BatchState, event: &Event) -> Option<Step<BatchState>> {
+        let Event::ChildFinished {
+            business_key,
+            status,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        let mut next = state.clone();
+        next.waiting
+            .retain(|k| format!("settle:{k}") != *business_key);
+        next.finished.push(format!("{business_key}={status}"));
+        Some(if next.waiting.is_empty() {
+            Step::to(next, "every station settled").then(Command::Complete {
+                output: Value::Null,
+            })
+        } else {
+            Step::to(next, format!("{business_key} finished"))
+        })
+    }
+}
+
+async fn a_settlement_run_waits_for_its_child_workflows(backend: Backend) {
+    let s = setup(backend).await;
+    let stations = vec!["nanshan".to_owned(), "baoan".to_owned()];
+    let id = s
+        .engine
+        .start::<Batch>("run-2026-11-22", stations)
+        .await
+        .unwrap();
+    let done = finished(&s.engine, id).await;
+    assert_eq!(done.status, Status::Completed, "{done:#?}");
+    let mut finished_children: Vec<String> =
+        serde_json::from_value(done.state["finished"].clone()).unwrap();
+    finished_children.sort();
+    assert_eq!(
+        finished_children,
+        ["settle:baoan=completed", "settle:nanshan=completed"]
+    );
+    let children: Vec<_> = entities::wf_instances::Entity::find()
+        .all(s.engine.db())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.parent_id == Some(id))
+        .collect();
+    assert_eq!(children.len(), 2);
+    s.workers.shutdown().await;
 }

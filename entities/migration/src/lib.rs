@@ -13,6 +13,7 @@ mod m20261122_000001_ledger;
 mod m20261122_000002_workflows;
 mod m20261122_000003_canary;
 mod m20261122_000004_schedules;
+mod m20261122_000005_child_workflows;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_workflows::Migration),
             Box::new(m20261122_000003_canary::Migration),
             Box::new(m20261122_000004_schedules::Migration),
+            Box::new(m20261122_000005_child_workflows::Migration),
         ]
     }
 }
