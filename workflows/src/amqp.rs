@@ -11,8 +11,10 @@
 //!   between publish and mark re-publishes; the inbox drops the repeat. Timers and retry
 //!   backoff are rows not due yet: the relay is the timer poller.
 //! - Consumers: manual acks, sent only after the processing transaction committed; bounded
-//!   prefetch; a failure nacks with requeue. After a reconnect lapin cannot ack deliveries of
-//!   the old channel; the broker redelivers them and the inbox drops what was done.
+//!   prefetch; a failure nacks with requeue.
+//! - Reconnection: automatic, and the handle's own (see [`Broker`]): when the broker goes away,
+//!   relay and consumers reopen channels on a fresh connection. Deliveries of the old channel
+//!   cannot be acked any more; the broker redelivers them and the inbox drops what was done.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +65,10 @@ pub enum TransportError {
 
 /// A connection to RabbitMQ and the names of this deployment's exchange and queues.
 ///
-/// lapin recovers a lost connection by itself; when its recovery stalls (seen after
-/// `rabbitmqctl stop_app`/`start_app`: the connection stays `Reconnecting`), the broker handle
-/// replaces it with a fresh connection once channels have failed for [`FRESH_CONNECTION_AFTER`].
+/// Reconnection is the handle's own, not lapin's: lapin's automatic recovery was seen to stall
+/// for good after `rabbitmqctl stop_app`/`start_app` (connections stuck `Reconnecting` or
+/// `Connecting`). A channel request on a connection that is not connected opens a fresh
+/// connection; channels and consumers on the old one fail and are opened again by their loops.
 pub struct Broker {
     url: String,
     name: String,
@@ -73,16 +76,11 @@ pub struct Broker {
     conn: tokio::sync::Mutex<(Connection, Option<std::time::Instant>)>,
 }
 
-/// How long channels may fail before the connection is replaced.
-const FRESH_CONNECTION_AFTER: Duration = Duration::from_secs(10);
 /// Longest wait for a new connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn connect(url: &str, name: &str) -> Result<Connection, TransportError> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .enable_auto_recover();
-    // With recovery on, lapin retries even the first connect for minutes: bound it.
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
     tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
         .await
         .map_err(|_| TransportError::NotRecovered)?
@@ -101,33 +99,26 @@ impl Broker {
         })
     }
 
-    /// A new channel; replaces the connection if channels have failed for too long.
+    /// A new channel, on a fresh connection if the current one is down.
     pub async fn channel(&self) -> Result<Channel, TransportError> {
         let mut guard = self.conn.lock().await;
-        match guard.0.create_channel().await {
-            Ok(channel) => {
-                guard.1 = None;
-                Ok(channel)
-            }
-            Err(err) => {
-                let since = *guard.1.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() < FRESH_CONNECTION_AFTER {
-                    return Err(err.into());
-                }
-                tracing::warn!(error = %err, "the connection did not recover; opening a fresh one");
-                let fresh = connect(&self.url, &self.name).await?;
-                let stale = std::mem::replace(&mut guard.0, fresh);
-                guard.1 = None;
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        stale.close(320, "replaced".into()),
-                    )
-                    .await;
-                });
-                Ok(guard.0.create_channel().await?)
-            }
+        if !guard.0.status().connected() {
+            tracing::warn!("the broker connection is down; opening a fresh one");
+            let fresh = connect(&self.url, &self.name).await?;
+            let stale = std::mem::replace(&mut guard.0, fresh);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    stale.close(320, "replaced".into()),
+                )
+                .await;
+            });
         }
+        guard.1 = None;
+        tokio::time::timeout(CONNECT_TIMEOUT, guard.0.create_channel())
+            .await
+            .map_err(|_| TransportError::NotRecovered)?
+            .map_err(TransportError::from)
     }
 
     fn exchange(&self) -> String {
@@ -289,14 +280,22 @@ pub async fn run_relay(
             continue;
         }
         while !*stop.borrow() {
-            match relay_once(&engine, &broker, &channel).await {
+            // Any broker call can hang while lapin reconnects: a round that takes too long is
+            // abandoned (its rows stay unsent) and the channel replaced.
+            let round =
+                tokio::time::timeout(RELAY_ROUND_TIMEOUT, relay_once(&engine, &broker, &channel))
+                    .await;
+            let Ok(round) = round else {
+                tracing::warn!("relay round timed out; opening a new channel");
+                break;
+            };
+            match round {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => pause(&mut stop, RELAY_IDLE).await,
                 Err(TransportError::Broker(err)) => {
-                    tracing::warn!(error = %err, "relay lost the broker; waiting for recovery");
-                    if recovered(&channel, err).await.is_err() {
-                        break; // open a new channel
-                    }
+                    tracing::warn!(error = %err, "relay lost the broker; opening a new channel");
+                    pause(&mut stop, REOPEN_DELAY).await;
+                    break;
                 }
                 Err(TransportError::Unconfirmed(id)) => {
                     tracing::warn!(message = %id, "no publisher confirm; opening a new channel");
@@ -313,18 +312,15 @@ pub async fn run_relay(
     Ok(())
 }
 
+/// Longest relay round before its channel is abandoned.
+const RELAY_ROUND_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for an ack or nack to be written.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Longest wait for a publisher confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest wait for lapin to recover a channel before a new one is opened.
+/// Longest time a consumer's channel may stay down before it is abandoned.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Waits for lapin's recovery of `channel` after `err`, at most [`RECOVERY_TIMEOUT`].
-async fn recovered(channel: &Channel, err: lapin::Error) -> Result<(), TransportError> {
-    match tokio::time::timeout(RECOVERY_TIMEOUT, channel.wait_for_recovery(err)).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(TransportError::NotRecovered),
-    }
-}
 
 /// How long to wait before opening a channel again after the broker refused one.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
@@ -500,9 +496,8 @@ async fn deliveries(
         let delivery = match delivery {
             Ok(delivery) => delivery,
             Err(err) => {
-                tracing::warn!(error = %err, %destination, "consumer lost the broker; waiting for recovery");
-                recovered(channel, err).await?;
-                continue;
+                tracing::warn!(error = %err, %destination, "consumer lost the broker");
+                return Err(err.into());
             }
         };
         let message: Delivered = match serde_json::from_slice(&delivery.data) {
@@ -525,19 +520,20 @@ async fn deliveries(
         };
         // An ack or nack on a channel recovered since the delivery is refused (Ok(false)):
         // the broker redelivers and the inbox drops what was done.
-        match outcome {
+        let settled = match outcome {
             Ok(()) => {
-                delivery.ack(BasicAckOptions::default()).await?;
+                tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await
             }
             Err(err) => {
                 tracing::debug!(error = %err, message = %message.id, "processing failed; requeued");
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await?;
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                tokio::time::timeout(ACK_TIMEOUT, delivery.nack(requeue)).await
             }
-        }
+        };
+        // A hung ack means a dead channel: give it up; the broker redelivers what it held.
+        settled.map_err(|_| TransportError::NotRecovered)??;
     }
 }
