@@ -476,33 +476,20 @@ impl Engine {
             return Ok(false);
         };
         mark_delivered(&txn, row.id, now()).await?;
-        match self.apply(&txn, &row).await {
-            Ok(()) => {
-                txn.commit().await?;
-                self.wake.notify_waiters();
-                Ok(true)
-            }
-            Err(err) => {
-                txn.rollback().await?;
-                Err(err)
-            }
-        }
+        // On error the transaction is dropped, which rolls it back.
+        self.apply(&txn, &row).await?;
+        txn.commit().await?;
+        self.wake.notify_waiters();
+        Ok(true)
     }
 
     /// Processes a message a broker delivered, in one transaction. A message processed
     /// before is dropped.
     pub async fn handle_delivery(&self, message: &Delivered) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
-        match self.apply(&txn, &message.as_row()).await {
-            Ok(()) => {
-                txn.commit().await?;
-                Ok(())
-            }
-            Err(err) => {
-                txn.rollback().await?;
-                Err(err)
-            }
-        }
+        self.apply(&txn, &message.as_row()).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     async fn apply(
@@ -546,34 +533,22 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::UnknownInstance(row.instance_id.to_string()))?;
         let seq = next_history_seq(txn, instance.id).await?;
-        if Status::parse(&instance.status) != Status::Running {
-            let detail = serde_json::json!({ "event": event });
-            return history(
-                txn,
-                instance.id,
-                seq,
-                "ignored",
-                detail,
-                "the instance is finished",
-                at,
-            )
-            .await;
-        }
-        let definition = self
-            .registry
-            .get(&instance.workflow_type, instance.version)?;
-        let Some(step) = definition.on_event(instance.state.clone(), &event)? else {
-            let detail = serde_json::json!({ "event": event });
-            return history(
-                txn,
-                instance.id,
-                seq,
-                "ignored",
-                detail,
-                "not expected in this state",
-                at,
-            )
-            .await;
+        let step = if Status::parse(&instance.status) != Status::Running {
+            Err("the instance is finished")
+        } else {
+            let definition = self
+                .registry
+                .get(&instance.workflow_type, instance.version)?;
+            definition
+                .on_event(instance.state.clone(), &event)?
+                .ok_or("not expected in this state")
+        };
+        let step = match step {
+            Ok(step) => step,
+            Err(reason) => {
+                let detail = serde_json::json!({ "event": event });
+                return history(txn, instance.id, seq, "ignored", detail, reason, at).await;
+            }
         };
         let (status, final_reason) = finish_status(&step);
         let status_reason = final_reason.unwrap_or_else(|| step.reason.clone());
