@@ -8,16 +8,33 @@
 //! - [`wf_instances`], [`wf_history`], [`wf_outbox`], [`wf_inbox`]: the workflow engine's
 //!   instances, audit trail, messages (timers are messages not deliverable before their time)
 //!   and consumed message ids.
+//! - [`organisations`], [`users`], [`user_sessions`]: who uses the platform, in a tree of
+//!   organisations, and their login sessions (token digests only).
+//! - [`api_keys`], [`api_nonces`]: partner keys and the nonces of their signed requests.
+//! - [`api_idempotency`]: claimed `Idempotency-Key`s and their stored responses.
+//! - [`treasury_instructions`], [`treasury_approvals`], [`treasury_events`]: instructions to
+//!   the custodial bank, the approvals of their content and their append-only audit trail.
+//! - [`treasury_external_accounts`]: legal entities' own bank accounts, creditors of payouts.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
 //! `Decimal` column through `f64` on SQLite, so no table here has one. Timestamps are
 //! `timestamptz` on PostgreSQL and RFC 3339 text on SQLite. The schema itself lives in
 //! `entities/migration`.
 
+pub mod api_idempotency;
+pub mod api_keys;
+pub mod api_nonces;
 pub mod ledger_accounts;
 pub mod ledger_entries;
 pub mod ledger_holds;
 pub mod ledger_postings;
+pub mod organisations;
+pub mod treasury_approvals;
+pub mod treasury_events;
+pub mod treasury_external_accounts;
+pub mod treasury_instructions;
+pub mod user_sessions;
+pub mod users;
 pub mod wf_canary_effects;
 pub mod wf_history;
 pub mod wf_inbox;

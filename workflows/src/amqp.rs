@@ -5,13 +5,16 @@
 //!   destination as routing key; each dead-letters at least once (`x-dead-letter-strategy`,
 //!   `x-overflow = reject-publish`) to the fanout exchange `<prefix>.dlx` and its queue
 //!   `<prefix>.dead` after `x-delivery-limit` deliveries.
-//! - Relay: takes due, unsent outbox rows in creation order (`FOR UPDATE SKIP LOCKED`, so
-//!   several relays can run), publishes them persistent and mandatory with the outbox id as
-//!   message id, waits for every publisher confirm, and only then marks them sent. A crash
+//! - Relay: takes due, unsent outbox rows in the order they became due, then by id (UUIDv7,
+//!   so creation order), with `FOR UPDATE SKIP LOCKED` so several relays can run; publishes
+//!   them persistent and mandatory with the outbox id as message id, waits for every
+//!   publisher confirm, and only then marks them sent. A crash
 //!   between publish and mark re-publishes; the inbox drops the repeat. Timers and retry
 //!   backoff are rows not due yet: the relay is the timer poller.
 //! - Consumers: manual acks, sent only after the processing transaction committed; bounded
-//!   prefetch; a failure nacks with requeue.
+//!   prefetch. What the broker has already sent (up to the prefetch) is processed in one
+//!   transaction and acked with one frame; if that fails, each message is processed and settled
+//!   on its own, and a failure nacks with requeue.
 //! - Reconnection: automatic, and the handle's own (see [`Broker`]): when the broker goes away,
 //!   relay and consumers reopen channels on a fresh connection. Deliveries of the old channel
 //!   cannot be acked any more; the broker redelivers them and the inbox drops what was done.
@@ -19,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -29,19 +32,24 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use entities::wf_outbox;
 
 use crate::engine::{Delivered, Engine, begin, now};
+use crate::writes::update_outbox;
 
-/// Deliveries of one message before the broker dead-letters it.
-const DELIVERY_LIMIT: i32 = 20;
+/// Deliveries of one message before the broker dead-letters it. RabbitMQ 3.x counts every
+/// return, including those of a consumer that died holding the message, so the limit is far
+/// above the 20 of RabbitMQ 4's default: a worker fleet in a crash loop must not park healthy
+/// messages (a test kills workers ~90 times in one run). A message that fails on its own is
+/// still parked after this many attempts.
+const DELIVERY_LIMIT: i32 = 500;
 /// Most outbox rows one relay round publishes.
 const RELAY_BATCH: u64 = 500;
+/// How long a message the broker did not take waits before the relay tries it again.
+const REFUSED_RETRY_MS: i64 = 10_000;
 /// How long the relay sleeps when nothing is due.
 const RELAY_IDLE: Duration = Duration::from_millis(20);
 
@@ -49,8 +57,6 @@ const RELAY_IDLE: Duration = Duration::from_millis(20);
 pub enum TransportError {
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("the broker refused message {0}")]
-    Refused(Uuid),
     #[error("the broker cancelled the consumer")]
     Cancelled,
     #[error("no publisher confirm for message {0} in time")]
@@ -255,6 +261,23 @@ fn quorum(dead_letter_exchange: Option<&str>) -> FieldTable {
     args
 }
 
+/// Runs `count` relays (each on its own channel) until `stop` turns true.
+pub async fn run_relays(
+    engine: Engine,
+    broker: Arc<Broker>,
+    count: usize,
+    stop: watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    let mut relays = tokio::task::JoinSet::new();
+    for _ in 0..count.max(1) {
+        relays.spawn(run_relay(engine.clone(), broker.clone(), stop.clone()));
+    }
+    while let Some(result) = relays.join_next().await {
+        result.expect("relays do not panic")?;
+    }
+    Ok(())
+}
+
 /// Publishes due outbox rows until `stop` turns true. A broker outage pauses it: lapin
 /// reconnects, and if the channel cannot be recovered a new one is opened.
 pub async fn run_relay(
@@ -342,22 +365,48 @@ async fn open_channel(broker: &Broker, prefetch: Option<u16>) -> Result<Channel,
     Ok(channel)
 }
 
+/// The rows a relay round publishes: due and unsent, oldest first, locked for this round and
+/// skipping rows another relay holds. A row waits while an earlier unsent row of its instance
+/// for the same destination exists, locked by another relay or taken in this round, so
+/// messages of one instance reach each queue in order however many relays run.
+async fn ready(
+    txn: &sea_orm::DatabaseTransaction,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<wf_outbox::Model>, sea_orm::DbErr> {
+    use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
+    let backend = txn.get_database_backend();
+    let (param, lock) = match backend {
+        DbBackend::Postgres => ("$1", "FOR UPDATE OF o SKIP LOCKED"),
+        // SQLite's write transaction already excludes every other relay.
+        _ => ("?", ""),
+    };
+    let sql = format!(
+        "SELECT o.* FROM wf_outbox o \
+         WHERE o.delivered_at IS NULL AND o.available_at <= {param} \
+           AND NOT EXISTS (SELECT 1 FROM wf_outbox p \
+             WHERE p.instance_id = o.instance_id AND p.destination = o.destination \
+               AND p.delivered_at IS NULL \
+               AND (p.available_at < o.available_at \
+                 OR (p.available_at = o.available_at AND p.id < o.id))) \
+         ORDER BY o.available_at, o.id LIMIT {RELAY_BATCH} {lock}"
+    );
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, [at.into()]))
+        .await?;
+    rows.iter()
+        .map(|row| wf_outbox::Model::from_query_result(row, ""))
+        .collect()
+}
+
 /// One relay round: returns how many rows it published and marked sent.
 pub async fn relay_once(
     engine: &Engine,
     broker: &Broker,
     channel: &Channel,
 ) -> Result<usize, TransportError> {
+    let started = std::time::Instant::now();
     let txn = begin(engine.db()).await?;
-    let rows = wf_outbox::Entity::find()
-        .filter(wf_outbox::Column::DeliveredAt.is_null())
-        .filter(wf_outbox::Column::AvailableAt.lte(now()))
-        .order_by_asc(wf_outbox::Column::CreatedAt)
-        .order_by_asc(wf_outbox::Column::Id)
-        .limit(RELAY_BATCH)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .all(&txn)
-        .await?;
+    let rows = ready(&txn, now()).await?;
     if rows.is_empty() {
         txn.rollback().await?;
         return Ok(0);
@@ -384,6 +433,8 @@ pub async fn relay_once(
             .await?;
         confirms.push((row.id, confirm));
     }
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut refused = Vec::new();
     for (id, confirm) in confirms {
         // A confirm can stay unanswered when the connection drops under it: give up on the
         // round (the rows stay unsent) instead of waiting forever.
@@ -391,20 +442,25 @@ pub async fn relay_once(
             .await
             .map_err(|_| TransportError::Unconfirmed(id))??;
         match confirmation {
-            Confirmation::Ack(None) => {}
+            Confirmation::Ack(None) => sent.push(id),
+            // Returned as unroutable (no queue for its destination yet), or refused (a full
+            // queue): the row stays unsent and is tried again later; the rest go on.
             Confirmation::Ack(Some(_)) | Confirmation::Nack(_) | Confirmation::NotRequested => {
-                txn.rollback().await?;
-                return Err(TransportError::Refused(id));
+                tracing::warn!(message = %id, "the broker did not take the message; retrying later");
+                refused.push(id);
             }
         }
     }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    wf_outbox::Entity::update_many()
-        .col_expr(wf_outbox::Column::DeliveredAt, Expr::value(now()))
-        .filter(wf_outbox::Column::Id.is_in(ids))
-        .exec(&txn)
-        .await?;
+    let at = now();
+    if !sent.is_empty() {
+        update_outbox(&txn, "delivered_at", at.into(), sent).await?;
+    }
+    if !refused.is_empty() {
+        let retry_at = at + chrono::Duration::milliseconds(REFUSED_RETRY_MS);
+        update_outbox(&txn, "available_at", retry_at.into(), refused).await?;
+    }
     txn.commit().await?;
+    tracing::trace!(rows = rows.len(), elapsed = ?started.elapsed(), "relay round");
     Ok(rows.len())
 }
 
@@ -462,7 +518,15 @@ async fn consume(
             FieldTable::default(),
         )
         .await?;
-    let result = deliveries(engine, &channel, &mut consumer, destination, stop).await;
+    let result = deliveries(
+        engine,
+        &channel,
+        &mut consumer,
+        destination,
+        usize::from(prefetch),
+        stop,
+    )
+    .await;
     let _ = channel.close(200, "consumer stopped".into()).await;
     result
 }
@@ -472,6 +536,7 @@ async fn deliveries(
     channel: &Channel,
     consumer: &mut lapin::Consumer,
     destination: &str,
+    max_batch: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
     let mut health = tokio::time::interval(Duration::from_secs(2));
@@ -493,47 +558,121 @@ async fn deliveries(
         let Some(delivery) = next else {
             return Err(TransportError::Cancelled);
         };
-        let delivery = match delivery {
-            Ok(delivery) => delivery,
-            Err(err) => {
-                tracing::warn!(error = %err, %destination, "consumer lost the broker");
-                return Err(err.into());
+        let mut batch = vec![delivery.inspect_err(|err| {
+            tracing::warn!(error = %err, %destination, "consumer lost the broker");
+        })?];
+        // What the broker has sent already (up to the prefetch) joins this transaction.
+        while batch.len() < max_batch {
+            match consumer.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery?),
+                Some(None) | None => break,
             }
-        };
-        let message: Delivered = match serde_json::from_slice(&delivery.data) {
-            Ok(message) => message,
+        }
+        settle_batch(engine, destination, batch).await?;
+    }
+}
+
+/// Processes deliveries in one transaction and acks them with one frame. If the batch fails,
+/// each message is processed and settled on its own, so one bad message does not hold up the
+/// others. An unreadable message is dead-lettered.
+async fn settle_batch(
+    engine: &Engine,
+    destination: &str,
+    batch: Vec<lapin::message::Delivery>,
+) -> Result<(), TransportError> {
+    let mut messages = Vec::with_capacity(batch.len());
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        match serde_json::from_slice::<Delivered>(&delivery.data) {
+            Ok(message) => {
+                messages.push(message);
+                deliveries.push(delivery);
+            }
             Err(err) => {
                 tracing::error!(error = %err, %destination, "unreadable message: dead-lettered");
                 delivery
                     .reject(BasicRejectOptions { requeue: false })
                     .await?;
-                continue;
             }
-        };
-        let outcome = if destination.starts_with("activity:") {
-            match engine.execute(&message).await {
-                Ok(result) => engine.finish_activity(&message, result).await,
-                Err(err) => Err(err),
-            }
-        } else {
-            engine.handle_delivery(&message).await
-        };
-        // An ack or nack on a channel recovered since the delivery is refused (Ok(false)):
-        // the broker redelivers and the inbox drops what was done.
-        let settled = match outcome {
-            Ok(()) => {
-                tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, message = %message.id, "processing failed; requeued");
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                };
-                tokio::time::timeout(ACK_TIMEOUT, delivery.nack(requeue)).await
-            }
-        };
-        // A hung ack means a dead channel: give it up; the broker redelivers what it held.
-        settled.map_err(|_| TransportError::NotRecovered)??;
+        }
     }
+    let Some(last) = deliveries.last() else {
+        return Ok(());
+    };
+    let activities = destination.starts_with("activity:");
+    // Activities run once per delivery, even when their results are then reported one by one.
+    let results = if activities {
+        match engine.execute_all(&messages).await {
+            Ok(results) => Some(results),
+            Err(err) => return settle_each(engine, &messages, &deliveries, None, err).await,
+        }
+    } else {
+        None
+    };
+    tracing::trace!(%destination, messages = messages.len(), "batch");
+    let outcome = match &results {
+        Some(results) => engine.finish_activities(results.clone()).await,
+        None => engine.handle_deliveries(&messages).await,
+    };
+    match outcome {
+        // Acks every delivery of this channel up to the last one: all of them are this batch's
+        // or were settled before.
+        Ok(()) => settle(last, Ok(()), true).await,
+        Err(err) => settle_each(engine, &messages, &deliveries, results, err).await,
+    }
+}
+
+async fn settle_each(
+    engine: &Engine,
+    messages: &[Delivered],
+    deliveries: &[lapin::message::Delivery],
+    results: Option<Vec<(Delivered, Result<serde_json::Value, crate::ActivityError>)>>,
+    err: crate::EngineError,
+) -> Result<(), TransportError> {
+    if messages.len() > 1 {
+        tracing::debug!(error = %err, "batch failed; processing its messages one by one");
+    }
+    let mut results = results.map(Vec::into_iter);
+    for (message, delivery) in messages.iter().zip(deliveries) {
+        let outcome = match results.as_mut().and_then(Iterator::next) {
+            Some((task, result)) => engine.finish_activity(&task, result).await,
+            None if message.destination.starts_with("activity:") => {
+                match engine.execute(message).await {
+                    Ok(result) => engine.finish_activity(message, result).await,
+                    Err(err) => Err(err),
+                }
+            }
+            None => engine.handle_delivery(message).await,
+        };
+        if let Err(err) = &outcome {
+            tracing::debug!(error = %err, message = %message.id, "processing failed; requeued");
+        }
+        settle(delivery, outcome, false).await?;
+    }
+    Ok(())
+}
+
+/// Acks after a commit, or nacks with requeue. An ack or nack on a channel recovered since the
+/// delivery is refused: the broker redelivers and the inbox drops what was done. A hung ack
+/// means a dead channel: it is given up, and the broker redelivers what it held.
+async fn settle(
+    delivery: &lapin::message::Delivery,
+    outcome: Result<(), crate::EngineError>,
+    multiple: bool,
+) -> Result<(), TransportError> {
+    let settled = match outcome {
+        Ok(()) => {
+            let ack = delivery.ack(BasicAckOptions { multiple });
+            tokio::time::timeout(ACK_TIMEOUT, ack).await
+        }
+        Err(_) => {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            tokio::time::timeout(ACK_TIMEOUT, delivery.nack(requeue)).await
+        }
+    };
+    settled.map_err(|_| TransportError::NotRecovered)??;
+    Ok(())
 }

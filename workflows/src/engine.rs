@@ -18,11 +18,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use entities::{wf_history, wf_inbox, wf_instances, wf_outbox};
+use entities::{wf_history, wf_instances, wf_outbox};
 
 use crate::definition::{
     ActivityError, Command, DynWorkflow, Erased, Event, RetryPolicy, Step, Workflow,
 };
+use crate::writes::{Writes, update_outbox};
 
 /// Why the engine refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,7 @@ impl Status {
         }
     }
 
-    fn parse(text: &str) -> Status {
+    pub(crate) fn parse(text: &str) -> Status {
         match text {
             "completed" => Status::Completed,
             "failed" => Status::Failed,
@@ -114,19 +115,6 @@ impl Delivered {
             instance_id: row.instance_id,
             destination: row.destination.clone(),
             payload: row.payload.clone(),
-        }
-    }
-
-    fn as_row(&self) -> wf_outbox::Model {
-        wf_outbox::Model {
-            id: self.id,
-            instance_id: self.instance_id,
-            destination: self.destination.clone(),
-            payload: self.payload.clone(),
-            available_at: now(),
-            leased_until: None,
-            delivered_at: None,
-            created_at: now(),
         }
     }
 }
@@ -298,18 +286,22 @@ impl Engine {
         input: Value,
     ) -> Result<Uuid, EngineError> {
         let txn = begin(&self.db).await?;
+        let mut writes = Writes::default();
         let id = self
-            .create_instance(&txn, name, version, business_key, input, None)
+            .create_instance(&txn, &mut writes, name, version, business_key, input, None)
             .await?;
+        writes.flush(&txn, now()).await?;
         txn.commit().await?;
         self.wake.notify_waiters();
         Ok(id)
     }
 
     /// Creates an instance in `txn`, or finds the one the business key created before.
+    #[allow(clippy::too_many_arguments)]
     async fn create_instance(
         &self,
         txn: &DatabaseTransaction,
+        writes: &mut Writes,
         name: &str,
         version: i32,
         business_key: &str,
@@ -330,13 +322,26 @@ impl Engine {
         let at = now();
         let (status, reason) = finish_status(&step);
         let status_reason = reason.unwrap_or_else(|| step.reason.clone());
+        let model = wf_instances::Model {
+            id,
+            workflow_type: name.to_owned(),
+            version,
+            business_key: business_key.to_owned(),
+            state: step.state.clone(),
+            status: status.as_str().to_owned(),
+            status_reason: status_reason.clone(),
+            revision: 1,
+            parent_id,
+            created_at: at,
+            updated_at: at,
+        };
         wf_instances::Entity::insert(wf_instances::ActiveModel {
             id: Set(id),
-            workflow_type: Set(name.to_owned()),
+            workflow_type: Set(model.workflow_type.clone()),
             version: Set(version),
-            business_key: Set(business_key.to_owned()),
-            state: Set(step.state.clone()),
-            status: Set(status.as_str().to_owned()),
+            business_key: Set(model.business_key.clone()),
+            state: Set(model.state.clone()),
+            status: Set(model.status.clone()),
             status_reason: Set(status_reason.clone()),
             revision: Set(1),
             parent_id: Set(parent_id),
@@ -345,11 +350,13 @@ impl Engine {
         })
         .exec_without_returning(txn)
         .await?;
+        writes.inserted(model);
         let detail = serde_json::json!({ "state": step.state, "commands": step.commands, "parent": parent_id });
-        history(txn, id, 1, "started", detail, &step.reason, at).await?;
-        emit_commands(txn, id, name, &step.commands, at).await?;
+        writes.history(id, "started", detail, &step.reason, at);
+        emit_commands(writes, id, name, &step.commands, at)?;
         if let (Some(parent), true) = (parent_id, status != Status::Running) {
-            notify_parent(txn, parent, name, business_key, status, &status_reason, at).await?;
+            let finished = (name, business_key, status, status_reason.as_str());
+            notify_parent(txn, writes, parent, finished, at).await?;
         }
         Ok(id)
     }
@@ -404,14 +411,10 @@ impl Engine {
             },
         };
         let at = now();
-        outbox(
-            &self.db,
-            instance.id,
-            &format!("workflow:{}", instance.workflow_type),
-            &message,
-            at,
-        )
-        .await?;
+        let mut writes = Writes::default();
+        let destination = format!("workflow:{}", instance.workflow_type);
+        writes.outbox(instance.id, &destination, &message, at)?;
+        writes.flush(&self.db, at).await?;
         self.wake.notify_waiters();
         Ok(())
     }
@@ -467,46 +470,135 @@ impl Engine {
             .await?)
     }
 
+    /// Deletes delivered outbox rows created before `outbox_before` and inbox rows of
+    /// messages created before `inbox_before`, in bounded batches. Unsent rows always stay.
+    /// Ids are UUIDv7, so "created before" is a range of the primary key. Returns the rows
+    /// deleted from each table.
+    pub async fn prune(
+        &self,
+        outbox_before: DateTime<Utc>,
+        inbox_before: DateTime<Utc>,
+    ) -> Result<(u64, u64), EngineError> {
+        let outbox = self
+            .prune_table(
+                "DELETE FROM wf_outbox WHERE id IN (SELECT id FROM wf_outbox \
+                 WHERE id < {bound} AND delivered_at IS NOT NULL LIMIT {limit})",
+                outbox_before,
+            )
+            .await?;
+        let inbox = self
+            .prune_table(
+                "DELETE FROM wf_inbox WHERE message_id IN (SELECT message_id FROM wf_inbox \
+                 WHERE message_id < {bound} LIMIT {limit})",
+                inbox_before,
+            )
+            .await?;
+        Ok((outbox, inbox))
+    }
+
+    async fn prune_table(&self, template: &str, before: DateTime<Utc>) -> Result<u64, DbErr> {
+        const LIMIT: u64 = 5_000;
+        const MOST_ROUNDS: usize = 20;
+        let backend = self.db.get_database_backend();
+        let bound = match backend {
+            sea_orm::DbBackend::Postgres => "$1",
+            _ => "?",
+        };
+        let sql = template
+            .replace("{bound}", bound)
+            .replace("{limit}", &LIMIT.to_string());
+        // The smallest UUIDv7 of the instant: its 48-bit millisecond time, then zeros.
+        let millis = Ord::max(before.timestamp_millis(), 0) as u128;
+        let bound = Uuid::from_u128(millis << 80);
+        let mut deleted = 0;
+        for _ in 0..MOST_ROUNDS {
+            let statement =
+                sea_orm::Statement::from_sql_and_values(backend, sql.clone(), [bound.into()]);
+            let n = self.db.execute_raw(statement).await?.rows_affected();
+            deleted += n;
+            if n < LIMIT {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Takes one due message for a workflow or for the `events` topic and processes it in one
     /// transaction. Returns whether there was one.
     pub async fn process_next_event(&self) -> Result<bool, EngineError> {
+        Ok(self.process_next_events(1).await? > 0)
+    }
+
+    /// Takes up to `limit` due messages for workflows or for the `events` topic and processes
+    /// them in order, in one transaction. Returns how many there were.
+    pub async fn process_next_events(&self, limit: u64) -> Result<usize, EngineError> {
         let txn = begin(&self.db).await?;
-        let Some(row) = due(&txn, DestinationKind::Workflows, now()).await? else {
+        let rows = due(&txn, DestinationKind::Workflows, now(), limit).await?;
+        if rows.is_empty() {
             txn.rollback().await?;
-            return Ok(false);
-        };
-        mark_delivered(&txn, row.id, now()).await?;
+            return Ok(0);
+        }
+        let messages: Vec<Delivered> = rows.iter().map(Delivered::from_row).collect();
+        let mut writes = Writes::default();
+        for message in &messages {
+            writes.delivered(message.id);
+        }
         // On error the transaction is dropped, which rolls it back.
-        self.apply(&txn, &row).await?;
+        self.apply_all(&txn, &mut writes, &messages).await?;
+        writes.flush(&txn, now()).await?;
         txn.commit().await?;
         self.wake.notify_waiters();
-        Ok(true)
+        Ok(messages.len())
     }
 
     /// Processes a message a broker delivered, in one transaction. A message processed
     /// before is dropped.
     pub async fn handle_delivery(&self, message: &Delivered) -> Result<(), EngineError> {
+        self.handle_deliveries(std::slice::from_ref(message)).await
+    }
+
+    /// Processes messages a broker delivered, in order, in one transaction: all of them or,
+    /// on any error, none. Messages processed before are dropped.
+    pub async fn handle_deliveries(&self, messages: &[Delivered]) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
-        self.apply(&txn, &message.as_row()).await?;
+        let mut writes = Writes::default();
+        self.apply_all(&txn, &mut writes, messages).await?;
+        writes.flush(&txn, now()).await?;
         txn.commit().await?;
+        Ok(())
+    }
+
+    async fn apply_all(
+        &self,
+        txn: &DatabaseTransaction,
+        writes: &mut Writes,
+        messages: &[Delivered],
+    ) -> Result<(), EngineError> {
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+        let instances: Vec<Uuid> = messages.iter().map(|m| m.instance_id).collect();
+        writes.preload(txn, &ids, &instances).await?;
+        for message in messages {
+            self.apply(txn, writes, message).await?;
+        }
         Ok(())
     }
 
     async fn apply(
         &self,
         txn: &DatabaseTransaction,
-        row: &wf_outbox::Model,
+        writes: &mut Writes,
+        message: &Delivered,
     ) -> Result<(), EngineError> {
         let at = now();
-        if row.destination == "events" {
+        if message.destination == "events" {
             // Domain events have no subscriber in this process yet; delivering them is logging.
-            tracing::info!(message = %row.id, payload = %row.payload, "domain event");
+            tracing::info!(message = %message.id, payload = %message.payload, "domain event");
             return Ok(());
         }
-        if !consume(txn, row.id, "workflow", at).await? {
+        if !writes.consume(message.id, "workflow", at) {
             return Ok(()); // the same message was processed before: dropped
         }
-        let event = match serde_json::from_value::<Message>(row.payload.clone())? {
+        let event = match serde_json::from_value::<Message>(message.payload.clone())? {
             Message::Event { event } => event,
             Message::Start {
                 workflow_type,
@@ -522,18 +614,24 @@ impl Engine {
                         version: 0,
                     })?;
                 let parent = Some(parent_id);
-                self.create_instance(txn, &workflow_type, version, &business_key, input, parent)
-                    .await?;
+                self.create_instance(
+                    txn,
+                    writes,
+                    &workflow_type,
+                    version,
+                    &business_key,
+                    input,
+                    parent,
+                )
+                .await?;
                 return Ok(());
             }
             Message::Task { .. } | Message::Published { .. } => return Ok(()),
         };
-        let instance = wf_instances::Entity::find_by_id(row.instance_id)
-            .one(txn)
-            .await?
-            .ok_or_else(|| EngineError::UnknownInstance(row.instance_id.to_string()))?;
-        let seq = next_history_seq(txn, instance.id).await?;
-        let step = if Status::parse(&instance.status) != Status::Running {
+        let instance = writes.instance(txn, message.instance_id).await?;
+        let running = instance.status() == Status::Running;
+        let instance = instance.model.clone();
+        let step = if !running {
             Err("the instance is finished")
         } else {
             let definition = self
@@ -547,66 +645,68 @@ impl Engine {
             Ok(step) => step,
             Err(reason) => {
                 let detail = serde_json::json!({ "event": event });
-                return history(txn, instance.id, seq, "ignored", detail, reason, at).await;
+                writes.history(instance.id, "ignored", detail, reason, at);
+                return Ok(());
             }
         };
         let (status, final_reason) = finish_status(&step);
         let status_reason = final_reason.unwrap_or_else(|| step.reason.clone());
         if let (Some(parent), true) = (instance.parent_id, status != Status::Running) {
             let (name, key) = (&instance.workflow_type, &instance.business_key);
-            notify_parent(txn, parent, name, key, status, &status_reason, at).await?;
-        }
-        let updated = wf_instances::Entity::update_many()
-            .col_expr(
-                wf_instances::Column::State,
-                sea_orm::sea_query::Expr::value(step.state.clone()),
-            )
-            .col_expr(
-                wf_instances::Column::Status,
-                sea_orm::sea_query::Expr::value(status.as_str()),
-            )
-            .col_expr(
-                wf_instances::Column::StatusReason,
-                sea_orm::sea_query::Expr::value(status_reason),
-            )
-            .col_expr(
-                wf_instances::Column::Revision,
-                sea_orm::sea_query::Expr::value(instance.revision + 1),
-            )
-            .col_expr(
-                wf_instances::Column::UpdatedAt,
-                sea_orm::sea_query::Expr::value(at),
-            )
-            .filter(wf_instances::Column::Id.eq(instance.id))
-            .filter(wf_instances::Column::Revision.eq(instance.revision))
-            .exec(txn)
-            .await?;
-        if updated.rows_affected != 1 {
-            return Err(EngineError::Conflict);
+            let finished = (name.as_str(), key.as_str(), status, status_reason.as_str());
+            notify_parent(txn, writes, parent, finished, at).await?;
         }
         let detail =
             serde_json::json!({ "event": event, "state": step.state, "commands": step.commands });
-        history(txn, instance.id, seq, "event", detail, &step.reason, at).await?;
+        writes.transition(instance.id, step.state, status, status_reason, at);
+        writes.history(instance.id, "event", detail, &step.reason, at);
         emit_commands(
-            txn,
+            writes,
             instance.id,
             &instance.workflow_type,
             &step.commands,
             at,
         )
-        .await
     }
 
     /// Takes one due activity task, runs it outside any transaction under a lease, and
     /// reports its result to the instance. Returns whether there was one.
     pub async fn run_next_activity(&self) -> Result<bool, EngineError> {
-        let Some(row) = self.lease_task().await? else {
-            return Ok(false);
-        };
-        let delivered = Delivered::from_row(&row);
-        let result = self.execute(&delivered).await?;
-        self.finish_activity(&delivered, result).await?;
-        Ok(true)
+        Ok(self.run_next_activities(1).await? > 0)
+    }
+
+    /// Takes up to `limit` due activity tasks, runs them concurrently outside any transaction
+    /// under a lease, and reports their results in one transaction. Returns how many there
+    /// were.
+    pub async fn run_next_activities(&self, limit: u64) -> Result<usize, EngineError> {
+        let tasks: Vec<Delivered> = self
+            .lease_tasks(limit)
+            .await?
+            .iter()
+            .map(Delivered::from_row)
+            .collect();
+        if tasks.is_empty() {
+            return Ok(0);
+        }
+        let results = self.execute_all(&tasks).await?;
+        let count = results.len();
+        self.finish(results, MarkDelivered::Yes).await?;
+        Ok(count)
+    }
+
+    /// Runs activity tasks concurrently; pairs each task with its result.
+    pub async fn execute_all(
+        &self,
+        tasks: &[Delivered],
+    ) -> Result<Vec<(Delivered, Result<Value, ActivityError>)>, EngineError> {
+        let results =
+            futures_util::future::join_all(tasks.iter().map(|task| self.execute(task))).await;
+        tasks
+            .iter()
+            .cloned()
+            .zip(results)
+            .map(|(task, result)| Ok((task, result?)))
+            .collect()
     }
 
     /// Runs the activity a task names, with its timeout. The error is the activity's.
@@ -651,108 +751,82 @@ impl Engine {
         })
     }
 
-    /// Reports an activity's result in one transaction: the result event for the instance, or
-    /// the next attempt after its backoff. A task finished before is dropped.
+    /// Reports the result of an activity task a broker delivered, in one transaction: the
+    /// result event for the instance, or the next attempt after its backoff. A task finished
+    /// before is dropped.
     pub async fn finish_activity(
         &self,
         task: &Delivered,
         result: Result<Value, ActivityError>,
     ) -> Result<(), EngineError> {
-        let Message::Task {
-            step,
-            kind,
-            input,
-            attempt,
-            retry,
-            timeout_ms,
-        } = serde_json::from_value(task.payload.clone())?
-        else {
-            return Ok(());
-        };
+        self.finish_activities(vec![(task.clone(), result)]).await
+    }
+
+    /// Reports the results of several activity tasks a broker delivered in one transaction:
+    /// all of them or, on any error, none. Tasks finished before are dropped.
+    pub async fn finish_activities(
+        &self,
+        results: Vec<(Delivered, Result<Value, ActivityError>)>,
+    ) -> Result<(), EngineError> {
+        self.finish(results, MarkDelivered::No).await
+    }
+
+    async fn finish(
+        &self,
+        results: Vec<(Delivered, Result<Value, ActivityError>)>,
+        mark: MarkDelivered,
+    ) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
         let at = now();
-        mark_delivered(&txn, task.id, at).await?;
-        if !consume(&txn, task.id, "activity", at).await? {
-            txn.commit().await?;
-            return Ok(()); // another worker finished this attempt already
+        let mut writes = Writes::default();
+        let ids: Vec<Uuid> = results.iter().map(|(task, _)| task.id).collect();
+        let instances: Vec<Uuid> = results.iter().map(|(task, _)| task.instance_id).collect();
+        writes.preload(&txn, &ids, &instances).await?;
+        for (task, result) in results {
+            if let MarkDelivered::Yes = mark {
+                writes.delivered(task.id);
+            }
+            finish_one(&txn, &mut writes, &task, result, at).await?;
         }
-        let instance = wf_instances::Entity::find_by_id(task.instance_id)
-            .one(&txn)
-            .await?
-            .ok_or_else(|| EngineError::UnknownInstance(task.instance_id.to_string()))?;
-        let destination = format!("workflow:{}", instance.workflow_type);
-        match result {
-            Ok(output) => {
-                let message = Message::Event {
-                    event: Event::ActivityCompleted { step, output },
-                };
-                outbox(&txn, task.instance_id, &destination, &message, at).await?;
-            }
-            Err(error) if retry.retries(&error, attempt) => {
-                let backoff_ms = retry.backoff_ms(attempt + 1);
-                let retry_at = at + chrono::Duration::milliseconds(backoff_ms as i64);
-                let next = Message::Task {
-                    step: step.clone(),
-                    kind,
-                    input,
-                    attempt: attempt + 1,
-                    retry,
-                    timeout_ms,
-                };
-                outbox(&txn, task.instance_id, &task.destination, &next, retry_at).await?;
-                let seq = next_history_seq(&txn, task.instance_id).await?;
-                let detail = serde_json::json!({ "step": step, "attempt": attempt, "error": error, "backoff_ms": backoff_ms });
-                history(
-                    &txn,
-                    task.instance_id,
-                    seq,
-                    "retry_scheduled",
-                    detail,
-                    &error.to_string(),
-                    at,
-                )
-                .await?;
-            }
-            Err(error) => {
-                let message = Message::Event {
-                    event: Event::ActivityFailed {
-                        step,
-                        error,
-                        attempts: attempt,
-                    },
-                };
-                outbox(&txn, task.instance_id, &destination, &message, at).await?;
-            }
-        }
+        writes.flush(&txn, at).await?;
         txn.commit().await?;
         self.wake.notify_waiters();
         Ok(())
     }
 
-    async fn lease_task(&self) -> Result<Option<wf_outbox::Model>, EngineError> {
+    async fn lease_tasks(&self, limit: u64) -> Result<Vec<wf_outbox::Model>, EngineError> {
         let txn = begin(&self.db).await?;
         let at = now();
-        let Some(row) = due(&txn, DestinationKind::Activities, at).await? else {
+        let rows = due(&txn, DestinationKind::Activities, at, limit).await?;
+        if rows.is_empty() {
             txn.rollback().await?;
-            return Ok(None);
-        };
-        let task: Message = serde_json::from_value(row.payload.clone())?;
-        let timeout_ms = match &task {
-            Message::Task { timeout_ms, .. } => *timeout_ms as i64,
-            _ => 0,
-        };
-        let until = at + chrono::Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
-        wf_outbox::Entity::update_many()
-            .col_expr(
-                wf_outbox::Column::LeasedUntil,
-                sea_orm::sea_query::Expr::value(until),
-            )
-            .filter(wf_outbox::Column::Id.eq(row.id))
-            .exec(&txn)
-            .await?;
+            return Ok(rows);
+        }
+        // Each task is leased for its own timeout plus a margin; tasks of one timeout share
+        // one update.
+        let mut by_timeout: HashMap<i64, Vec<Uuid>> = HashMap::new();
+        for row in &rows {
+            let timeout_ms = match serde_json::from_value::<Message>(row.payload.clone())? {
+                Message::Task { timeout_ms, .. } => timeout_ms as i64,
+                _ => 0,
+            };
+            by_timeout.entry(timeout_ms).or_default().push(row.id);
+        }
+        for (timeout_ms, ids) in by_timeout {
+            let until = at + chrono::Duration::milliseconds(timeout_ms + LEASE_MARGIN_MS);
+            update_outbox(&txn, "leased_until", until.into(), ids).await?;
+        }
         txn.commit().await?;
-        Ok(Some(row))
+        Ok(rows)
     }
+}
+
+/// Whether finishing a task also marks its outbox row delivered: the in-process transport
+/// does; on a broker the relay marked it sent already (and may still hold its row lock).
+#[derive(Clone, Copy)]
+enum MarkDelivered {
+    Yes,
+    No,
 }
 
 #[derive(Clone, Copy)]
@@ -761,13 +835,14 @@ enum DestinationKind {
     Activities,
 }
 
-/// The oldest due, undelivered message of a kind, locked for this transaction (on
+/// The oldest due, undelivered messages of a kind (at most `limit`), locked for this transaction (on
 /// PostgreSQL, skipping rows other workers hold; SQLite's write lock serialises workers).
 async fn due(
     txn: &DatabaseTransaction,
     kind: DestinationKind,
     at: DateTime<Utc>,
-) -> Result<Option<wf_outbox::Model>, DbErr> {
+    limit: u64,
+) -> Result<Vec<wf_outbox::Model>, DbErr> {
     let mut select = wf_outbox::Entity::find()
         .filter(wf_outbox::Column::DeliveredAt.is_null())
         .filter(wf_outbox::Column::AvailableAt.lte(at));
@@ -788,102 +863,10 @@ async fn due(
     select
         .order_by_asc(wf_outbox::Column::AvailableAt)
         .order_by_asc(wf_outbox::Column::Id)
+        .limit(limit)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .one(txn)
+        .all(txn)
         .await
-}
-
-async fn mark_delivered(
-    txn: &DatabaseTransaction,
-    id: Uuid,
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    wf_outbox::Entity::update_many()
-        .col_expr(
-            wf_outbox::Column::DeliveredAt,
-            sea_orm::sea_query::Expr::value(at),
-        )
-        .filter(wf_outbox::Column::Id.eq(id))
-        .exec(txn)
-        .await?;
-    Ok(())
-}
-
-/// Records that `consumer` consumed message `id`; false if it had before.
-async fn consume(
-    txn: &DatabaseTransaction,
-    id: Uuid,
-    consumer: &str,
-    at: DateTime<Utc>,
-) -> Result<bool, DbErr> {
-    if wf_inbox::Entity::find_by_id(id).one(txn).await?.is_some() {
-        return Ok(false);
-    }
-    wf_inbox::Entity::insert(wf_inbox::ActiveModel {
-        message_id: Set(id),
-        consumer: Set(consumer.to_owned()),
-        consumed_at: Set(at),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    Ok(true)
-}
-
-async fn next_history_seq(txn: &DatabaseTransaction, instance_id: Uuid) -> Result<i64, DbErr> {
-    let last: Option<i64> = wf_history::Entity::find()
-        .select_only()
-        .column(wf_history::Column::Seq)
-        .filter(wf_history::Column::InstanceId.eq(instance_id))
-        .order_by_desc(wf_history::Column::Seq)
-        .limit(1)
-        .into_tuple()
-        .one(txn)
-        .await?;
-    Ok(last.unwrap_or(0) + 1)
-}
-
-async fn history<C: ConnectionTrait>(
-    db: &C,
-    instance_id: Uuid,
-    seq: i64,
-    kind: &str,
-    detail: Value,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> Result<(), EngineError> {
-    wf_history::Entity::insert(wf_history::ActiveModel {
-        instance_id: Set(instance_id),
-        seq: Set(seq),
-        kind: Set(kind.to_owned()),
-        detail: Set(detail),
-        reason: Set(reason.to_owned()),
-        recorded_at: Set(at),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
-}
-
-async fn outbox<C: ConnectionTrait>(
-    db: &C,
-    instance_id: Uuid,
-    destination: &str,
-    message: &Message,
-    available_at: DateTime<Utc>,
-) -> Result<(), EngineError> {
-    wf_outbox::Entity::insert(wf_outbox::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        instance_id: Set(instance_id),
-        destination: Set(destination.to_owned()),
-        payload: Set(serde_json::to_value(message)?),
-        available_at: Set(available_at),
-        leased_until: Set(None),
-        delivered_at: Set(None),
-        created_at: Set(now()),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
 }
 
 fn finish_status<S>(step: &Step<S>) -> (Status, Option<String>) {
@@ -899,8 +882,8 @@ fn finish_status<S>(step: &Step<S>) -> (Status, Option<String>) {
 }
 
 /// Writes the outbox rows of a transition's commands.
-async fn emit_commands(
-    txn: &DatabaseTransaction,
+fn emit_commands(
+    writes: &mut Writes,
     instance_id: Uuid,
     workflow_type: &str,
     commands: &[Command],
@@ -924,14 +907,14 @@ async fn emit_commands(
                     retry: retry.clone(),
                     timeout_ms: *timeout_ms,
                 };
-                outbox(txn, instance_id, &format!("activity:{kind}"), &task, at).await?;
+                writes.outbox(instance_id, &format!("activity:{kind}"), &task, at)?;
             }
             Command::StartTimer { name, after_ms } => {
                 let fire_at = at + chrono::Duration::milliseconds(*after_ms as i64);
                 let message = Message::Event {
                     event: Event::TimerFired { name: name.clone() },
                 };
-                outbox(txn, instance_id, &to_self, &message, fire_at).await?;
+                writes.outbox(instance_id, &to_self, &message, fire_at)?;
             }
             Command::WaitSignal { name, deadline_ms } => {
                 if let Some(deadline_ms) = deadline_ms {
@@ -941,7 +924,7 @@ async fn emit_commands(
                             name: format!("deadline:{name}"),
                         },
                     };
-                    outbox(txn, instance_id, &to_self, &message, fire_at).await?;
+                    writes.outbox(instance_id, &to_self, &message, fire_at)?;
                 }
             }
             Command::StartChild {
@@ -955,14 +938,14 @@ async fn emit_commands(
                     input: input.clone(),
                     parent_id: instance_id,
                 };
-                outbox(txn, instance_id, &format!("workflow:{child}"), &message, at).await?;
+                writes.outbox(instance_id, &format!("workflow:{child}"), &message, at)?;
             }
             Command::Emit { topic, payload } => {
                 let message = Message::Published {
                     topic: topic.clone(),
                     payload: payload.clone(),
                 };
-                outbox(txn, instance_id, "events", &message, at).await?;
+                writes.outbox(instance_id, "events", &message, at)?;
             }
             Command::Complete { .. } | Command::Fail { .. } | Command::Compensated { .. } => {}
         }
@@ -970,26 +953,83 @@ async fn emit_commands(
     Ok(())
 }
 
-/// Tells a parent instance that its child finished.
-async fn notify_parent(
+/// Reports one activity result into `writes`: the result event, or the next attempt after
+/// its backoff with a `retry_scheduled` history row.
+async fn finish_one(
     txn: &DatabaseTransaction,
-    parent_id: Uuid,
-    workflow_type: &str,
-    business_key: &str,
-    status: Status,
-    reason: &str,
+    writes: &mut Writes,
+    task: &Delivered,
+    result: Result<Value, ActivityError>,
     at: DateTime<Utc>,
 ) -> Result<(), EngineError> {
-    let parent = wf_instances::Entity::find_by_id(parent_id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| EngineError::UnknownInstance(parent_id.to_string()))?;
+    let Message::Task {
+        step,
+        kind,
+        input,
+        attempt,
+        retry,
+        timeout_ms,
+    } = serde_json::from_value(task.payload.clone())?
+    else {
+        return Ok(());
+    };
+    if !writes.consume(task.id, "activity", at) {
+        return Ok(()); // another worker finished this attempt already
+    }
+    let instance = writes.instance(txn, task.instance_id).await?;
+    let destination = format!("workflow:{}", instance.model.workflow_type);
+    match result {
+        Ok(output) => {
+            let message = Message::Event {
+                event: Event::ActivityCompleted { step, output },
+            };
+            writes.outbox(task.instance_id, &destination, &message, at)?;
+        }
+        Err(error) if retry.retries(&error, attempt) => {
+            let backoff_ms = retry.backoff_ms(attempt + 1);
+            let retry_at = at + chrono::Duration::milliseconds(backoff_ms as i64);
+            let detail = serde_json::json!({ "step": step, "attempt": attempt, "error": error, "backoff_ms": backoff_ms });
+            let next = Message::Task {
+                step,
+                kind,
+                input,
+                attempt: attempt + 1,
+                retry,
+                timeout_ms,
+            };
+            writes.outbox(task.instance_id, &task.destination, &next, retry_at)?;
+            let reason = error.to_string();
+            writes.history(task.instance_id, "retry_scheduled", detail, &reason, at);
+        }
+        Err(error) => {
+            let message = Message::Event {
+                event: Event::ActivityFailed {
+                    step,
+                    error,
+                    attempts: attempt,
+                },
+            };
+            writes.outbox(task.instance_id, &destination, &message, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Tells a parent instance that its child finished: `(type, business key, status, reason)`.
+async fn notify_parent(
+    txn: &DatabaseTransaction,
+    writes: &mut Writes,
+    parent_id: Uuid,
+    (workflow_type, business_key, status, reason): (&str, &str, Status, &str),
+    at: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    let parent = writes.instance(txn, parent_id).await?;
+    let destination = format!("workflow:{}", parent.model.workflow_type);
     let event = Event::ChildFinished {
         workflow_type: workflow_type.to_owned(),
         business_key: business_key.to_owned(),
         status: status.as_str().to_owned(),
         reason: reason.to_owned(),
     };
-    let destination = format!("workflow:{}", parent.workflow_type);
-    outbox(txn, parent_id, &destination, &Message::Event { event }, at).await
+    writes.outbox(parent_id, &destination, &Message::Event { event }, at)
 }

@@ -20,13 +20,17 @@
 //! - [`definition`]: the `Workflow` trait, commands, events, retry policies.
 //! - [`engine`]: starting, signalling, processing messages, running activities, queries.
 //! - [`runtime`]: in-process workers for the embedded mode.
+//! - `writes`: the writes of one transaction, gathered and written set-wise, so a batch of
+//!   messages commits like one.
 
 pub mod amqp;
 pub mod canary;
 pub mod definition;
 pub mod engine;
+pub mod pos_payment;
 pub mod runtime;
 pub mod schedule;
+mod writes;
 
 pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow};
 pub use engine::{

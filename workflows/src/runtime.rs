@@ -14,6 +14,9 @@ use crate::engine::Engine;
 /// timers and retries, which nothing wakes.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
+/// Most messages a worker takes in one transaction.
+const BATCH: u64 = 32;
+
 /// Running workers; dropping it does not stop them, [`Workers::shutdown`] does.
 pub struct Workers {
     stop: watch::Sender<bool>,
@@ -60,12 +63,12 @@ async fn work(engine: Engine, mut stop: watch::Receiver<bool>, kind: Kind) {
             return;
         }
         let result = match kind {
-            Kind::Events => engine.process_next_event().await,
-            Kind::Activities => engine.run_next_activity().await,
+            Kind::Events => engine.process_next_events(BATCH).await,
+            Kind::Activities => engine.run_next_activities(BATCH).await,
         };
         match result {
-            Ok(true) => continue,
-            Ok(false) => {}
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
             Err(err) => tracing::debug!(error = %err, "worker step failed; retrying"),
         }
         let wake = engine.wake.notified();

@@ -202,11 +202,35 @@ impl Engine {
 /// How often a scheduler looks for due ticks.
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Fires due schedule ticks until `stop` turns true.
+/// How often the scheduler prunes delivered messages.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a delivered outbox row stays (for inspection; history keeps every transition).
+const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::hours(24);
+/// How long the inbox remembers a consumed message id. A broker redelivers within minutes;
+/// a week is far beyond that.
+const INBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Fires due schedule ticks, and once a minute prunes delivered messages, until `stop` turns
+/// true.
 pub async fn run_schedules(engine: Engine, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut last_prune: Option<std::time::Instant> = None;
     while !*stop.borrow() {
         if let Err(err) = engine.fire_due_schedules().await {
             tracing::warn!(error = %err, "schedule round failed; retrying");
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(std::time::Instant::now());
+            let at = now();
+            match engine
+                .prune(at - OUTBOX_RETENTION, at - INBOX_RETENTION)
+                .await
+            {
+                Ok((outbox, inbox)) if outbox + inbox > 0 => {
+                    tracing::info!(outbox, inbox, "pruned delivered messages")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "pruning failed; trying again later"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}

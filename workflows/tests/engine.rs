@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use testkit::{Backend, TestDb};
@@ -25,6 +25,7 @@ testkit::scenarios!(
     a_schedule_every_second_fires_once_per_tick_under_two_schedulers,
     a_schedule_after_downtime_fires_once_or_skips_as_configured,
     a_settlement_run_waits_for_its_child_workflows,
+    pruning_forgets_delivered_messages_but_never_an_unsent_one,
 );
 
 fn fast_retry() -> RetryPolicy {
@@ -422,6 +423,61 @@ async fn the_same_message_delivered_twice_is_processed_once(backend: Backend) {
         "a repeated message changed the history"
     );
     assert_eq!(after.state, before.state);
+}
+
+async fn pruning_forgets_delivered_messages_but_never_an_unsent_one(backend: Backend) {
+    use entities::{wf_inbox, wf_outbox};
+    let s = setup(backend).await;
+    let done = s.engine.start::<FiveSteps>("order-4", ()).await.unwrap();
+    finished(&s.engine, done).await;
+    s.workers.shutdown().await;
+    // An approval waits for its signal; the signal is queued but nobody delivers it.
+    let waiting = s
+        .engine
+        .start::<Approval>("payout-4", 60_000)
+        .await
+        .unwrap();
+    s.engine
+        .signal(waiting, "approval", json!({ "by": "checker" }))
+        .await
+        .unwrap();
+    let db = s.engine.db();
+    let unsent = || {
+        wf_outbox::Entity::find()
+            .filter(wf_outbox::Column::DeliveredAt.is_null())
+            .count(db)
+    };
+    let unsent_before = unsent().await.unwrap();
+    assert!(unsent_before >= 2, "the signal and the deadline timer wait");
+    let inbox_before = wf_inbox::Entity::find().count(db).await.unwrap();
+    assert!(inbox_before > 0);
+
+    // A cutoff before everything: nothing goes.
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(s.engine.prune(past, past).await.unwrap(), (0, 0));
+
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let (outbox, inbox) = s.engine.prune(later, later).await.unwrap();
+    assert!(outbox > 0);
+    assert_eq!(inbox, inbox_before);
+    assert_eq!(
+        unsent().await.unwrap(),
+        unsent_before,
+        "unsent messages stay"
+    );
+    let left = wf_outbox::Entity::find().count(db).await.unwrap();
+    assert_eq!(left, unsent_before, "every delivered message went");
+    // History is untouched: the finished instance still reads whole.
+    let instance = s.engine.instance(done).await.unwrap();
+    assert_eq!(instance.status, Status::Completed);
+    assert_eq!(
+        instance
+            .history
+            .iter()
+            .filter(|h| h.kind == "event")
+            .count(),
+        5
+    );
 }
 
 async fn starting_twice_with_one_business_key_starts_one_instance(backend: Backend) {

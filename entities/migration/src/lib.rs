@@ -14,6 +14,10 @@ mod m20261122_000002_workflows;
 mod m20261122_000003_canary;
 mod m20261122_000004_schedules;
 mod m20261122_000005_child_workflows;
+mod m20261122_000006_api;
+mod m20261123_000001_outbox_ready;
+mod m20261124_000001_treasury_instructions;
+mod m20261124_000002_treasury_external_accounts;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -27,6 +31,10 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_canary::Migration),
             Box::new(m20261122_000004_schedules::Migration),
             Box::new(m20261122_000005_child_workflows::Migration),
+            Box::new(m20261122_000006_api::Migration),
+            Box::new(m20261123_000001_outbox_ready::Migration),
+            Box::new(m20261124_000001_treasury_instructions::Migration),
+            Box::new(m20261124_000002_treasury_external_accounts::Migration),
         ]
     }
 }

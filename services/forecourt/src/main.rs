@@ -1,17 +1,25 @@
 //! `forecourt`: the platform's one binary.
 //!
 //! # Layout
+//! - `serve` ([`serve`]): the HTTP API; without `DATABASE_URL`, the whole platform in one
+//!   process on SQLite under `./data`, with demo data ([`seed`]).
+//! - `openapi`: writes the API's OpenAPI document (`openapi/openapi.json` is checked in).
 //! - `migrate`: brings the schema of `DATABASE_URL` up to date.
 //! - `demo` ([`demo`]): a day of a fleet, two stations and a depot on the ledger, printed.
 //! - `worker`, `scheduler` ([`run`]): the workflow engine's processes.
 //! - `bench ledger` ([`bench::ledger`]): ledger throughput and latency under concurrent clients.
+//! - `sim` ([`simulate`]): the payment parties' simulators (WeChat Pay, Alipay, an acquirer).
 //!
 //! `DATABASE_URL` chooses the storage (`postgres://…` or `sqlite://…`); without it the binary
-//! runs embedded on a SQLite file in the working directory and migrates it itself.
+//! runs embedded on a SQLite file (`./data/forecourt.db` for `serve`, `./forecourt.db` for
+//! the others) and migrates it itself.
 
 mod bench;
 mod demo;
 mod run;
+mod seed;
+mod serve;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use entities::db::{EMBEDDED_URL, PoolSettings};
@@ -24,15 +32,23 @@ use sea_orm::DatabaseConnection;
     about = "Money movements of the fuel business on one double-entry ledger"
 )]
 struct Cli {
-    /// Where the ledger lives: postgres://… or sqlite://…
-    #[arg(long, env = "DATABASE_URL", default_value = EMBEDDED_URL, global = true)]
-    database_url: String,
+    /// Where the data lives: postgres://… or sqlite://…; the embedded SQLite file when absent.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (embedded: with workers, scheduler and demo data, on ./data).
+    Serve(serve::ServeArgs),
+    /// Write the OpenAPI document of the API.
+    Openapi {
+        /// Where to write it; `-` for standard output.
+        #[arg(long, default_value = "openapi/openapi.json")]
+        out: String,
+    },
     /// Bring the database schema up to date.
     Migrate,
     /// Post a day of sample flows for a fleet, two stations and a depot; print balances and
@@ -45,31 +61,53 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Run the payment parties' simulators (WeChat Pay v3, Alipay, a card acquirer).
+    Sim(simulate::SimArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    let database_url = cli
+        .database_url
+        .clone()
+        .unwrap_or_else(|| EMBEDDED_URL.to_owned());
     match cli.command {
+        Command::Serve(args) => serve::run(args, cli.database_url).await?,
+        Command::Openapi { out } => {
+            let json = api::openapi_json();
+            if out == "-" {
+                print!("{json}");
+            } else {
+                if let Some(dir) = std::path::Path::new(&out).parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&out, json)?;
+                eprintln!("wrote {out}");
+            }
+        }
         Command::Migrate => {
-            let db = open(&cli.database_url, PoolSettings::default()).await?;
+            let db = open(&database_url, PoolSettings::default()).await?;
             migration::migrate(&db).await?;
-            println!("schema of {} is up to date", redact(&cli.database_url));
+            println!("schema of {} is up to date", redact(&database_url));
         }
         Command::Demo => {
-            let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
+            let db = open_migrated(&database_url, PoolSettings::default()).await?;
             demo::run(db).await?;
         }
         Command::Worker(args) => {
-            let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
+            let db = open_migrated(&database_url, PoolSettings::default()).await?;
             run::worker(args, db).await?;
         }
         Command::Scheduler(args) => {
-            let db = open_migrated(&cli.database_url, PoolSettings::default()).await?;
+            let db = open_migrated(&database_url, PoolSettings::default()).await?;
             run::scheduler(args, db).await?;
         }
-        Command::Bench(bench) => bench.run(&cli.database_url).await?,
+        Command::Bench(bench) => bench.run(&database_url).await?,
+        Command::Sim(args) => simulate::run(args).await?,
     }
     Ok(())
 }

@@ -29,14 +29,17 @@ pub struct Transport {
 pub struct WorkerArgs {
     #[command(flatten)]
     transport: Transport,
-    /// Also run the scheduler (relay and timers) in this process.
+    /// Also run the scheduler (relays, timers and cron) in this process.
     #[arg(long)]
     scheduler: bool,
+    /// Relays with `--scheduler`.
+    #[arg(long, default_value_t = 2)]
+    relays: usize,
     /// Consumers per queue (RabbitMQ) or workers per kind (embedded).
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
-    /// Unacknowledged messages a consumer may hold.
-    #[arg(long, default_value_t = 8)]
+    /// Unacknowledged messages a consumer may hold; also the most one transaction takes.
+    #[arg(long, default_value_t = 64)]
     prefetch: u16,
 }
 
@@ -44,6 +47,10 @@ pub struct WorkerArgs {
 pub struct SchedulerArgs {
     #[command(flatten)]
     transport: Transport,
+    /// Outbox relays, each on its own channel. Any number may run, in this process and in
+    /// others: messages of one instance still reach each queue in order.
+    #[arg(long, default_value_t = 2)]
+    relays: usize,
 }
 
 /// The workflows and activities this binary runs.
@@ -83,9 +90,10 @@ pub async fn worker(args: WorkerArgs, db: DatabaseConnection) -> anyhow::Result<
             );
             broker.declare(&engine.destinations()).await?;
             let relay = args.scheduler.then(|| {
-                tokio::spawn(amqp::run_relay(
+                tokio::spawn(amqp::run_relays(
                     engine.clone(),
                     broker.clone(),
+                    args.relays,
                     stopped.clone(),
                 ))
             });
@@ -125,7 +133,12 @@ pub async fn scheduler(args: SchedulerArgs, db: DatabaseConnection) -> anyhow::R
         engine.clone(),
         stopped.clone(),
     ));
-    let relay = tokio::spawn(amqp::run_relay(engine, broker.clone(), stopped));
+    let relay = tokio::spawn(amqp::run_relays(
+        engine,
+        broker.clone(),
+        args.relays,
+        stopped,
+    ));
     eprintln!("scheduler: relaying the outbox");
     tokio::select! {
         _ = until_stopped(stop) => {}

@@ -16,19 +16,47 @@ fn rabbitmqctl(command: &str) {
     assert!(status.success(), "rabbitmqctl {command} failed");
 }
 
+/// Starts the broker again when dropped, so a failing test does not leave it stopped for the
+/// tests that follow.
+struct StoppedBroker;
+
+impl Drop for StoppedBroker {
+    fn drop(&mut self) {
+        let started = Command::new("rabbitmqctl").arg("start_app").status();
+        if !std::thread::panicking() {
+            assert!(
+                started.is_ok_and(|s| s.success()),
+                "rabbitmqctl start_app failed"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_workflow_finishes_once_when_the_broker_restarts_mid_run() {
     let d = Deployment::new().await;
-    let steps = 5;
+    // Long enough that the run outlasts `rabbitmqctl stop_app` (an Erlang VM's start).
+    let steps = 40;
     let mut scheduler = d.spawn(&["scheduler"]);
     let mut workers: Vec<_> = (0..2)
         .map(|_| d.spawn(&["worker", "--concurrency", "2"]))
         .collect();
     let ids = d.start_canaries(200, steps).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The broker goes away once the run is under way, and provably before it is over.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.effects().await < 100 {
+        assert!(Instant::now() < deadline, "the run did not get under way");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     rabbitmqctl("stop_app");
+    let stopped = StoppedBroker;
+    let effects_when_stopped = d.effects().await;
+    assert!(
+        effects_when_stopped < ids.len() as u64 * u64::from(steps),
+        "every step ran before the broker stopped: nothing was tested"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    rabbitmqctl("start_app");
+    drop(stopped);
     let deadline = Instant::now() + Duration::from_secs(90);
     while d.completed().await < ids.len() as u64 {
         assert!(

@@ -12,7 +12,8 @@ use sea_orm::EntityTrait;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_workflows_finish_while_workers_are_killed_again_and_again() {
     let d = Deployment::new().await;
-    let steps = 5;
+    // Enough steps that the run outlasts a good number of kills.
+    let steps = 20;
     let mut scheduler = d.spawn(&["scheduler"]);
     let mut workers: Vec<_> = (0..3)
         .map(|_| d.spawn(&["worker", "--concurrency", "2"]))

@@ -103,6 +103,17 @@ fn same_account(stored: ledger_accounts::Model, hash: &str) -> Result<Account, L
     to_account(stored)
 }
 
+/// Reads an account row as selected by a caller's own query (the API lists the accounts of an
+/// organisation subtree with one query of its own); the balances are computed as everywhere
+/// else in the ledger.
+impl TryFrom<ledger_accounts::Model> for Account {
+    type Error = LedgerError;
+
+    fn try_from(m: ledger_accounts::Model) -> Result<Account, LedgerError> {
+        to_account(m)
+    }
+}
+
 fn to_account(m: ledger_accounts::Model) -> Result<Account, LedgerError> {
     let currency = store::currency(&m.currency)?;
     let normal_side: Side = m.normal_side.parse().map_err(LedgerError::Storage)?;

@@ -287,11 +287,15 @@ impl BatchError {
 /// Failures that a retry of the whole batch can cure. Matched on the database's own words
 /// and codes, which is all `DbErr` keeps of them.
 pub(crate) fn is_transient_text(text: &str) -> bool {
-    const MARKERS: [&str; 9] = [
+    const MARKERS: [&str; 11] = [
         "deadlock detected",
         "could not serialize access",
         "duplicate key value violates unique constraint \"ledger_entries_idempotency_key_key\"",
         "UNIQUE constraint failed: ledger_entries.idempotency_key",
+        // Another writer took the account's next posting sequence first: the conditional
+        // statement can meet it in the postings insert before its own guard aborts it.
+        "duplicate key value violates unique constraint \"ledger_postings_account_id_account_seq_key\"",
+        "UNIQUE constraint failed: ledger_postings.account_id, ledger_postings.account_seq",
         "database is locked",
         "database table is locked",
         "another writer changed",

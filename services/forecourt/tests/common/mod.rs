@@ -69,6 +69,14 @@ impl Deployment {
             .unwrap()
     }
 
+    /// Step side effects written so far.
+    pub async fn effects(&self) -> u64 {
+        entities::wf_canary_effects::Entity::find()
+            .count(self.engine.db())
+            .await
+            .unwrap()
+    }
+
     pub async fn assert_every_effect_once(&self, ids: &[Uuid], steps: u32) {
         use entities::wf_canary_effects as effects;
         let rows = effects::Entity::find().all(self.engine.db()).await.unwrap();

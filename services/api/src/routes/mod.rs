@@ -1,0 +1,39 @@
+//! One router per area, each a file; [`crate::router`] merges them in one place.
+
+/// Ledger accounts, balances and statements (read).
+pub mod accounts;
+/// Partner API keys.
+pub mod api_keys;
+/// Login, logout and `whoami`.
+pub mod auth;
+/// `/healthz`, `/readyz`, `/metrics`.
+pub mod health;
+/// The organisation tree.
+pub mod organisations;
+/// Users and their roles.
+pub mod users;
+/// Workflow instances and their history (read, platform admins).
+pub mod workflows;
+
+use sea_orm::ExprTrait;
+use sea_orm::sea_query::{Expr, Query, SelectStatement};
+
+use entities::organisations as org_table;
+
+/// `SELECT <column> FROM organisations WHERE path LIKE '<path>%'`: the caller's subtree, as a
+/// subquery for lists.
+pub(crate) fn subtree(column: org_table::Column, path: &str) -> SelectStatement {
+    debug_assert!(
+        path.bytes().all(|b| b.is_ascii_hexdigit() || b == b'/'),
+        "paths hold only ids and separators, nothing LIKE would read as a pattern"
+    );
+    Query::select()
+        .column(column)
+        .from(org_table::Entity)
+        .and_where(Expr::col(org_table::Column::Path).like(format!("{path}%")))
+        .to_owned()
+}
+
+/// The security requirement of every protected operation, named in the OpenAPI document.
+pub const BEARER: &str = "bearer";
+pub const PARTNER_SIGNATURE: &str = "partner_signature";

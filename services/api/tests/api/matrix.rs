@@ -1,0 +1,534 @@
+//! The authorisation matrix: every caller on every route, on a resource of its own subtree
+//! and on one of another organisation's. Adding a route without a row fails
+//! `every_documented_operation_has_a_row_in_the_matrix`.
+
+use api::policy::Role;
+use serde_json::json;
+use testkit::Backend;
+use uuid::Uuid;
+
+use crate::common::{Call, PASSWORD, TestApp, Who, create_key, create_user, spawn_app};
+
+use Who::*;
+
+/// A row: the operation, who may do it, the status of success, and how a denied caller whose
+/// role allows the action but whose subtree does not hold the resource is answered.
+struct Row {
+    operation: &'static str,
+    allowed: &'static [Who],
+    ok: u16,
+}
+
+const EVERYONE: &[Who] = &Who::ALL;
+const USERS: &[Who] = &[
+    RootAdmin,
+    BrandAdmin,
+    StationOwner,
+    StationManager,
+    Cashier,
+    FleetManager,
+    TreasuryMaker,
+    TreasuryChecker,
+    PartnerUser,
+];
+const ADMINS: &[Who] = &[RootAdmin, BrandAdmin];
+const USER_READERS: &[Who] = &[
+    RootAdmin,
+    BrandAdmin,
+    StationOwner,
+    StationManager,
+    FleetManager,
+];
+const USER_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationManager];
+const KEY_READERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser, PartnerKey];
+const KEY_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser];
+
+const ROWS: &[Row] = &[
+    Row {
+        operation: "GET /healthz",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /readyz",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /metrics",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/auth/login",
+        allowed: USERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/auth/logout",
+        allowed: USERS,
+        ok: 204,
+    },
+    Row {
+        operation: "GET /v1/whoami",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/organisations",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/organisations",
+        allowed: ADMINS,
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/organisations/{id}",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/users",
+        allowed: USER_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/users",
+        allowed: USER_MANAGERS,
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/users/{id}",
+        allowed: USER_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/users/{id}/disable",
+        allowed: USER_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/api-keys",
+        allowed: KEY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/api-keys",
+        allowed: KEY_MANAGERS,
+        ok: 201,
+    },
+    Row {
+        operation: "POST /v1/api-keys/{id}/revoke",
+        allowed: KEY_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/accounts",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/accounts/{id}",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/accounts/{id}/balance",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/accounts/{id}/statement",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/workflow-instances",
+        allowed: &[RootAdmin],
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/workflow-instances/{id}",
+        allowed: &[RootAdmin],
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/workflow-instances/{id}/history",
+        allowed: &[RootAdmin],
+        ok: 200,
+    },
+];
+
+/// Which resource a case is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// One in the caller's own subtree.
+    Own,
+    /// One of an organisation outside the caller's subtree.
+    Foreign,
+}
+
+/// Whether the caller's subtree is the whole tree (nothing is foreign to it).
+fn at_root(who: Who) -> bool {
+    who.home() == "root"
+}
+
+/// The organisation of a foreign resource of the same sort as the caller's home.
+fn foreign_org(who: Who) -> &'static str {
+    match who.home() {
+        "brand-a" => "brand-b",
+        "company-a" => "company-b",
+        "station-a1" => "station-b1",
+        "fleet-f" => "fleet-g",
+        "partner-p" => "partner-q",
+        other => panic!("{other} has nothing foreign"),
+    }
+}
+
+/// The request of one case, or none where the case does not exist (nothing is foreign to
+/// the root; a brand admin has no partner to make keys for). `Some(status)` overrides the
+/// expected status where the matrix alone does not say it.
+async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call, Option<u16>)> {
+    let w = &app.world;
+    let public = matches!(op, "GET /healthz" | "GET /readyz" | "GET /metrics");
+    let unscoped = public
+        || matches!(
+            op,
+            "POST /v1/auth/login"
+                | "POST /v1/auth/logout"
+                | "GET /v1/whoami"
+                | "GET /v1/organisations"
+                | "GET /v1/users"
+                | "GET /v1/api-keys"
+                | "GET /v1/accounts"
+                | "GET /v1/workflow-instances"
+                | "GET /v1/workflow-instances/{id}"
+                | "GET /v1/workflow-instances/{id}/history"
+        );
+    if target == Target::Foreign && (unscoped || at_root(who)) {
+        return None;
+    }
+    let org_key = match target {
+        Target::Own => who.home(),
+        Target::Foreign => foreign_org(who),
+    };
+    let org = w.orgs[org_key];
+    let instance = w.instance;
+    let account = w.accounts[org_key];
+    let call = match op {
+        "GET /healthz" => Call::get("/healthz"),
+        "GET /readyz" => Call::get("/readyz"),
+        "GET /metrics" => Call::get("/metrics"),
+        "POST /v1/auth/login" => {
+            let (username, _, _) = who.user()?;
+            let mut call = Call::post(
+                "/v1/auth/login",
+                Some(json!({"username": username, "password": PASSWORD})),
+            );
+            call.idempotency_key = None;
+            call
+        }
+        "POST /v1/auth/logout" => Call::post("/v1/auth/logout", None),
+        "GET /v1/whoami" => Call::get("/v1/whoami"),
+        "GET /v1/organisations" => Call::get("/v1/organisations"),
+        "POST /v1/organisations" => {
+            let kind = match org_key {
+                "root" => "brand",
+                "brand-a" | "brand-b" => "station_company",
+                "company-a" | "company-b" => "station",
+                // Nothing may go below these: a caller allowed to create would get 422.
+                _ => "station",
+            };
+            Call::post(
+                "/v1/organisations",
+                Some(
+                    json!({"parent_id": org, "kind": kind, "name": format!("New {}", Uuid::new_v4())}),
+                ),
+            )
+        }
+        "GET /v1/organisations/{id}" => Call::get(format!("/v1/organisations/{org}")),
+        "GET /v1/users" => Call::get("/v1/users"),
+        "POST /v1/users" => Call::post(
+            "/v1/users",
+            Some(json!({
+                "organisation_id": w.orgs[user_org(org_key)],
+                "username": format!("new-{}", Uuid::new_v4().simple()),
+                "display_name": "New cashier",
+                "role": "cashier",
+                "password": PASSWORD,
+            })),
+        ),
+        "GET /v1/users/{id}" => {
+            let user = create_user(&app.state, org, fitting_role(org_key)).await;
+            Call::get(format!("/v1/users/{user}"))
+        }
+        "POST /v1/users/{id}/disable" => {
+            let user_org = user_org(org_key);
+            let user = create_user(&app.state, w.orgs[user_org], Role::Cashier).await;
+            Call::post(format!("/v1/users/{user}/disable"), None)
+        }
+        "GET /v1/api-keys" => Call::get("/v1/api-keys"),
+        "POST /v1/api-keys" | "POST /v1/api-keys/{id}/revoke" => {
+            // Keys are for partners: the caller's own partner, the root's partner P, or
+            // for anyone else their home (refused before its kind matters).
+            let partner = match (who.home(), target) {
+                ("root", _) => "partner-p",
+                ("brand-a", Target::Own) => return None,
+                ("brand-a", Target::Foreign) => "partner-q",
+                (_, _) => org_key,
+            };
+            if op == "POST /v1/api-keys" {
+                Call::post(
+                    "/v1/api-keys",
+                    Some(json!({"organisation_id": w.orgs[partner], "name": "matrix"})),
+                )
+            } else {
+                let (key, _) = create_key(&app.state, w.orgs[partner]).await;
+                Call::post(format!("/v1/api-keys/{key}/revoke"), None)
+            }
+        }
+        "GET /v1/accounts" => Call::get("/v1/accounts"),
+        "GET /v1/accounts/{id}" => Call::get(format!("/v1/accounts/{account}")),
+        "GET /v1/accounts/{id}/balance" => Call::get(format!("/v1/accounts/{account}/balance")),
+        "GET /v1/accounts/{id}/statement" => Call::get(format!("/v1/accounts/{account}/statement")),
+        "GET /v1/workflow-instances" => Call::get("/v1/workflow-instances"),
+        "GET /v1/workflow-instances/{id}" => {
+            Call::get(format!("/v1/workflow-instances/{instance}"))
+        }
+        "GET /v1/workflow-instances/{id}/history" => {
+            Call::get(format!("/v1/workflow-instances/{instance}/history"))
+        }
+        other => panic!("no case for {other}: add one"),
+    };
+    // A brand admin's role may read workflows, but they belong to the platform operator,
+    // outside the brand: not found, like any resource of another organisation.
+    let overridden =
+        (op.starts_with("GET /v1/workflow-instances") && who == BrandAdmin).then_some(404);
+    Some((call, overridden))
+}
+
+/// The organisation to put a new user in, below `org_key`: a station, where cashiers are.
+fn user_org(org_key: &str) -> &'static str {
+    match org_key {
+        "root" | "brand-a" | "company-a" | "station-a1" => "station-a1",
+        "brand-b" | "company-b" | "station-b1" => "station-b1",
+        "fleet-f" => "fleet-f",
+        "fleet-g" => "fleet-g",
+        "partner-p" => "partner-p",
+        "partner-q" => "partner-q",
+        other => panic!("unknown organisation {other}"),
+    }
+}
+
+fn fitting_role(org_key: &str) -> Role {
+    match org_key {
+        k if k.starts_with("station") => Role::Cashier,
+        k if k.starts_with("fleet") => Role::FleetManager,
+        k if k.starts_with("partner") => Role::Partner,
+        _ => Role::Admin,
+    }
+}
+
+async fn run_matrix(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for row in ROWS {
+        for who in Who::ALL {
+            for target in [Target::Own, Target::Foreign] {
+                let Some((call, overridden)) = case(&app, row.operation, who, target).await else {
+                    continue;
+                };
+                let public = row.operation.starts_with("GET /healthz")
+                    || row.operation.starts_with("GET /readyz")
+                    || row.operation.starts_with("GET /metrics")
+                    || row.operation == "POST /v1/auth/login";
+                let allowed = row.allowed.contains(&who);
+                let expected = overridden.unwrap_or(match (allowed, target) {
+                    (true, Target::Own) => row.ok,
+                    (true, Target::Foreign) => 404,
+                    (false, _) => 403,
+                });
+                // Logout ends the session it is called with: use a fresh one.
+                let response = if row.operation == "POST /v1/auth/logout" && who != PartnerKey {
+                    let session = api::auth::open_session(
+                        &app.state.db,
+                        app.world.users[&who],
+                        std::time::Duration::from_secs(600),
+                    )
+                    .await
+                    .expect("session");
+                    app.client
+                        .post(app.url(&call.path))
+                        .bearer_auth(session.token)
+                        .header("idempotency-key", Uuid::new_v4().to_string())
+                        .send()
+                        .await
+                        .expect("logout")
+                } else {
+                    app.call((!public).then_some(who), &call).await
+                };
+                cases += 1;
+                let status = response.status().as_u16();
+                if status != expected {
+                    let body = response.text().await.unwrap_or_default();
+                    failures.push(format!(
+                        "{} as {who:?} on {target:?}: expected {expected}, got {status}: {body}",
+                        row.operation
+                    ));
+                } else if status >= 400 {
+                    let is_problem = response
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v == "application/problem+json");
+                    if !is_problem {
+                        failures.push(format!(
+                            "{} as {who:?}: {status} is not a problem",
+                            row.operation
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 280, "only {cases} cases ran");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_caller_on_every_route_is_allowed_or_denied_as_the_matrix_says() {
+    run_matrix(Backend::Postgres).await;
+}
+
+#[test]
+fn every_documented_operation_has_a_row_in_the_matrix() {
+    let spec = serde_json::to_value(api::openapi()).expect("spec");
+    let mut documented = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    let rows: Vec<String> = ROWS.iter().map(|r| r.operation.to_owned()).collect();
+    for operation in &documented {
+        assert!(
+            rows.contains(operation),
+            "{operation} has no row in the authorisation matrix"
+        );
+    }
+    for row in &rows {
+        assert!(
+            documented.contains(row),
+            "the matrix row {row} is not a documented operation"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cashier_cannot_read_another_stations_accounts_and_cannot_tell_they_exist() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let other = app.world.accounts["station-b1"];
+    let missing = Uuid::now_v7();
+    let a = app
+        .call(Some(Cashier), &Call::get(format!("/v1/accounts/{other}")))
+        .await;
+    let b = app
+        .call(Some(Cashier), &Call::get(format!("/v1/accounts/{missing}")))
+        .await;
+    let a = crate::common::expect_problem(a, 404, "not-found").await;
+    let b = crate::common::expect_problem(b, 404, "not-found").await;
+    assert_eq!(
+        a["detail"], b["detail"],
+        "another station's account looks like no account"
+    );
+    let list: serde_json::Value = app
+        .call(Some(Cashier), &Call::get("/v1/accounts"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [app.world.accounts["station-a1"].to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_owner_sees_the_accounts_of_the_company_and_its_stations_only() {
+    let app = spawn_app(Backend::Postgres).await;
+    let list: serde_json::Value = app
+        .call(Some(StationOwner), &Call::get("/v1/accounts"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected = vec![
+        app.world.accounts["company-a"].to_string(),
+        app.world.accounts["station-a1"].to_string(),
+    ];
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_manager_cannot_create_a_station_owner_and_nobody_grants_beyond_their_role() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let body = |role: &str| {
+        json!({
+            "organisation_id": app.world.orgs["station-a1"],
+            "username": format!("x-{}", Uuid::new_v4().simple()),
+            "display_name": "X",
+            "role": role,
+            "password": PASSWORD,
+        })
+    };
+    let response = app
+        .call(
+            Some(StationManager),
+            &Call::post("/v1/users", Some(body("station_manager"))),
+        )
+        .await;
+    crate::common::expect_problem(response, 403, "forbidden").await;
+    let response = app
+        .call(
+            Some(StationOwner),
+            &Call::post("/v1/users", Some(body("admin"))),
+        )
+        .await;
+    crate::common::expect_problem(response, 403, "forbidden").await;
+    // A role that does not fit the organisation's kind is a validation problem.
+    let response = app
+        .call(
+            Some(RootAdmin),
+            &Call::post("/v1/users", Some(body("fleet_manager"))),
+        )
+        .await;
+    let problem = crate::common::expect_problem(response, 422, "validation").await;
+    assert_eq!(problem["errors"][0]["field"], "role");
+    let response = app
+        .call(
+            Some(StationManager),
+            &Call::post("/v1/users", Some(body("cashier"))),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+}

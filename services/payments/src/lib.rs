@@ -1,0 +1,32 @@
+//! Retail POS payments: how a till takes money through many outside channels without ever
+//! charging a customer twice.
+//!
+//! A station signs at least two channels per method. For each payment, [`routing`] filters
+//! the channels that may take it (method, station, maintenance, circuit breaker, limits, a
+//! payer that just failed there) and ranks the rest (priority, fee, recent success rate),
+//! keeping every reason. The [`flow`] state machine then submits to the first candidate and
+//! fails over *only* when the attempt certainly did not charge; an unknown outcome is queried
+//! on a timer and, if the till gives up, reversed and the reversal confirmed.
+//!
+//! The channel adapters in [`channels`] are HTTP clients of the outside parties and speak
+//! their real formats and signatures (WeChat Pay API v3, Alipay RSA2, a bank acquirer), all
+//! on openssl. This crate runs no server; the simulators of those parties live in the `sim`
+//! crate and are used by the tests as real HTTP peers.
+//!
+//! # Layout
+//! - [`model`]: methods, channel ids, fee rates and modes, channel terms, maintenance windows.
+//! - [`routing`]: the pure routing decision, the circuit breaker and success rate per channel.
+//! - [`flow`]: the payment state machine (created → routed → submitted → succeeded | failed |
+//!   unknown → querying → succeeded | failed | reversed), pure and deterministic.
+//! - [`channels`]: the [`channels::Channel`] trait and one adapter per party.
+//! - [`crypto`]: RSA-SHA256 signatures and AES-256-GCM, the primitives every party uses.
+//! - [`postings`]: the ledger entries a finished payment makes.
+//! - [`statements`]: the parties' T+1 statement files and the pure matching against our books.
+
+pub mod channels;
+pub mod crypto;
+pub mod flow;
+pub mod model;
+pub mod postings;
+pub mod routing;
+pub mod statements;

@@ -1,0 +1,109 @@
+//! The ledger entries a payment makes. Pure: builds [`ledger::model::NewEntry`] values for
+//! the ledger to write; the idempotency key makes a repeated posting a no-op.
+//!
+//! A channel sale debits the channel's clearing account and credits the station's sales; a
+//! fee deducted at payment time moves from clearing to the station's fee expense, so the
+//! clearing account holds exactly what the channel will settle. A fee billed later is booked
+//! when the bill comes. Cash debits the station's drawer.
+
+use ledger::model::{NewEntry, PostingInput};
+use ledger::money::{Money, MoneyError};
+use uuid::Uuid;
+
+use crate::model::{FeeMode, FeeRate};
+
+/// The accounts one station's payments through one channel post to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelAccounts {
+    /// What the channel owes the station until it settles (an asset).
+    pub clearing: Uuid,
+    /// The station's sales (revenue).
+    pub sales: Uuid,
+    /// The station's channel fees (expense).
+    pub fees: Uuid,
+    /// The station's own bank account, where settlements arrive.
+    pub bank: Uuid,
+}
+
+/// The entry of a channel sale. The fee is computed by the ledger's rounding rule; with
+/// [`FeeMode::DeductedAtPayment`] it leaves clearing at once.
+pub fn channel_sale(
+    payment_no: &str,
+    accounts: &ChannelAccounts,
+    amount: Money,
+    fee_rate: FeeRate,
+    fee_mode: FeeMode,
+) -> Result<NewEntry, MoneyError> {
+    let currency = amount.currency();
+    let mut entry = NewEntry::transfer(
+        format!("payment:{payment_no}:sale"),
+        format!("payment:{payment_no}"),
+        accounts.clearing,
+        accounts.sales,
+        amount.amount(),
+        currency,
+    )
+    .description("channel sale");
+    let fee = fee_rate.fee_on(amount)?;
+    if fee_mode == FeeMode::DeductedAtPayment && fee.is_positive() {
+        entry
+            .postings
+            .push(PostingInput::debit(accounts.fees, fee.amount(), currency));
+        entry.postings.push(PostingInput::credit(
+            accounts.clearing,
+            fee.amount(),
+            currency,
+        ));
+    }
+    Ok(entry)
+}
+
+/// The entry of a cash sale: the drawer takes the money.
+pub fn cash_sale(payment_no: &str, drawer: Uuid, sales: Uuid, amount: Money) -> NewEntry {
+    NewEntry::transfer(
+        format!("payment:{payment_no}:sale"),
+        format!("payment:{payment_no}"),
+        drawer,
+        sales,
+        amount.amount(),
+        amount.currency(),
+    )
+    .description("cash sale")
+}
+
+/// The entry of a refund through the channel: sales give back, clearing owes less.
+pub fn channel_refund(
+    payment_no: &str,
+    refund_no: &str,
+    accounts: &ChannelAccounts,
+    refund: Money,
+) -> NewEntry {
+    NewEntry::transfer(
+        format!("payment:{payment_no}:refund:{refund_no}"),
+        format!("payment:{payment_no}"),
+        accounts.sales,
+        accounts.clearing,
+        refund.amount(),
+        refund.currency(),
+    )
+    .description("channel refund")
+}
+
+/// The entry of a channel's settlement from its statement: the net amount arrives in the
+/// station's bank and clearing is emptied by as much.
+pub fn settlement(
+    channel: &str,
+    statement_date: &str,
+    accounts: &ChannelAccounts,
+    net: Money,
+) -> NewEntry {
+    NewEntry::transfer(
+        format!("settlement:{channel}:{statement_date}"),
+        format!("statement:{channel}:{statement_date}"),
+        accounts.bank,
+        accounts.clearing,
+        net.amount(),
+        net.currency(),
+    )
+    .description("channel settlement")
+}

@@ -1,0 +1,808 @@
+//! Instructions in storage: creation by the maker, approval by checkers, and the ledger side
+//! of each outcome.
+//!
+//! The ledger follows the instruction: a hold on the debtor's sub-account when the approval
+//! chain completes; the hold posts when the bank settles and voids when the bank rejects; a
+//! return after settlement is a new entry that reverses the payment. Every ledger write has
+//! an idempotency key derived from the instruction, so a retry after a crash never moves
+//! money twice; every status change is conditional on the status it leaves, so two racing
+//! calls cannot both apply. Every step leaves a row in the audit trail.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger::{Currency, Ledger, LedgerError, Money, NewEntry, PostHold, VoidHold};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, SqlErr,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use entities::{treasury_approvals, treasury_events, treasury_instructions};
+
+use crate::approval::{
+    self, Approval, ApprovalError, ApprovalPolicy, ApprovalState, ContentDigest, Rejection, Role,
+    Subject, UserId,
+};
+use crate::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
+
+/// The source of time; tests pass one they can move.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// One side of an instruction: the account at the bank and its mirror in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counterparty {
+    pub ledger_account: Uuid,
+    pub name: String,
+    pub account: AccountNumber,
+    pub bank: BankCode,
+}
+
+/// What the maker asks for. All of it is approvable content: changing any field voids the
+/// approvals given so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewInstruction {
+    pub kind: InstructionKind,
+    pub end_to_end_id: EndToEndId,
+    pub debtor: Counterparty,
+    pub creditor: Counterparty,
+    pub amount: Money,
+    pub purpose: Option<String>,
+    pub remittance: Option<String>,
+    pub requested_execution_date: NaiveDate,
+}
+
+/// Where an instruction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstructionStatus {
+    PendingApproval,
+    Approved,
+    Rejected,
+    Settled,
+    Returned,
+}
+
+impl InstructionStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstructionStatus::PendingApproval => "pending_approval",
+            InstructionStatus::Approved => "approved",
+            InstructionStatus::Rejected => "rejected",
+            InstructionStatus::Settled => "settled",
+            InstructionStatus::Returned => "returned",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, TreasuryError> {
+        [
+            InstructionStatus::PendingApproval,
+            InstructionStatus::Approved,
+            InstructionStatus::Rejected,
+            InstructionStatus::Settled,
+            InstructionStatus::Returned,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| TreasuryError::Corrupt(format!("unknown status {text:?}")))
+    }
+}
+
+/// An instruction as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Instruction {
+    pub id: Uuid,
+    pub status: InstructionStatus,
+    pub content: NewInstruction,
+    pub maker: UserId,
+    pub digest: ContentDigest,
+    pub hold_entry_id: Option<Uuid>,
+    pub rejection: Option<(String, String)>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of an instruction's audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub event: String,
+    pub detail: serde_json::Value,
+}
+
+/// Why a treasury operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TreasuryError {
+    #[error("instruction {0} does not exist")]
+    NotFound(Uuid),
+    #[error("idempotency key {0:?} was used before for a different instruction")]
+    IdempotencyConflict(String),
+    #[error("end-to-end id {0} belongs to another instruction")]
+    DuplicateEndToEndId(String),
+    #[error("cannot {action} an instruction that is {status:?}")]
+    InvalidState {
+        action: &'static str,
+        status: InstructionStatus,
+    },
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("storage: {0}")]
+    Storage(#[from] DbErr),
+    #[error("stored instruction is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// The treasury's instructions, over the database and the ledger.
+#[derive(Clone)]
+pub struct Instructions {
+    db: DatabaseConnection,
+    ledger: Ledger,
+    policy: ApprovalPolicy,
+    clock: Clock,
+}
+
+const ACTOR_BANK: &str = "bank";
+
+impl Instructions {
+    pub fn new(ledger: Ledger, policy: ApprovalPolicy, clock: Clock) -> Self {
+        Instructions {
+            db: ledger.db().clone(),
+            ledger,
+            policy,
+            clock,
+        }
+    }
+
+    /// The database the instructions live in.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        use chrono::SubsecRound;
+        (self.clock)().trunc_subsecs(6)
+    }
+
+    /// Creates an instruction pending approval. The same idempotency key with the same
+    /// content by the same maker returns the existing instruction.
+    pub async fn create(
+        &self,
+        new: NewInstruction,
+        maker: &UserId,
+        idempotency_key: &str,
+    ) -> Result<Instruction, TreasuryError> {
+        let digest = ContentDigest::of(&new);
+        let now = self.now();
+        let id = Uuid::now_v7();
+        let txn = entities::db::begin_write(&self.db).await?;
+        let inserted = content_model(&new, id)
+            .map(|mut m| {
+                m.idempotency_key = Set(idempotency_key.to_owned());
+                m.status = Set(InstructionStatus::PendingApproval.as_str().to_owned());
+                m.maker = Set(maker.0.clone());
+                m.content_digest = Set(digest.0.clone());
+                m.hold_entry_id = Set(None);
+                m.rejected_by = Set(None);
+                m.rejection_reason = Set(None);
+                m.created_at = Set(now);
+                m.updated_at = Set(now);
+                m
+            })?
+            .insert(&txn)
+            .await;
+        match inserted {
+            Ok(_) => {
+                event(
+                    &txn,
+                    id,
+                    now,
+                    &maker.0,
+                    "created",
+                    serde_json::to_value(&new).ok(),
+                )
+                .await?;
+                txn.commit().await?;
+                self.get(id).await
+            }
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                txn.rollback().await?;
+                let existing = treasury_instructions::Entity::find()
+                    .filter(treasury_instructions::Column::IdempotencyKey.eq(idempotency_key))
+                    .one(&self.db)
+                    .await?;
+                match existing {
+                    Some(row) if row.content_digest == digest.0 && row.maker == maker.0 => {
+                        to_instruction(row)
+                    }
+                    Some(_) => Err(TreasuryError::IdempotencyConflict(
+                        idempotency_key.to_owned(),
+                    )),
+                    None => Err(TreasuryError::DuplicateEndToEndId(
+                        new.end_to_end_id.to_string(),
+                    )),
+                }
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Changes the content of an instruction still pending approval. Approvals given to the
+    /// earlier content no longer count.
+    pub async fn amend(
+        &self,
+        id: Uuid,
+        new: NewInstruction,
+        by: &UserId,
+    ) -> Result<Instruction, TreasuryError> {
+        let digest = ContentDigest::of(&new);
+        let now = self.now();
+        let txn = entities::db::begin_write(&self.db).await?;
+        let mut model = content_model(&new, id)?;
+        model.content_digest = Set(digest.0.clone());
+        model.updated_at = Set(now);
+        let updated = treasury_instructions::Entity::update_many()
+            .set(model)
+            .filter(treasury_instructions::Column::Id.eq(id))
+            .filter(
+                treasury_instructions::Column::Status
+                    .eq(InstructionStatus::PendingApproval.as_str()),
+            )
+            .exec(&txn)
+            .await;
+        let updated = match updated {
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Err(TreasuryError::DuplicateEndToEndId(
+                    new.end_to_end_id.to_string(),
+                ));
+            }
+            other => other?,
+        };
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            let current = self.get(id).await?;
+            return Err(TreasuryError::InvalidState {
+                action: "amend",
+                status: current.status,
+            });
+        }
+        let detail = serde_json::json!({ "content": new, "digest": digest.0 });
+        event(&txn, id, now, &by.0, "amended", Some(detail)).await?;
+        txn.commit().await?;
+        self.get(id).await
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Instruction, TreasuryError> {
+        let row = treasury_instructions::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(TreasuryError::NotFound(id))?;
+        to_instruction(row)
+    }
+
+    /// The audit trail, oldest first.
+    pub async fn history(&self, id: Uuid) -> Result<Vec<Event>, TreasuryError> {
+        let rows = treasury_events::Entity::find()
+            .filter(treasury_events::Column::InstructionId.eq(id))
+            .order_by_asc(treasury_events::Column::At)
+            .order_by_asc(treasury_events::Column::Id)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Event {
+                at: r.at,
+                actor: r.actor,
+                event: r.event,
+                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+
+    /// Where the approval chain of an instruction stands now.
+    pub async fn approval_state(&self, id: Uuid) -> Result<ApprovalState, TreasuryError> {
+        let instruction = self.get(id).await?;
+        let subject = self.subject(&instruction).await?;
+        let approvals = self.approvals(id).await?;
+        let rejection = rejection_of(&instruction);
+        Ok(approval::evaluate(
+            &self.policy,
+            &subject,
+            &approvals,
+            rejection.as_ref(),
+            self.now(),
+        ))
+    }
+
+    /// Records an approval. When it completes the chain, the debtor's funds are held in the
+    /// ledger and the instruction is approved. Calling again after a crash between the two
+    /// finishes the job without a second hold.
+    pub async fn approve(
+        &self,
+        id: Uuid,
+        approver: &UserId,
+        roles: &[Role],
+    ) -> Result<Instruction, TreasuryError> {
+        let now = self.now();
+        let instruction = self.get(id).await?;
+        if instruction.status != InstructionStatus::PendingApproval {
+            return Err(TreasuryError::InvalidState {
+                action: "approve",
+                status: instruction.status,
+            });
+        }
+        let subject = self.subject(&instruction).await?;
+        let approvals = self.approvals(id).await?;
+        match approval::approve(
+            &self.policy,
+            &subject,
+            &approvals,
+            None,
+            approver,
+            roles,
+            now,
+        ) {
+            Ok(granted) => self.record_approval(id, &granted).await?,
+            // The chain was complete before: a crash came between approval and hold.
+            Err(ApprovalError::AlreadyApproved) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let approvals = self.approvals(id).await?;
+        match approval::evaluate(&self.policy, &subject, &approvals, None, now) {
+            ApprovalState::Approved => self.hold(&instruction, approver).await,
+            ApprovalState::Pending { .. } | ApprovalState::Rejected { .. } => self.get(id).await,
+        }
+    }
+
+    /// A checker rejects: the instruction ends.
+    pub async fn reject(
+        &self,
+        id: Uuid,
+        by: &UserId,
+        roles: &[Role],
+        reason: &str,
+    ) -> Result<Instruction, TreasuryError> {
+        let now = self.now();
+        let instruction = self.get(id).await?;
+        if instruction.status != InstructionStatus::PendingApproval {
+            return Err(TreasuryError::InvalidState {
+                action: "reject",
+                status: instruction.status,
+            });
+        }
+        let subject = self.subject(&instruction).await?;
+        let rejection = approval::reject(&self.policy, &subject, None, by, roles, reason, now)?;
+        self.finish_rejection(&instruction, &rejection, InstructionStatus::PendingApproval)
+            .await
+    }
+
+    /// The bank rejected an approved instruction (pain.002 RJCT): the hold is voided.
+    pub async fn bank_rejected(
+        &self,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status == InstructionStatus::Rejected {
+            return Ok(instruction);
+        }
+        let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "reject")?;
+        self.ledger
+            .void_hold(VoidHold {
+                idempotency_key: format!("treasury:{id}:void"),
+                hold_id,
+            })
+            .await?;
+        let rejection = Rejection {
+            by: UserId(ACTOR_BANK.to_owned()),
+            reason: reason.to_owned(),
+            at: self.now(),
+        };
+        self.finish_rejection(&instruction, &rejection, InstructionStatus::Approved)
+            .await
+    }
+
+    /// The bank settled (pain.002 ACSC): the hold posts.
+    pub async fn settled(&self, id: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status == InstructionStatus::Settled {
+            return Ok(instruction);
+        }
+        let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "settle")?;
+        self.ledger
+            .post_hold(PostHold::full(format!("treasury:{id}:settle"), hold_id))
+            .await?;
+        self.transition(
+            &instruction,
+            InstructionStatus::Approved,
+            InstructionStatus::Settled,
+            ACTOR_BANK,
+            "settled",
+            serde_json::json!({ "hold_entry_id": hold_id }),
+        )
+        .await
+    }
+
+    /// The creditor's bank returned a settled payment: a new entry reverses it.
+    pub async fn returned(&self, id: Uuid, reason: &str) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status == InstructionStatus::Returned {
+            return Ok(instruction);
+        }
+        self.expect_status(&instruction, InstructionStatus::Settled, "return")?;
+        let c = &instruction.content;
+        let receipt = self
+            .ledger
+            .post_entry(
+                NewEntry::transfer(
+                    format!("treasury:{id}:return"),
+                    format!("treasury:{id}"),
+                    c.creditor.ledger_account,
+                    c.debtor.ledger_account,
+                    c.amount.amount(),
+                    c.amount.currency(),
+                )
+                .description(format!("return of {}: {reason}", c.end_to_end_id)),
+            )
+            .await?;
+        self.transition(
+            &instruction,
+            InstructionStatus::Settled,
+            InstructionStatus::Returned,
+            ACTOR_BANK,
+            "returned",
+            serde_json::json!({ "reason": reason, "entry_id": receipt.entry_id }),
+        )
+        .await
+    }
+
+    fn expect_status(
+        &self,
+        instruction: &Instruction,
+        status: InstructionStatus,
+        action: &'static str,
+    ) -> Result<Uuid, TreasuryError> {
+        if instruction.status != status {
+            return Err(TreasuryError::InvalidState {
+                action,
+                status: instruction.status,
+            });
+        }
+        match (status, instruction.hold_entry_id) {
+            (InstructionStatus::Approved, Some(hold)) => Ok(hold),
+            (InstructionStatus::Approved, None) => Err(TreasuryError::Corrupt(format!(
+                "approved instruction {} has no hold",
+                instruction.id
+            ))),
+            _ => Ok(Uuid::nil()),
+        }
+    }
+
+    async fn hold(
+        &self,
+        instruction: &Instruction,
+        by: &UserId,
+    ) -> Result<Instruction, TreasuryError> {
+        let c = &instruction.content;
+        let id = instruction.id;
+        let receipt = self
+            .ledger
+            .post_entry(
+                NewEntry::transfer(
+                    format!("treasury:{id}:hold"),
+                    format!("treasury:{id}"),
+                    c.debtor.ledger_account,
+                    c.creditor.ledger_account,
+                    c.amount.amount(),
+                    c.amount.currency(),
+                )
+                .description(format!("bank instruction {}", c.end_to_end_id))
+                .as_hold(None),
+            )
+            .await?;
+        let now = self.now();
+        let txn = entities::db::begin_write(&self.db).await?;
+        let updated = treasury_instructions::Entity::update_many()
+            .set(treasury_instructions::ActiveModel {
+                status: Set(InstructionStatus::Approved.as_str().to_owned()),
+                hold_entry_id: Set(Some(receipt.entry_id)),
+                updated_at: Set(now),
+                ..Default::default()
+            })
+            .filter(treasury_instructions::Column::Id.eq(id))
+            .filter(
+                treasury_instructions::Column::Status
+                    .eq(InstructionStatus::PendingApproval.as_str()),
+            )
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 1 {
+            let detail = serde_json::json!({ "hold_entry_id": receipt.entry_id });
+            event(&txn, id, now, &by.0, "approved_and_held", Some(detail)).await?;
+        }
+        txn.commit().await?;
+        self.get(id).await
+    }
+
+    async fn record_approval(&self, id: Uuid, granted: &Approval) -> Result<(), TreasuryError> {
+        let txn = entities::db::begin_write(&self.db).await?;
+        let inserted = treasury_approvals::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            instruction_id: Set(id),
+            approver: Set(granted.approver.0.clone()),
+            role: Set(granted.role.0.clone()),
+            step: Set(i32::try_from(granted.step)
+                .map_err(|_| TreasuryError::Corrupt("approval chain longer than i32".into()))?),
+            content_digest: Set(granted.digest.0.clone()),
+            approved_at: Set(granted.approved_at),
+            expires_at: Set(granted.expires_at),
+        }
+        .insert(&txn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Err(ApprovalError::AlreadyApprovedBy(granted.approver.clone()).into());
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let detail = serde_json::json!({
+            "step": granted.step,
+            "role": granted.role.0,
+            "digest": granted.digest.0,
+            "expires_at": granted.expires_at,
+        });
+        event(
+            &txn,
+            id,
+            granted.approved_at,
+            &granted.approver.0,
+            "approved",
+            Some(detail),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_rejection(
+        &self,
+        instruction: &Instruction,
+        rejection: &Rejection,
+        from: InstructionStatus,
+    ) -> Result<Instruction, TreasuryError> {
+        let txn = entities::db::begin_write(&self.db).await?;
+        let updated = treasury_instructions::Entity::update_many()
+            .set(treasury_instructions::ActiveModel {
+                status: Set(InstructionStatus::Rejected.as_str().to_owned()),
+                rejected_by: Set(Some(rejection.by.0.clone())),
+                rejection_reason: Set(Some(rejection.reason.clone())),
+                updated_at: Set(rejection.at),
+                ..Default::default()
+            })
+            .filter(treasury_instructions::Column::Id.eq(instruction.id))
+            .filter(treasury_instructions::Column::Status.eq(from.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            txn.rollback().await?;
+            let current = self.get(instruction.id).await?;
+            return match current.status {
+                InstructionStatus::Rejected => Ok(current),
+                status => Err(TreasuryError::InvalidState {
+                    action: "reject",
+                    status,
+                }),
+            };
+        }
+        let detail = serde_json::json!({ "reason": rejection.reason });
+        event(
+            &txn,
+            instruction.id,
+            rejection.at,
+            &rejection.by.0,
+            "rejected",
+            Some(detail),
+        )
+        .await?;
+        txn.commit().await?;
+        self.get(instruction.id).await
+    }
+
+    async fn transition(
+        &self,
+        instruction: &Instruction,
+        from: InstructionStatus,
+        to: InstructionStatus,
+        actor: &str,
+        name: &str,
+        detail: serde_json::Value,
+    ) -> Result<Instruction, TreasuryError> {
+        let now = self.now();
+        let txn = entities::db::begin_write(&self.db).await?;
+        let updated = treasury_instructions::Entity::update_many()
+            .set(treasury_instructions::ActiveModel {
+                status: Set(to.as_str().to_owned()),
+                updated_at: Set(now),
+                ..Default::default()
+            })
+            .filter(treasury_instructions::Column::Id.eq(instruction.id))
+            .filter(treasury_instructions::Column::Status.eq(from.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 1 {
+            event(&txn, instruction.id, now, actor, name, Some(detail)).await?;
+        }
+        txn.commit().await?;
+        let current = self.get(instruction.id).await?;
+        if current.status != to {
+            return Err(TreasuryError::InvalidState {
+                action: "change",
+                status: current.status,
+            });
+        }
+        Ok(current)
+    }
+
+    async fn approvals(&self, id: Uuid) -> Result<Vec<Approval>, TreasuryError> {
+        let rows = treasury_approvals::Entity::find()
+            .filter(treasury_approvals::Column::InstructionId.eq(id))
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Approval {
+                    approver: UserId(r.approver),
+                    step: usize::try_from(r.step)
+                        .map_err(|_| TreasuryError::Corrupt("negative approval step".into()))?,
+                    role: Role(r.role),
+                    digest: ContentDigest(r.content_digest),
+                    approved_at: r.approved_at,
+                    expires_at: r.expires_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The policy's view of an instruction: a creditor is new when no earlier instruction to
+    /// the same account at the same bank has settled.
+    async fn subject(&self, instruction: &Instruction) -> Result<Subject, TreasuryError> {
+        let c = &instruction.content;
+        let paid_before = treasury_instructions::Entity::find()
+            .filter(treasury_instructions::Column::CreditorBank.eq(c.creditor.bank.as_str()))
+            .filter(treasury_instructions::Column::CreditorAccount.eq(c.creditor.account.as_str()))
+            .filter(treasury_instructions::Column::Status.eq(InstructionStatus::Settled.as_str()))
+            .filter(treasury_instructions::Column::Id.ne(instruction.id))
+            .count(&self.db)
+            .await?;
+        Ok(Subject {
+            kind: c.kind,
+            amount: c.amount,
+            new_creditor: paid_before == 0,
+            maker: instruction.maker.clone(),
+            digest: instruction.digest.clone(),
+        })
+    }
+}
+
+fn rejection_of(instruction: &Instruction) -> Option<Rejection> {
+    instruction
+        .rejection
+        .as_ref()
+        .map(|(by, reason)| Rejection {
+            by: UserId(by.clone()),
+            reason: reason.clone(),
+            at: instruction.created_at,
+        })
+}
+
+/// The content columns of an instruction.
+fn content_model(
+    new: &NewInstruction,
+    id: Uuid,
+) -> Result<treasury_instructions::ActiveModel, TreasuryError> {
+    let amount_minor = new
+        .amount
+        .minor_units()
+        .map_err(|e| TreasuryError::Corrupt(e.to_string()))?;
+    Ok(treasury_instructions::ActiveModel {
+        id: Set(id),
+        kind: Set(new.kind.as_str().to_owned()),
+        end_to_end_id: Set(new.end_to_end_id.to_string()),
+        debtor_ledger_account_id: Set(new.debtor.ledger_account),
+        debtor_name: Set(new.debtor.name.clone()),
+        debtor_account: Set(new.debtor.account.to_string()),
+        debtor_bank: Set(new.debtor.bank.to_string()),
+        creditor_ledger_account_id: Set(new.creditor.ledger_account),
+        creditor_name: Set(new.creditor.name.clone()),
+        creditor_account: Set(new.creditor.account.to_string()),
+        creditor_bank: Set(new.creditor.bank.to_string()),
+        amount_minor: Set(amount_minor),
+        currency: Set(new.amount.currency().code().to_owned()),
+        purpose: Set(new.purpose.clone()),
+        remittance: Set(new.remittance.clone()),
+        requested_execution_date: Set(new.requested_execution_date.to_string()),
+        ..Default::default()
+    })
+}
+
+fn to_instruction(row: treasury_instructions::Model) -> Result<Instruction, TreasuryError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        TreasuryError::Corrupt(format!("instruction {}: {what}: {e}", row.id))
+    };
+    let currency: Currency = row.currency.parse().map_err(|e| corrupt("currency", &e))?;
+    let kind = [
+        InstructionKind::SubAccountTransfer,
+        InstructionKind::Payout,
+        InstructionKind::Freeze,
+        InstructionKind::Unfreeze,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == row.kind)
+    .ok_or_else(|| corrupt("kind", &row.kind))?;
+    let party = |ledger_account, name: &str, account: &str, bank: &str| {
+        Ok::<_, TreasuryError>(Counterparty {
+            ledger_account,
+            name: name.to_owned(),
+            account: AccountNumber::new(account).map_err(|e| corrupt("account", &e))?,
+            bank: BankCode::new(bank).map_err(|e| corrupt("bank", &e))?,
+        })
+    };
+    let content = NewInstruction {
+        kind,
+        end_to_end_id: EndToEndId::new(row.end_to_end_id.clone())
+            .map_err(|e| corrupt("end-to-end id", &e))?,
+        debtor: party(
+            row.debtor_ledger_account_id,
+            &row.debtor_name,
+            &row.debtor_account,
+            &row.debtor_bank,
+        )?,
+        creditor: party(
+            row.creditor_ledger_account_id,
+            &row.creditor_name,
+            &row.creditor_account,
+            &row.creditor_bank,
+        )?,
+        amount: Money::from_minor(row.amount_minor, currency),
+        purpose: row.purpose.clone(),
+        remittance: row.remittance.clone(),
+        requested_execution_date: row
+            .requested_execution_date
+            .parse()
+            .map_err(|e| corrupt("requested execution date", &e))?,
+    };
+    Ok(Instruction {
+        id: row.id,
+        status: InstructionStatus::parse(&row.status)?,
+        content,
+        maker: UserId(row.maker),
+        digest: ContentDigest(row.content_digest),
+        hold_entry_id: row.hold_entry_id,
+        rejection: row.rejected_by.zip(row.rejection_reason),
+        created_at: row.created_at,
+    })
+}
+
+async fn event(
+    db: &impl ConnectionTrait,
+    instruction_id: Uuid,
+    at: DateTime<Utc>,
+    actor: &str,
+    name: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<(), DbErr> {
+    treasury_events::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        instruction_id: Set(instruction_id),
+        at: Set(at),
+        actor: Set(actor.to_owned()),
+        event: Set(name.to_owned()),
+        detail: Set(detail.unwrap_or(serde_json::Value::Null).to_string()),
+    }
+    .insert(db)
+    .await
+    .map(|_| ())
+}

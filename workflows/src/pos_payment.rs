@@ -1,0 +1,386 @@
+//! `pos_payment`: one till payment as a durable workflow around the pure state machine in
+//! [`payments::flow`]. The machine decides; this module maps its commands onto the engine
+//! (adapter calls become activities, query and reversal delays become durable timers) and
+//! the engine's events back onto the machine's events.
+//!
+//! Activities (registered by whoever runs the workers, with the channel adapters at hand):
+//! - `payments.charge`, `payments.query`, `payments.reverse`: input `{channel, ...}`, output
+//!   the adapter's `Result` serialised as JSON. An activity that fails outright (a worker
+//!   lost, a timeout) counts as an unknown outcome, never as "not charged".
+//! - `payments.post_sale`: books the sale; the instance completes once it has.
+//!
+//! Signals: `notification` (a verified [`payments::channels::PaymentNotification`]) and
+//! `abandon` (the till stopped waiting).
+
+use payments::channels::{ChannelError, ChargeRequest};
+use payments::flow::{
+    FlowPolicy, Payment, PaymentCommand, PaymentEvent, PaymentInput, PaymentState,
+};
+use payments::routing::RouteDecision;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::definition::{Command, Event, RetryPolicy, Step, Workflow};
+
+pub const CHARGE: &str = "payments.charge";
+pub const QUERY: &str = "payments.query";
+pub const REVERSE: &str = "payments.reverse";
+pub const POST_SALE: &str = "payments.post_sale";
+const POST_SALE_STEP: &str = "post-sale";
+
+/// What starts a payment: the payment, its stored routing decision, the flow's bounds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PosPaymentInput {
+    pub payment: PaymentInput,
+    pub decision: RouteDecision,
+    pub policy: FlowPolicy,
+    /// The description the channels show the customer.
+    pub description: String,
+    /// The customer's payment code or card token, when the terminal read one.
+    pub payer_code: Option<String>,
+    /// How long one adapter call may take before the engine gives up on it.
+    pub activity_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PosPaymentState {
+    pub payment: Payment,
+    pub input: PosPaymentInput,
+    /// Numbers every step and timer so that none repeats within the instance.
+    pub seq: u64,
+    pub posting: bool,
+}
+
+/// The workflow type.
+pub struct PosPayment;
+
+fn once() -> RetryPolicy {
+    // Adapter calls are not retried by the engine: the machine decides what comes next.
+    RetryPolicy {
+        initial_interval_ms: 100,
+        backoff_coefficient: 2.0,
+        maximum_interval_ms: 1_000,
+        maximum_attempts: 1,
+        non_retryable: vec![],
+    }
+}
+
+fn posting_retry() -> RetryPolicy {
+    // Booking is idempotent in the ledger, so it may be retried freely.
+    RetryPolicy {
+        initial_interval_ms: 200,
+        backoff_coefficient: 2.0,
+        maximum_interval_ms: 10_000,
+        maximum_attempts: 10,
+        non_retryable: vec![],
+    }
+}
+
+impl PosPaymentState {
+    /// Turns the machine's commands into engine commands.
+    fn commands(&mut self, commands: Vec<PaymentCommand>) -> Vec<Command> {
+        let mut out = Vec::new();
+        let timeout_ms = self.input.activity_timeout_ms;
+        for command in commands {
+            self.seq += 1;
+            let seq = self.seq;
+            match command {
+                PaymentCommand::Submit {
+                    attempt,
+                    channel,
+                    out_trade_no,
+                } => {
+                    let request = ChargeRequest {
+                        out_trade_no,
+                        method: self.payment.input.method,
+                        amount: self.payment.input.amount,
+                        description: self.input.description.clone(),
+                        payer_code: self.input.payer_code.clone(),
+                    };
+                    out.push(Command::RunActivity {
+                        step: format!("charge:{attempt}:{seq}"),
+                        kind: CHARGE.into(),
+                        input: json!({ "channel": channel, "request": request }),
+                        retry: once(),
+                        timeout_ms,
+                    });
+                }
+                PaymentCommand::ScheduleQuery { attempt, after_ms } => {
+                    out.push(Command::StartTimer {
+                        name: format!("query:{attempt}:{seq}"),
+                        after_ms,
+                    })
+                }
+                PaymentCommand::Query {
+                    attempt,
+                    channel,
+                    out_trade_no,
+                } => out.push(Command::RunActivity {
+                    step: format!("query:{attempt}:{seq}"),
+                    kind: QUERY.into(),
+                    input: json!({ "channel": channel, "out_trade_no": out_trade_no }),
+                    retry: once(),
+                    timeout_ms,
+                }),
+                PaymentCommand::ScheduleReverse { attempt, after_ms } => {
+                    out.push(Command::StartTimer {
+                        name: format!("reverse:{attempt}:{seq}"),
+                        after_ms,
+                    })
+                }
+                PaymentCommand::Reverse {
+                    attempt,
+                    channel,
+                    out_trade_no,
+                } => out.push(Command::RunActivity {
+                    step: format!("reverse:{attempt}:{seq}"),
+                    kind: REVERSE.into(),
+                    input: json!({ "channel": channel, "out_trade_no": out_trade_no }),
+                    retry: once(),
+                    timeout_ms,
+                }),
+                PaymentCommand::PostSale {
+                    channel,
+                    channel_txn_id,
+                    amount,
+                } => {
+                    self.posting = true;
+                    out.push(Command::RunActivity {
+                        step: POST_SALE_STEP.into(),
+                        kind: POST_SALE.into(),
+                        input: json!({
+                            "payment_no": self.payment.input.payment_no,
+                            "channel": channel,
+                            "channel_txn_id": channel_txn_id,
+                            "amount": amount,
+                        }),
+                        retry: posting_retry(),
+                        timeout_ms,
+                    });
+                }
+                // With a posting under way the instance completes when it is booked.
+                PaymentCommand::Finish if self.posting => {}
+                PaymentCommand::Finish => out.push(self.finish()),
+            }
+        }
+        out
+    }
+
+    fn finish(&self) -> Command {
+        let output = json!({ "state": self.payment.state, "attempts": self.payment.attempts });
+        match &self.payment.state {
+            PaymentState::Failed { reason } | PaymentState::NeedsAttention { reason } => {
+                Command::Fail {
+                    reason: reason.clone(),
+                }
+            }
+            _ => Command::Complete { output },
+        }
+    }
+}
+
+/// `kind:attempt:seq` → (kind, attempt).
+fn parse_name(name: &str) -> Option<(&str, usize)> {
+    let mut parts = name.split(':');
+    let kind = parts.next()?;
+    let attempt = parts.next()?.parse().ok()?;
+    Some((kind, attempt))
+}
+
+fn unknown(reason: String) -> ChannelError {
+    ChannelError::Unknown { reason }
+}
+
+/// Reads an activity's output as the adapter's result; an unreadable one is unknown.
+fn result_of<T: for<'de> Deserialize<'de>>(output: &Value) -> Result<T, ChannelError> {
+    serde_json::from_value::<Result<T, ChannelError>>(output.clone())
+        .unwrap_or_else(|e| Err(unknown(format!("unreadable activity output: {e}"))))
+}
+
+fn to_payment_event(event: &Event) -> Option<PaymentEvent> {
+    match event {
+        Event::ActivityCompleted { step, output } => {
+            let (kind, attempt) = parse_name(step)?;
+            Some(match kind {
+                "charge" => PaymentEvent::ChargeAnswered {
+                    attempt,
+                    result: result_of(output),
+                },
+                "query" => PaymentEvent::QueryAnswered {
+                    attempt,
+                    result: result_of(output),
+                },
+                "reverse" => PaymentEvent::ReverseAnswered {
+                    attempt,
+                    result: result_of(output),
+                },
+                _ => return None,
+            })
+        }
+        Event::ActivityFailed { step, error, .. } => {
+            let (kind, attempt) = parse_name(step)?;
+            let failure = unknown(format!("activity failed: {}", error.message));
+            Some(match kind {
+                "charge" => PaymentEvent::ChargeAnswered {
+                    attempt,
+                    result: Err(failure),
+                },
+                "query" => PaymentEvent::QueryAnswered {
+                    attempt,
+                    result: Err(failure),
+                },
+                "reverse" => PaymentEvent::ReverseAnswered {
+                    attempt,
+                    result: Err(failure),
+                },
+                _ => return None,
+            })
+        }
+        Event::TimerFired { name } => {
+            let (kind, attempt) = parse_name(name)?;
+            match kind {
+                "query" => Some(PaymentEvent::QueryDue { attempt }),
+                "reverse" => Some(PaymentEvent::ReverseDue { attempt }),
+                _ => None,
+            }
+        }
+        Event::Signal { name, payload } => match name.as_str() {
+            "notification" => Some(PaymentEvent::Notified {
+                notification: serde_json::from_value(payload.clone()).ok()?,
+            }),
+            "abandon" => Some(PaymentEvent::Abandoned),
+            _ => None,
+        },
+        Event::ChildFinished { .. } => None,
+    }
+}
+
+impl Workflow for PosPayment {
+    const NAME: &'static str = "pos_payment";
+    const VERSION: i32 = 1;
+    type Input = PosPaymentInput;
+    type State = PosPaymentState;
+
+    fn start(input: PosPaymentInput) -> Step<PosPaymentState> {
+        let mut payment = Payment::new(input.payment.clone());
+        let commands = payment.apply(
+            &PaymentEvent::Routed {
+                decision: input.decision.clone(),
+            },
+            &input.policy,
+        );
+        let mut state = PosPaymentState {
+            payment,
+            input,
+            seq: 0,
+            posting: false,
+        };
+        let commands = state.commands(commands);
+        let reason = state.payment.reason.clone();
+        let mut step = Step::to(state, reason);
+        for command in commands {
+            step = step.then(command);
+        }
+        step
+    }
+
+    fn on_event(state: &PosPaymentState, event: &Event) -> Option<Step<PosPaymentState>> {
+        if let Event::ActivityCompleted { step, .. } = event
+            && step == POST_SALE_STEP
+        {
+            let command = state.finish();
+            return Some(Step::to(state.clone(), "sale booked").then(command));
+        }
+        if let Event::ActivityFailed { step, error, .. } = event
+            && step == POST_SALE_STEP
+        {
+            // The money is taken but not booked: that is for an operator, loudly.
+            return Some(
+                Step::to(state.clone(), "the sale could not be booked").then(Command::Fail {
+                    reason: format!("charged but not booked: {}", error.message),
+                }),
+            );
+        }
+        let event = to_payment_event(event)?;
+        let mut next = state.clone();
+        let commands = next.payment.apply(&event, &next.input.policy);
+        if commands.is_empty() && next.payment == state.payment {
+            return None;
+        }
+        let commands = next.commands(commands);
+        let reason = next.payment.reason.clone();
+        let mut step = Step::to(next, reason);
+        for command in commands {
+            step = step.then(command);
+        }
+        Some(step)
+    }
+}
+
+/// The channel adapters the workers call, by channel id.
+pub type Channels = std::collections::BTreeMap<
+    payments::model::ChannelId,
+    std::sync::Arc<dyn payments::channels::Channel>,
+>;
+
+fn field<T: for<'de> Deserialize<'de>>(
+    input: &Value,
+    name: &str,
+) -> Result<T, crate::definition::ActivityError> {
+    serde_json::from_value(input[name].clone()).map_err(|e| {
+        crate::definition::ActivityError::permanent("bad_input", format!("{name}: {e}"))
+    })
+}
+
+fn adapter(
+    channels: &Channels,
+    input: &Value,
+) -> Result<std::sync::Arc<dyn payments::channels::Channel>, crate::definition::ActivityError> {
+    let id: payments::model::ChannelId = field(input, "channel")?;
+    channels.get(&id).cloned().ok_or_else(|| {
+        crate::definition::ActivityError::permanent("unknown_channel", id.to_string())
+    })
+}
+
+fn output<T: Serialize>(
+    result: &Result<T, ChannelError>,
+) -> Result<Value, crate::definition::ActivityError> {
+    serde_json::to_value(result)
+        .map_err(|e| crate::definition::ActivityError::permanent("output", e.to_string()))
+}
+
+/// Registers the adapter activities (`payments.charge`, `payments.query`,
+/// `payments.reverse`). `payments.post_sale` is registered by the caller, who holds the
+/// ledger and the station's accounts.
+pub fn register_channel_activities(
+    registry: crate::engine::Registry,
+    channels: std::sync::Arc<Channels>,
+) -> crate::engine::Registry {
+    let for_charge = channels.clone();
+    let for_query = channels.clone();
+    registry
+        .activity(CHARGE, move |_ctx, input| {
+            let channels = for_charge.clone();
+            async move {
+                let channel = adapter(&channels, &input)?;
+                let request: ChargeRequest = field(&input, "request")?;
+                output(&channel.charge(&request).await)
+            }
+        })
+        .activity(QUERY, move |_ctx, input| {
+            let channels = for_query.clone();
+            async move {
+                let channel = adapter(&channels, &input)?;
+                let no: String = field(&input, "out_trade_no")?;
+                output(&channel.query(&no).await)
+            }
+        })
+        .activity(REVERSE, move |_ctx, input| {
+            let channels = channels.clone();
+            async move {
+                let channel = adapter(&channels, &input)?;
+                let no: String = field(&input, "out_trade_no")?;
+                output(&channel.reverse(&no).await)
+            }
+        })
+}
