@@ -15,6 +15,8 @@
 //! - [`treasury_instructions`], [`treasury_approvals`], [`treasury_events`]: instructions to
 //!   the custodial bank, the approvals of their content and their append-only audit trail.
 //! - [`treasury_external_accounts`]: legal entities' own bank accounts, creditors of payouts.
+//! - [`treasury_sub_accounts`], [`treasury_messages`]: sub-accounts at the custodial bank and
+//!   the messages sent to it.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
 //! `Decimal` column through `f64` on SQLite, so no table here has one. Timestamps are
@@ -33,6 +35,8 @@ pub mod treasury_approvals;
 pub mod treasury_events;
 pub mod treasury_external_accounts;
 pub mod treasury_instructions;
+pub mod treasury_messages;
+pub mod treasury_sub_accounts;
 pub mod user_sessions;
 pub mod users;
 pub mod wf_canary_effects;

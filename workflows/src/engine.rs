@@ -419,6 +419,23 @@ impl Engine {
         Ok(())
     }
 
+    /// The instance of `workflow_type` started for `business_key`, if any, with its history.
+    pub async fn instance_by_key(
+        &self,
+        workflow_type: &str,
+        business_key: &str,
+    ) -> Result<Option<Instance>, EngineError> {
+        let found = wf_instances::Entity::find()
+            .filter(wf_instances::Column::WorkflowType.eq(workflow_type))
+            .filter(wf_instances::Column::BusinessKey.eq(business_key))
+            .one(&self.db)
+            .await?;
+        match found {
+            Some(m) => self.instance(m.id).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// An instance's state, status and full history.
     pub async fn instance(&self, id: Uuid) -> Result<Instance, EngineError> {
         let m = wf_instances::Entity::find_by_id(id)

@@ -20,10 +20,13 @@
 //! - [`definition`]: the `Workflow` trait, commands, events, retry policies.
 //! - [`engine`]: starting, signalling, processing messages, running activities, queries.
 //! - [`runtime`]: in-process workers for the embedded mode.
+//! - [`pos_payment`], [`bank_instruction`]: the till payment and the instruction to the
+//!   custodial bank.
 //! - `writes`: the writes of one transaction, gathered and written set-wise, so a batch of
 //!   messages commits like one.
 
 pub mod amqp;
+pub mod bank_instruction;
 pub mod canary;
 pub mod definition;
 pub mod engine;

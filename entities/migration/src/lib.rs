@@ -18,6 +18,7 @@ mod m20261122_000006_api;
 mod m20261123_000001_outbox_ready;
 mod m20261124_000001_treasury_instructions;
 mod m20261124_000002_treasury_external_accounts;
+mod m20261125_000001_treasury_bank;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_outbox_ready::Migration),
             Box::new(m20261124_000001_treasury_instructions::Migration),
             Box::new(m20261124_000002_treasury_external_accounts::Migration),
+            Box::new(m20261125_000001_treasury_bank::Migration),
         ]
     }
 }

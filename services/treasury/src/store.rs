@@ -145,6 +145,7 @@ pub struct Instructions {
 }
 
 const ACTOR_BANK: &str = "bank";
+const ACTOR_SYSTEM: &str = "system";
 
 impl Instructions {
     pub fn new(ledger: Ledger, policy: ApprovalPolicy, clock: Clock) -> Self {
@@ -376,6 +377,42 @@ impl Instructions {
         let rejection = approval::reject(&self.policy, &subject, None, by, roles, reason, now)?;
         self.finish_rejection(&instruction, &rejection, InstructionStatus::PendingApproval)
             .await
+    }
+
+    /// Ends an instruction whose approval chain did not complete in time. Nothing was held,
+    /// so nothing is released.
+    pub async fn expire(&self, id: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status != InstructionStatus::PendingApproval {
+            return Err(TreasuryError::InvalidState {
+                action: "expire",
+                status: instruction.status,
+            });
+        }
+        let rejection = Rejection {
+            by: UserId(ACTOR_SYSTEM.to_owned()),
+            reason: "approval did not complete in time".to_owned(),
+            at: self.now(),
+        };
+        self.finish_rejection(&instruction, &rejection, InstructionStatus::PendingApproval)
+            .await
+    }
+
+    /// Finishes an approval whose chain is complete but whose hold was never placed (a
+    /// crash came between the last approval and the hold). Anything else is returned as it
+    /// stands.
+    pub async fn resume_hold(&self, id: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status != InstructionStatus::PendingApproval {
+            return Ok(instruction);
+        }
+        match self.approval_state(id).await? {
+            ApprovalState::Approved => {
+                self.hold(&instruction, &UserId(ACTOR_SYSTEM.to_owned()))
+                    .await
+            }
+            ApprovalState::Pending { .. } | ApprovalState::Rejected { .. } => Ok(instruction),
+        }
     }
 
     /// The bank rejected an approved instruction (pain.002 RJCT): the hold is voided.

@@ -1,0 +1,524 @@
+//! `bank_instruction` on the engine, on PostgreSQL and SQLite, against the custodial bank
+//! simulator over real HTTP, with the real ledger: approval, the hold, submission, the
+//! bank's answers on good and bad days, and the bank's callbacks into the platform.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use ledger::{Currency, Ledger, LedgerConfig, Money, NewAccount, NewEntry, Side};
+use rust_decimal_macros::dec;
+use testkit::{Backend, TestDb};
+use treasury::approval::{ApprovalPolicy, Condition, PolicyConfig, Role, Rule, UserId};
+use treasury::bank::{BankClient, BankClientConfig, Incoming};
+use treasury::calendar::{BusinessCalendar, CalendarConfig};
+use treasury::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
+use treasury::execution::Executor;
+use treasury::rails::{Rails, RailsConfig, shanghai};
+use treasury::signing::{Signer, Verifier};
+use treasury::store::{Clock, Counterparty, InstructionStatus, Instructions, NewInstruction};
+use uuid::Uuid;
+use workflows::bank_instruction::{
+    BankInstruction, BankInstructionInput, SIGNAL_APPROVAL, SIGNAL_BANK_STATUS, SIGNAL_RETURNED,
+    Timing, register_activities,
+};
+use workflows::{Engine, Registry, Status, Workers};
+
+testkit::scenarios!(
+    an_approved_transfer_settles_at_the_bank_and_the_hold_posts,
+    a_rejection_by_the_bank_voids_the_hold,
+    an_answer_lost_after_the_bank_paid_is_found_by_a_query_and_nothing_is_paid_twice,
+    a_payment_the_bank_executes_silently_is_found_by_polling,
+    a_return_after_settlement_reverses_the_payment,
+    a_large_value_payout_at_22_00_waits_for_the_morning_window,
+);
+
+const BANK: &str = "308584000013";
+const OTHER_BANK: &str = "102100099996";
+const DEBTOR: &str = "3100000000000001";
+const CREDITOR: &str = "3100000000000002";
+const OUTSIDE: &str = "6222020200000000099";
+
+fn key_pair() -> (Signer, Verifier) {
+    let (private, _) = sim::keys::rsa_pair();
+    let signer = Signer::from_pem(&private.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let verifier = signer.verifier().unwrap();
+    (signer, verifier)
+}
+
+fn rails() -> Rails {
+    Rails::new(
+        RailsConfig::default(),
+        BusinessCalendar::new(CalendarConfig {
+            holidays: vec![],
+            makeup_working_days: vec![],
+        })
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn policy() -> ApprovalPolicy {
+    ApprovalPolicy::new(PolicyConfig {
+        rules: vec![Rule {
+            name: "every instruction".into(),
+            when: Condition::default(),
+            steps: vec![treasury::approval::Step {
+                role: Role::new("treasury_checker"),
+                approvals: 1,
+                eligible: vec![],
+            }],
+        }],
+        valid_for_minutes: 240,
+    })
+    .unwrap()
+}
+
+/// The platform's side of the bank's callbacks: verify, apply, tell the workflow.
+async fn callback(
+    executor: Arc<Executor>,
+    engine: Engine,
+    bank: Verifier,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signature = headers
+        .get(treasury::bank::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let Ok(incoming) = treasury::bank::verify_callback(&bank, &body, signature) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let signals = match incoming {
+        Incoming::StatusReport(report) => match executor.receive_report(&report).await {
+            Ok(id) => vec![(id, SIGNAL_BANK_STATUS, serde_json::Value::Null)],
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        Incoming::Notification(notification) => {
+            match executor.receive_notification(&notification).await {
+                Ok(returns) => returns
+                    .into_iter()
+                    .map(|(id, reason)| {
+                        (id, SIGNAL_RETURNED, serde_json::json!({ "reason": reason }))
+                    })
+                    .collect(),
+                Err(_) => return StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
+    };
+    for (id, name, payload) in signals {
+        // A finished instance needs no word: the store already has the outcome.
+        let _ = engine
+            .signal_by_key(
+                <BankInstruction as workflows::Workflow>::NAME,
+                &id.to_string(),
+                name,
+                payload,
+            )
+            .await;
+    }
+    StatusCode::NO_CONTENT
+}
+
+struct World {
+    engine: Engine,
+    _workers: Workers,
+    ledger: Ledger,
+    instructions: Instructions,
+    bank: sim::bank::BankSimHandle,
+    debtor: Uuid,
+    creditor: Uuid,
+    master: Uuid,
+    _callbacks: tokio::task::JoinHandle<()>,
+    _db: TestDb,
+}
+
+async fn world(backend: Backend, fixed: Option<DateTime<Utc>>) -> World {
+    let db = TestDb::fresh(backend).await;
+    let ledger = Ledger::start(
+        db.db.clone(),
+        LedgerConfig {
+            hold_sweep_every: None,
+            ..LedgerConfig::default()
+        },
+    );
+    let master = ledger
+        .create_account(NewAccount::new(
+            "platform",
+            "bank:master",
+            "Master account at the custodial bank",
+            Currency::CNY,
+            Side::Debit,
+        ))
+        .await
+        .unwrap();
+    let sub = |owner: &str, number: &str| {
+        NewAccount::new(
+            owner,
+            format!("bank:sub:{number}"),
+            format!("Sub-account {number}"),
+            Currency::CNY,
+            Side::Credit,
+        )
+        .debits_must_not_exceed_credits()
+    };
+    let debtor = ledger
+        .create_account(sub("station-co-1", DEBTOR))
+        .await
+        .unwrap();
+    let creditor = ledger
+        .create_account(sub("depot-1", CREDITOR))
+        .await
+        .unwrap();
+    ledger
+        .post_entry(NewEntry::transfer(
+            "fund",
+            "test",
+            master.id,
+            debtor.id,
+            dec!(50000000),
+            Currency::CNY,
+        ))
+        .await
+        .unwrap();
+
+    let (platform_signer, platform_verifier) = key_pair();
+    let (bank_signer, bank_verifier) = key_pair();
+    let mut config = sim::bank::BankSimConfig::new(bank_signer, platform_verifier, rails());
+    config.accounts = vec![
+        (
+            AccountNumber::new(DEBTOR).unwrap(),
+            Money::from_minor(5_000_000_000, Currency::CNY),
+        ),
+        (
+            AccountNumber::new(CREDITOR).unwrap(),
+            Money::from_minor(0, Currency::CNY),
+        ),
+    ];
+    config.callback_delay = Duration::from_millis(50);
+    config.return_delay = Duration::from_millis(200);
+    config.tick = Duration::from_millis(100);
+
+    let clock: Clock = match fixed {
+        Some(at) => Arc::new(move || at),
+        None => Arc::new(Utc::now),
+    };
+    let instructions = Instructions::new(ledger.clone(), policy(), clock.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback_url = format!("http://{}/bank/callbacks", listener.local_addr().unwrap());
+    config.callback_url = Some(callback_url);
+    let bank = sim::bank::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    if let Some(at) = fixed {
+        bank.set_clock(at);
+    }
+    let client = BankClient::new(
+        BankClientConfig {
+            request_timeout: Duration::from_millis(800),
+            ..BankClientConfig::new(bank.base_url())
+        },
+        platform_signer.clone(),
+        bank_verifier.clone(),
+    )
+    .unwrap();
+    let executor = Arc::new(Executor {
+        instructions: instructions.clone(),
+        rails: Arc::new(rails()),
+        bank: client,
+        signer: platform_signer,
+        clock,
+        initiating_party: "Forecourt Platform".into(),
+    });
+    let registry = register_activities(
+        Registry::default().workflow::<BankInstruction>(),
+        executor.clone(),
+    );
+    let engine = Engine::new(db.db.clone(), registry);
+    let workers = Workers::spawn(&engine, 2, 2);
+
+    let (e, en, v) = (executor.clone(), engine.clone(), bank_verifier);
+    let app = axum::Router::new().route(
+        "/bank/callbacks",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            callback(e.clone(), en.clone(), v.clone(), headers, body)
+        }),
+    );
+    let callbacks = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    World {
+        engine,
+        _workers: workers,
+        ledger,
+        instructions,
+        bank,
+        debtor: debtor.id,
+        creditor: creditor.id,
+        master: master.id,
+        _callbacks: callbacks,
+        _db: db,
+    }
+}
+
+fn timing() -> Timing {
+    Timing {
+        approval_poll_ms: 500,
+        approval_deadline_ms: 60_000,
+        status_poll_ms: 200,
+        status_poll_max_ms: 1_000,
+        return_window_ms: 1_500,
+        activity_timeout_ms: 5_000,
+    }
+}
+
+impl World {
+    /// A maker's instruction, its workflow, and one checker's approval.
+    async fn instruct(&self, e2e: &str, fen: i64, payout: bool, date: NaiveDate) -> Uuid {
+        let creditor = if payout {
+            Counterparty {
+                ledger_account: self.master,
+                name: "Sinopec Depot No. 7".into(),
+                account: AccountNumber::new(OUTSIDE).unwrap(),
+                bank: BankCode::new(OTHER_BANK).unwrap(),
+            }
+        } else {
+            Counterparty {
+                ledger_account: self.creditor,
+                name: "Depot One Ltd".into(),
+                account: AccountNumber::new(CREDITOR).unwrap(),
+                bank: BankCode::new(BANK).unwrap(),
+            }
+        };
+        let new = NewInstruction {
+            kind: if payout {
+                InstructionKind::Payout
+            } else {
+                InstructionKind::SubAccountTransfer
+            },
+            end_to_end_id: EndToEndId::new(e2e).unwrap(),
+            debtor: Counterparty {
+                ledger_account: self.debtor,
+                name: "Huaxin Station Co".into(),
+                account: AccountNumber::new(DEBTOR).unwrap(),
+                bank: BankCode::new(BANK).unwrap(),
+            },
+            creditor,
+            amount: Money::from_minor(fen, Currency::CNY),
+            purpose: Some("SUPP".into()),
+            remittance: Some(format!("fuel purchase {e2e}")),
+            requested_execution_date: date,
+        };
+        let maker = UserId("maker-li".into());
+        let instruction = self
+            .instructions
+            .create(new, &maker, &format!("key-{e2e}"))
+            .await
+            .unwrap();
+        let input = BankInstructionInput {
+            instruction_id: instruction.id,
+            timing: timing(),
+        };
+        self.engine
+            .start::<BankInstruction>(&instruction.id.to_string(), input)
+            .await
+            .unwrap();
+        self.instructions
+            .approve(
+                instruction.id,
+                &UserId("checker-wang".into()),
+                &[Role::new("treasury_checker")],
+            )
+            .await
+            .unwrap();
+        self.engine
+            .signal_by_key(
+                "bank_instruction",
+                &instruction.id.to_string(),
+                SIGNAL_APPROVAL,
+                serde_json::Value::Null,
+            )
+            .await
+            .unwrap();
+        instruction.id
+    }
+
+    async fn finished(&self, id: Uuid) -> workflows::Instance {
+        for _ in 0..600 {
+            let instance = self.instance(id).await;
+            if instance.status != Status::Running {
+                return instance;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("instruction {id} did not finish");
+    }
+
+    async fn instance(&self, id: Uuid) -> workflows::Instance {
+        self.engine
+            .instance_by_key("bank_instruction", &id.to_string())
+            .await
+            .unwrap()
+            .expect("the instruction's workflow")
+    }
+
+    async fn posted(&self, account: Uuid) -> Money {
+        self.ledger.balance(account).await.unwrap().posted
+    }
+
+    async fn available(&self, account: Uuid) -> Money {
+        self.ledger.balance(account).await.unwrap().available
+    }
+
+    fn at_bank(&self, account: &str) -> Money {
+        self.bank
+            .balance(&AccountNumber::new(account).unwrap())
+            .unwrap()
+    }
+}
+
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+fn cny(fen: i64) -> Money {
+    Money::from_minor(fen, Currency::CNY)
+}
+
+async fn an_approved_transfer_settles_at_the_bank_and_the_hold_posts(backend: Backend) {
+    let w = world(backend, None).await;
+    let id = w.instruct("E2E-SETTLE-1", 12_345_678, false, today()).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(
+        w.instructions.get(id).await.unwrap().status,
+        InstructionStatus::Settled
+    );
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 12_345_678));
+    assert_eq!(w.posted(w.creditor).await, cny(12_345_678));
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 12_345_678));
+    assert_eq!(w.at_bank(CREDITOR), cny(12_345_678));
+    assert_eq!(w.bank.counters().payments_executed, 1);
+}
+
+async fn a_rejection_by_the_bank_voids_the_hold(backend: Backend) {
+    let w = world(backend, None).await;
+    w.bank.set(|b| b.reject_next.push("AM04".into()));
+    let id = w.instruct("E2E-REJECT-1", 700_000, false, today()).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    let instruction = w.instructions.get(id).await.unwrap();
+    assert_eq!(instruction.status, InstructionStatus::Rejected);
+    let (by, reason) = instruction.rejection.unwrap();
+    assert_eq!(by, "bank");
+    assert!(reason.contains("AM04"), "{reason}");
+    assert_eq!(
+        w.available(w.debtor).await,
+        cny(5_000_000_000),
+        "the hold is released"
+    );
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000));
+}
+
+async fn an_answer_lost_after_the_bank_paid_is_found_by_a_query_and_nothing_is_paid_twice(
+    backend: Backend,
+) {
+    let w = world(backend, None).await;
+    // The bank pays, its answer never arrives, and no callback tells either: only a query
+    // can find out, and a blind resend would pay twice if the bank did not refuse it.
+    w.bank.set(|b| {
+        b.drop_response_next = 1;
+        b.silent_next = 1;
+    });
+    let id = w.instruct("E2E-LOST-1", 2_500_000, false, today()).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(
+        w.instructions.get(id).await.unwrap().status,
+        InstructionStatus::Settled
+    );
+    let counters = w.bank.counters();
+    assert_eq!(counters.payments_executed, 1, "paid once: {counters:?}");
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 2_500_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 2_500_000));
+    assert!(counters.status_queries >= 1, "{counters:?}");
+    let unknown = instance
+        .history
+        .iter()
+        .any(|h| h.reason.contains("outcome unknown"));
+    assert!(
+        unknown,
+        "the lost answer was an unknown outcome: {instance:#?}"
+    );
+}
+
+async fn a_payment_the_bank_executes_silently_is_found_by_polling(backend: Backend) {
+    let w = world(backend, None).await;
+    w.bank.set(|b| b.silent_next = 1);
+    let id = w.instruct("E2E-SILENT-1", 90_000, false, today()).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(
+        w.instructions.get(id).await.unwrap().status,
+        InstructionStatus::Settled
+    );
+    assert_eq!(w.bank.counters().payments_executed, 1);
+    assert!(w.bank.counters().status_queries >= 1);
+}
+
+async fn a_return_after_settlement_reverses_the_payment(backend: Backend) {
+    let w = world(backend, None).await;
+    w.bank.set(|b| b.return_next.push("AC04".into()));
+    let id = w.instruct("E2E-RETURN-1", 330_000, false, today()).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    let instruction = w.instructions.get(id).await.unwrap();
+    assert_eq!(instruction.status, InstructionStatus::Returned);
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000));
+    assert_eq!(w.posted(w.creditor).await, cny(0));
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000));
+    let history = w.instructions.history(id).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.event == "returned" && e.detail.to_string().contains("AC04")),
+        "{history:#?}"
+    );
+}
+
+async fn a_large_value_payout_at_22_00_waits_for_the_morning_window(backend: Backend) {
+    // Wednesday 2026-11-25, 22:00 in Shanghai: the large-value system closed at 17:00.
+    let evening = shanghai(
+        NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+    )
+    .unwrap();
+    let w = world(backend, Some(evening)).await;
+    let id = w
+        .instruct(
+            "E2E-LVPS-1",
+            3_000_000_000,
+            true,
+            NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        )
+        .await;
+    for _ in 0..400 {
+        let instance = w.instance(id).await;
+        if instance.state["phase"]["phase"] == "waiting_for_window" {
+            assert_eq!(
+                instance.state["phase"]["until"],
+                "2026-11-26T08:30:00+08:00"
+            );
+            assert_eq!(w.bank.counters().messages_received, 0, "nothing sent");
+            assert_eq!(
+                w.available(w.debtor).await,
+                cny(5_000_000_000 - 3_000_000_000),
+                "the funds are held meanwhile"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the payout did not wait for the window");
+}
