@@ -33,6 +33,7 @@ testkit::scenarios!(
     a_payment_the_bank_executes_silently_is_found_by_polling,
     a_return_after_settlement_reverses_the_payment,
     a_large_value_payout_at_22_00_waits_for_the_morning_window,
+    a_sync_repeated_after_a_crash_asks_the_bank_first_and_never_pays_twice,
 );
 
 const BANK: &str = "308584000013";
@@ -123,6 +124,7 @@ async fn callback(
 
 struct World {
     engine: Engine,
+    executor: Arc<Executor>,
     _workers: Workers,
     ledger: Ledger,
     instructions: Instructions,
@@ -250,6 +252,7 @@ async fn world(backend: Backend, fixed: Option<DateTime<Utc>>) -> World {
     });
     World {
         engine,
+        executor,
         _workers: workers,
         ledger,
         instructions,
@@ -338,6 +341,44 @@ impl World {
                 &instruction.id.to_string(),
                 SIGNAL_APPROVAL,
                 serde_json::Value::Null,
+            )
+            .await
+            .unwrap();
+        instruction.id
+    }
+
+    /// An approved instruction with no workflow.
+    async fn instruct_without_workflow(&self, e2e: &str, fen: i64) -> Uuid {
+        let new = NewInstruction {
+            kind: InstructionKind::SubAccountTransfer,
+            end_to_end_id: EndToEndId::new(e2e).unwrap(),
+            debtor: Counterparty {
+                ledger_account: self.debtor,
+                name: "Huaxin Station Co".into(),
+                account: AccountNumber::new(DEBTOR).unwrap(),
+                bank: BankCode::new(BANK).unwrap(),
+            },
+            creditor: Counterparty {
+                ledger_account: self.creditor,
+                name: "Depot One Ltd".into(),
+                account: AccountNumber::new(CREDITOR).unwrap(),
+                bank: BankCode::new(BANK).unwrap(),
+            },
+            amount: Money::from_minor(fen, Currency::CNY),
+            purpose: None,
+            remittance: None,
+            requested_execution_date: today(),
+        };
+        let instruction = self
+            .instructions
+            .create(new, &UserId("maker-li".into()), &format!("key-{e2e}"))
+            .await
+            .unwrap();
+        self.instructions
+            .approve(
+                instruction.id,
+                &UserId("checker-wang".into()),
+                &[Role::new("treasury_checker")],
             )
             .await
             .unwrap();
@@ -521,4 +562,33 @@ async fn a_large_value_payout_at_22_00_waits_for_the_morning_window(backend: Bac
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the payout did not wait for the window");
+}
+
+async fn a_sync_repeated_after_a_crash_asks_the_bank_first_and_never_pays_twice(backend: Backend) {
+    let w = world(backend, None).await;
+    // Approved, but the workflow is not told: the test plays the worker itself.
+    let e2e = "E2E-CRASH-1";
+    let id = w.instruct_without_workflow(e2e, 4_200_000).await;
+    w.bank.set(|b| {
+        b.drop_response_next = 1;
+        b.silent_next = 1;
+    });
+    let first = w.executor.sync(id).await.unwrap();
+    assert!(
+        matches!(first, treasury::execution::BankProgress::Unknown { .. }),
+        "{first:?}"
+    );
+    // The worker dies here and another runs the step again, twice for good measure.
+    for _ in 0..2 {
+        let again = w.executor.sync(id).await.unwrap();
+        assert_eq!(again, treasury::execution::BankProgress::Settled);
+    }
+    let counters = w.bank.counters();
+    assert_eq!(
+        counters.messages_received, 1,
+        "never sent again: {counters:?}"
+    );
+    assert_eq!(counters.payments_executed, 1);
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 4_200_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 4_200_000));
 }
