@@ -47,6 +47,7 @@ macro_rules! problem_kinds {
 
 problem_kinds! {
     MalformedJson => ("malformed-json", BAD_REQUEST, "The body is not valid JSON"),
+    MalformedMessage => ("malformed-message", BAD_REQUEST, "The body is not a readable message"),
     InvalidParameter => ("invalid-parameter", BAD_REQUEST, "A path or query parameter is invalid"),
     InvalidCursor => ("invalid-cursor", BAD_REQUEST, "The cursor is not one this list handed out"),
     IdempotencyKeyRequired => ("idempotency-key-required", BAD_REQUEST, "An Idempotency-Key header is required"),
@@ -162,7 +163,7 @@ pub mod responses {
 
     problem_response!(
         BadRequest,
-        "Malformed JSON (`malformed-json`), a bad path or query parameter (`invalid-parameter`), a cursor this list did not hand out (`invalid-cursor`), or a POST without `Idempotency-Key` (`idempotency-key-required`)."
+        "Malformed JSON (`malformed-json`) or XML message (`malformed-message`), a bad path or query parameter (`invalid-parameter`), a cursor this list did not hand out (`invalid-cursor`), or a POST without `Idempotency-Key` (`idempotency-key-required`)."
     );
     problem_response!(
         Unauthorized,

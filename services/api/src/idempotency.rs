@@ -77,6 +77,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyClaim {
 }
 
 impl IdempotencyClaim {
+    /// The key the client sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Stores the response in `txn` beside the handler's change, commits, and returns the
     /// response. `secret_field` names a top-level field shown once and never stored.
     pub async fn commit<T: Serialize>(

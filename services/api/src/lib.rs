@@ -145,7 +145,8 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::api_keys::router())
         .merge(routes::accounts::router())
-        .merge(routes::workflows::router());
+        .merge(routes::workflows::router())
+        .merge(routes::treasury::router());
     if let Some(state) = state {
         // The last layer added runs first: authenticate, then claim the Idempotency-Key
         // in the caller's scope.
@@ -156,6 +157,7 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::auth::router())
+        .merge(routes::treasury::bank_router())
         .merge(protected)
 }
 

@@ -139,6 +139,9 @@ pub enum Action {
     ManageApiKeys,
     ReadAccounts,
     ReadWorkflows,
+    ReadTreasury,
+    MakeInstructions,
+    CheckInstructions,
 }
 
 impl Action {
@@ -151,6 +154,9 @@ impl Action {
         Action::ManageApiKeys,
         Action::ReadAccounts,
         Action::ReadWorkflows,
+        Action::ReadTreasury,
+        Action::MakeInstructions,
+        Action::CheckInstructions,
     ];
 }
 
@@ -164,6 +170,9 @@ pub fn permits(role: Role, action: Action) -> bool {
         ReadUsers => matches!(role, Admin | StationOwner | StationManager | FleetManager),
         ManageUsers => matches!(role, Admin | StationOwner | StationManager),
         ReadApiKeys | ManageApiKeys => matches!(role, Admin | Partner),
+        ReadTreasury => matches!(role, Admin | TreasuryMaker | TreasuryChecker),
+        MakeInstructions => role == TreasuryMaker,
+        CheckInstructions => role == TreasuryChecker,
     }
 }
 

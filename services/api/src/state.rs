@@ -81,6 +81,8 @@ pub struct AppState {
     pub keys: Arc<KeyEncryption>,
     pub metrics: Arc<Metrics>,
     pub broker: Option<Arc<BrokerProbe>>,
+    /// The treasury area, where a custodial bank is configured.
+    pub treasury: Option<Arc<crate::routes::treasury::TreasuryContext>>,
 }
 
 impl AppState {
@@ -97,7 +99,14 @@ impl AppState {
             keys: Arc::new(keys),
             metrics: Arc::new(Metrics::default()),
             broker: None,
+            treasury: None,
         }
+    }
+
+    /// Enables the treasury area.
+    pub fn with_treasury(mut self, treasury: crate::routes::treasury::TreasuryContext) -> Self {
+        self.treasury = Some(Arc::new(treasury));
+        self
     }
 
     /// Makes `/readyz` check RabbitMQ too.

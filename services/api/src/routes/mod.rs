@@ -8,6 +8,8 @@ pub mod api_keys;
 pub mod auth;
 /// `/healthz`, `/readyz`, `/metrics`.
 pub mod health;
+/// Treasury: instructions to the custodial bank, approvals, rails, the bank's callbacks.
+pub mod treasury;
 /// The organisation tree.
 pub mod organisations;
 /// Users and their roles.

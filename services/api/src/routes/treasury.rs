@@ -1,0 +1,1198 @@
+//! Treasury: instructions to the custodial bank, maker-checker approval, the rails, and the
+//! bank's callbacks.
+//!
+//! An instruction belongs to the organisation that owns its debtor sub-account; a caller sees
+//! and acts on the instructions of their subtree. Makers create, checkers approve or reject
+//! (never their own), and the `bank_instruction` workflow does the rest. The bank's signed
+//! callbacks arrive unauthenticated by bearer token: the bank's signature is their proof.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use treasury::approval::{ApprovalError, ApprovalState, UserId};
+use treasury::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
+use treasury::execution::Executor;
+use treasury::signing::Verifier;
+use treasury::store::{Counterparty, Instruction, InstructionStatus, NewInstruction, TreasuryError};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+use workflows::bank_instruction::{
+    BankInstruction, BankInstructionInput, SIGNAL_APPROVAL, SIGNAL_BANK_STATUS, SIGNAL_RETURNED,
+    Timing,
+};
+use workflows::{Engine, Workflow};
+
+use entities::{organisations, treasury_external_accounts, treasury_messages, treasury_sub_accounts};
+
+use crate::directory::org_ref;
+use crate::error::responses::*;
+use crate::error::{ApiError, FieldError, ProblemKind};
+use crate::extract::{Json, Path, Query, Validate};
+use crate::idempotency::IdempotencyClaim;
+use crate::page;
+use crate::policy::{Action, Caller, OrgRef, Subject, authorize};
+use crate::routes::subtree;
+use crate::state::AppState;
+
+/// What the treasury area needs besides the database.
+pub struct TreasuryContext {
+    /// Instructions, rails and the bank client.
+    pub executor: Arc<Executor>,
+    /// Starts and signals `bank_instruction` instances.
+    pub engine: Engine,
+    /// Verifies the bank's signature on its callbacks.
+    pub bank: Verifier,
+    /// How long the workflow waits for people and the bank.
+    pub timing: Timing,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sub_accounts))
+        .routes(routes!(list_external_accounts))
+        .routes(routes!(list_instructions, create_instruction))
+        .routes(routes!(get_instruction))
+        .routes(routes!(approve_instruction))
+        .routes(routes!(reject_instruction))
+        .routes(routes!(get_rails))
+}
+
+/// The bank's callbacks: outside authentication and idempotency (the bank signs them, and
+/// applying one twice changes nothing).
+pub fn bank_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(bank_callback))
+}
+
+fn context(state: &AppState) -> Result<&Arc<TreasuryContext>, ApiError> {
+    state.treasury.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ProblemKind::Unavailable,
+            "treasury is not configured on this deployment (no custodial bank connection)",
+        )
+    })
+}
+
+fn treasury_error(err: TreasuryError) -> ApiError {
+    match err {
+        TreasuryError::NotFound(_) => ApiError::not_found("instruction"),
+        TreasuryError::IdempotencyConflict(_) => ApiError::new(
+            ProblemKind::IdempotencyKeyReused,
+            "this Idempotency-Key created another instruction",
+        ),
+        TreasuryError::DuplicateEndToEndId(id) => ApiError::conflict(format!(
+            "end-to-end id {id} belongs to another instruction"
+        )),
+        TreasuryError::InvalidState { action, status } => ApiError::conflict(format!(
+            "cannot {action} an instruction that is {}",
+            status.as_str()
+        )),
+        TreasuryError::Approval(e) => match e {
+            ApprovalError::SelfApproval
+            | ApprovalError::MissingRole(_)
+            | ApprovalError::NotEligible => ApiError::forbidden(e.to_string()),
+            ApprovalError::NoReason => {
+                ApiError::validation(vec![FieldError::new("reason", e.to_string())])
+            }
+            ApprovalError::AlreadyApprovedBy(_)
+            | ApprovalError::AlreadyApproved
+            | ApprovalError::Rejected => ApiError::conflict(e.to_string()),
+        },
+        TreasuryError::Ledger(ledger::LedgerError::ExceedsCredits { .. }) => {
+            ApiError::conflict(
+                "the debtor sub-account cannot cover this instruction: nothing was held",
+            )
+        }
+        other => ApiError::internal(anyhow::Error::new(other)),
+    }
+}
+
+/// The organisation whose ledger owner is `owner`.
+async fn org_of_owner(state: &AppState, owner: &str) -> Result<OrgRef, ApiError> {
+    let org = organisations::Entity::find()
+        .filter(organisations::Column::LedgerOwner.eq(owner))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organisation"))?;
+    org_ref(&org)
+}
+
+/// A sub-account at the custodial bank, with its balance in the ledger.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a5c2-aa00-7000-8000-0000000000d1",
+    "organisation_id": "0193a5c2-7d1e-7c4b-9f0e-2a51b2c3d4e5",
+    "holder_name": "Huaxin Energy Station Co.",
+    "account_number": "3100000000000001",
+    "bank_code": "308584000013",
+    "currency": "CNY",
+    "ledger_account_id": "0193a5c2-aa00-7000-8000-0000000000c1",
+    "is_master": false,
+    "available": "1250000.00"
+}))]
+pub struct SubAccount {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub holder_name: String,
+    pub account_number: String,
+    /// CNAPS code of the custodial bank's branch.
+    pub bank_code: String,
+    pub currency: String,
+    pub ledger_account_id: Uuid,
+    /// The platform's master account, above every sub-account.
+    pub is_master: bool,
+    /// What instructions can still take: the ledger's available balance.
+    #[schema(value_type = String)]
+    pub available: Decimal,
+}
+
+crate::page_type!(SubAccountPage, SubAccount, "sub-accounts");
+
+/// Which page of a list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u64>,
+}
+
+/// The sub-accounts at the custodial bank of the caller's subtree.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/sub-accounts",
+    tag = "treasury",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of sub-accounts", body = SubAccountPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn list_sub_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<SubAccountPage>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let limit = page::limit(q.limit)?;
+    let after = page::decode_uuid("sub-accounts", q.cursor.as_deref())?;
+    let mut select = treasury_sub_accounts::Entity::find()
+        .filter(treasury_sub_accounts::Column::OwnerOrg.in_subquery(subtree(
+            organisations::Column::LedgerOwner,
+            &caller.org.path,
+        )))
+        .order_by_asc(treasury_sub_accounts::Column::Id)
+        .limit(limit + 1);
+    if let Some(after) = after {
+        select = select.filter(treasury_sub_accounts::Column::Id.gt(after));
+    }
+    let rows = select.all(&state.db).await?;
+    let (rows, next_cursor) = page::split(rows, limit, "sub-accounts", |r| r.id.to_string());
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let org = org_of_owner(&state, &row.owner_org).await?;
+        let balance = state
+            .ledger
+            .balance(row.ledger_account_id)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+        items.push(SubAccount {
+            id: row.id,
+            organisation_id: org.id,
+            holder_name: row.holder_name,
+            account_number: row.account_number,
+            bank_code: row.bank_code,
+            currency: row.currency,
+            ledger_account_id: row.ledger_account_id,
+            is_master: row.is_master,
+            available: balance.available.amount(),
+        });
+    }
+    Ok(axum::Json(SubAccountPage { items, next_cursor }))
+}
+
+/// A legal entity's own account at any bank: where payouts go.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a5c2-aa00-7000-8000-0000000000e1",
+    "organisation_id": "0193a5c2-7d1e-7c4b-9f0e-2a51b2c3d4e9",
+    "holder_name": "Yanchang Depot No. 7 Ltd.",
+    "account_number": "6222020200000000099",
+    "bank_code": "102100099996",
+    "branch_name": "ICBC Xi'an Gaoxin Branch"
+}))]
+pub struct ExternalAccount {
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub holder_name: String,
+    pub account_number: String,
+    pub bank_code: String,
+    pub branch_name: String,
+}
+
+crate::page_type!(ExternalAccountPage, ExternalAccount, "external accounts");
+
+/// The external (payout) accounts of the caller's subtree.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/external-accounts",
+    tag = "treasury",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of external accounts", body = ExternalAccountPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn list_external_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<ExternalAccountPage>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let limit = page::limit(q.limit)?;
+    let after = page::decode_uuid("external-accounts", q.cursor.as_deref())?;
+    let mut select = treasury_external_accounts::Entity::find()
+        .filter(
+            treasury_external_accounts::Column::OwnerOrg.in_subquery(subtree(
+                organisations::Column::LedgerOwner,
+                &caller.org.path,
+            )),
+        )
+        .order_by_asc(treasury_external_accounts::Column::Id)
+        .limit(limit + 1);
+    if let Some(after) = after {
+        select = select.filter(treasury_external_accounts::Column::Id.gt(after));
+    }
+    let rows = select.all(&state.db).await?;
+    let (rows, next_cursor) = page::split(rows, limit, "external-accounts", |r| r.id.to_string());
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let org = org_of_owner(&state, &row.owner_org).await?;
+        items.push(ExternalAccount {
+            id: row.id,
+            organisation_id: org.id,
+            holder_name: row.holder_name,
+            account_number: row.account_number,
+            bank_code: row.bank_code,
+            branch_name: row.branch_name,
+        });
+    }
+    Ok(axum::Json(ExternalAccountPage { items, next_cursor }))
+}
+
+/// One side of an instruction.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Party {
+    pub name: String,
+    pub account_number: String,
+    pub bank_code: String,
+}
+
+impl From<&Counterparty> for Party {
+    fn from(c: &Counterparty) -> Self {
+        Party {
+            name: c.name.clone(),
+            account_number: c.account.as_str().to_owned(),
+            bank_code: c.bank.as_str().to_owned(),
+        }
+    }
+}
+
+/// Where the approval chain stands.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    /// `pending`, `approved` or `rejected`.
+    pub state: String,
+    /// What is still missing, while pending.
+    pub waiting_for: Option<String>,
+}
+
+/// The message that carries the instruction to the bank.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BankMessage {
+    pub message_id: String,
+    /// `intra_bank`, `large_value` or `interbank_24x7`.
+    pub rail: String,
+    /// How many times it was sent.
+    pub sends: i32,
+    /// The latest ISO 20022 status the bank reported (`RCVD`, `ACTC`, `ACCP`, `ACSP`, `ACSC`,
+    /// `PDNG`, `RJCT`).
+    pub last_status: Option<String>,
+}
+
+/// Where the instruction's workflow is.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowView {
+    pub instance_id: Uuid,
+    /// `running`, `completed`, `failed` or `compensated`.
+    pub status: String,
+    /// `pending_approval`, `checking_approval`, `planning`, `waiting_for_window`,
+    /// `syncing`, `submitted`, `settled`, `returning` or `finished`.
+    pub phase: String,
+    /// Why it is where it is.
+    pub reason: String,
+}
+
+/// An instruction to the custodial bank.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a5c2-bb00-7000-8000-0000000000f1",
+    "kind": "payout",
+    "status": "settled",
+    "end_to_end_id": "FC-PAYOUT-20261123-0001",
+    "debtor": {"name": "Huaxin Energy Station Co.", "account_number": "3100000000000001", "bank_code": "308584000013"},
+    "creditor": {"name": "Yanchang Depot No. 7 Ltd.", "account_number": "6222020200000000099", "bank_code": "102100099996"},
+    "amount": "30000000.00",
+    "currency": "CNY",
+    "purpose": "SUPP",
+    "remittance": "92# gasoline, 3,600 t, order DP-7781",
+    "requested_execution_date": "2026-11-23",
+    "maker": "treasury-maker",
+    "approval": {"state": "approved", "waiting_for": null},
+    "rejection": null,
+    "bank": {"message_id": "FC0193a5c2bb0070008000000000000f1", "rail": "large_value", "sends": 1, "last_status": "ACSC"},
+    "workflow": {"instance_id": "0193a5c2-cc00-7000-8000-000000000001", "status": "running", "phase": "settled", "reason": "the bank settled the payment; the hold is posted"},
+    "created_at": "2026-11-23T02:00:00Z"
+}))]
+pub struct InstructionView {
+    pub id: Uuid,
+    /// `sub_account_transfer` or `payout`.
+    pub kind: String,
+    /// `pending_approval`, `approved` (funds held; at the bank when `bank` says so),
+    /// `rejected`, `settled` or `returned`.
+    pub status: String,
+    pub end_to_end_id: String,
+    pub debtor: Party,
+    pub creditor: Party,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub currency: String,
+    pub purpose: Option<String>,
+    pub remittance: Option<String>,
+    pub requested_execution_date: NaiveDate,
+    /// The username of the maker.
+    pub maker: String,
+    pub approval: ApprovalView,
+    /// Who rejected it (a checker, the bank, or the system on expiry) and why.
+    pub rejection: Option<RejectionView>,
+    pub bank: Option<BankMessage>,
+    pub workflow: Option<WorkflowView>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RejectionView {
+    pub by: String,
+    pub reason: String,
+}
+
+/// One line of the audit trail.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    pub at: DateTime<Utc>,
+    /// A username, `bank` or `system`.
+    pub actor: String,
+    /// `created`, `amended`, `approved`, `approved_and_held`, `rejected`, `settled`,
+    /// `returned`.
+    pub event: String,
+    pub detail: serde_json::Value,
+}
+
+/// An instruction with its audit trail.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstructionDetail {
+    #[serde(flatten)]
+    pub instruction: InstructionView,
+    pub history: Vec<AuditEvent>,
+}
+
+crate::page_type!(InstructionPage, InstructionView, "instructions");
+
+async fn view(
+    state: &AppState,
+    ctx: &TreasuryContext,
+    instruction: Instruction,
+) -> Result<InstructionView, ApiError> {
+    let id = instruction.id;
+    let approval = match ctx
+        .executor
+        .instructions
+        .approval_state(id)
+        .await
+        .map_err(treasury_error)?
+    {
+        ApprovalState::Approved => ApprovalView {
+            state: "approved".into(),
+            waiting_for: None,
+        },
+        ApprovalState::Pending {
+            role, have, need, ..
+        } => ApprovalView {
+            state: "pending".into(),
+            waiting_for: Some(format!("{} more approval(s) by {}", need - have, role.0)),
+        },
+        ApprovalState::Rejected { .. } => ApprovalView {
+            state: "rejected".into(),
+            waiting_for: None,
+        },
+    };
+    let bank = treasury_messages::Entity::find()
+        .filter(treasury_messages::Column::InstructionId.eq(id))
+        .one(&state.db)
+        .await?
+        .map(|m| BankMessage {
+            message_id: m.message_id,
+            rail: m.rail,
+            sends: m.sends,
+            last_status: m.last_status,
+        });
+    let workflow = ctx
+        .engine
+        .instance_by_key(BankInstruction::NAME, &id.to_string())
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?
+        .map(|i| WorkflowView {
+            instance_id: i.id,
+            status: i.status.as_str().to_owned(),
+            phase: i.state["phase"]["phase"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            reason: i.status_reason,
+        });
+    let c = &instruction.content;
+    Ok(InstructionView {
+        id,
+        kind: c.kind.as_str().to_owned(),
+        status: instruction.status.as_str().to_owned(),
+        end_to_end_id: c.end_to_end_id.as_str().to_owned(),
+        debtor: Party::from(&c.debtor),
+        creditor: Party::from(&c.creditor),
+        amount: c.amount.amount(),
+        currency: c.amount.currency().code().to_owned(),
+        purpose: c.purpose.clone(),
+        remittance: c.remittance.clone(),
+        requested_execution_date: c.requested_execution_date,
+        maker: instruction.maker.0.clone(),
+        approval,
+        rejection: instruction
+            .rejection
+            .clone()
+            .map(|(by, reason)| RejectionView { by, reason }),
+        bank,
+        workflow,
+        created_at: instruction.created_at,
+    })
+}
+
+/// The instruction, if the caller may `action` it.
+async fn instruction_in_scope(
+    state: &AppState,
+    ctx: &TreasuryContext,
+    caller: &Caller,
+    action: Action,
+    id: Uuid,
+) -> Result<Instruction, ApiError> {
+    // The role is checked before anything is looked up.
+    authorize(caller, action, &caller.org, "instruction")?;
+    let instruction = ctx
+        .executor
+        .instructions
+        .get(id)
+        .await
+        .map_err(treasury_error)?;
+    let debtor = treasury_sub_accounts::Entity::find()
+        .filter(
+            treasury_sub_accounts::Column::LedgerAccountId
+                .eq(instruction.content.debtor.ledger_account),
+        )
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("instruction"))?;
+    let org = org_of_owner(state, &debtor.owner_org).await?;
+    authorize(caller, action, &org, "instruction")?;
+    Ok(instruction)
+}
+
+/// Which instructions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListInstructions {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u64>,
+    /// Only instructions in this status (`pending_approval`, `approved`, `rejected`,
+    /// `settled`, `returned`).
+    pub status: Option<String>,
+}
+
+/// The instructions whose debtor sub-account belongs to the caller's subtree, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/instructions",
+    tag = "treasury",
+    params(ListInstructions),
+    responses(
+        (status = 200, description = "A page of instructions", body = InstructionPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn list_instructions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListInstructions>,
+) -> Result<axum::Json<InstructionPage>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let ctx = context(&state)?;
+    let limit = page::limit(q.limit)?;
+    let after = page::decode_uuid("instructions", q.cursor.as_deref())?;
+    use entities::treasury_instructions as ti;
+    use sea_orm::ExprTrait;
+    use sea_orm::sea_query::Query as SqlQuery;
+    let debtors = SqlQuery::select()
+        .column(treasury_sub_accounts::Column::LedgerAccountId)
+        .from(treasury_sub_accounts::Entity)
+        .and_where(
+            sea_orm::sea_query::Expr::col(treasury_sub_accounts::Column::OwnerOrg).in_subquery(
+                subtree(organisations::Column::LedgerOwner, &caller.org.path),
+            ),
+        )
+        .to_owned();
+    let mut select = ti::Entity::find()
+        .filter(ti::Column::DebtorLedgerAccountId.in_subquery(debtors))
+        .order_by_asc(ti::Column::Id)
+        .limit(limit + 1);
+    if let Some(status) = &q.status {
+        let known = [
+            InstructionStatus::PendingApproval,
+            InstructionStatus::Approved,
+            InstructionStatus::Rejected,
+            InstructionStatus::Settled,
+            InstructionStatus::Returned,
+        ];
+        if !known.iter().any(|s| s.as_str() == status) {
+            return Err(ApiError::parameter(
+                "status",
+                "one of pending_approval, approved, rejected, settled, returned",
+            ));
+        }
+        select = select.filter(ti::Column::Status.eq(status.as_str()));
+    }
+    if let Some(after) = after {
+        select = select.filter(ti::Column::Id.gt(after));
+    }
+    let rows = select.all(&state.db).await?;
+    let (rows, next_cursor) = page::split(rows, limit, "instructions", |r| r.id.to_string());
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let instruction = ctx
+            .executor
+            .instructions
+            .get(row.id)
+            .await
+            .map_err(treasury_error)?;
+        items.push(view(&state, ctx, instruction).await?);
+    }
+    Ok(axum::Json(InstructionPage { items, next_cursor }))
+}
+
+/// One instruction with its approval state, where it is at the bank, its workflow and its
+/// audit trail.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/instructions/{id}",
+    tag = "treasury",
+    params(("id" = Uuid, Path, description = "Instruction id")),
+    responses(
+        (status = 200, description = "The instruction", body = InstructionDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(instruction = %id))]
+async fn get_instruction(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<InstructionDetail>, ApiError> {
+    let ctx = context(&state)?;
+    let instruction = instruction_in_scope(&state, ctx, &caller, Action::ReadTreasury, id).await?;
+    detail(&state, ctx, instruction).await.map(axum::Json)
+}
+
+async fn detail(
+    state: &AppState,
+    ctx: &TreasuryContext,
+    instruction: Instruction,
+) -> Result<InstructionDetail, ApiError> {
+    let history = ctx
+        .executor
+        .instructions
+        .history(instruction.id)
+        .await
+        .map_err(treasury_error)?
+        .into_iter()
+        .map(|e| AuditEvent {
+            at: e.at,
+            actor: e.actor,
+            event: e.event,
+            detail: e.detail,
+        })
+        .collect();
+    Ok(InstructionDetail {
+        instruction: view(state, ctx, instruction).await?,
+        history,
+    })
+}
+
+/// A new instruction. Exactly one creditor: another sub-account (a transfer at the bank) or
+/// an external account (a payout).
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "debtor_sub_account_id": "0193a5c2-aa00-7000-8000-0000000000d1",
+    "creditor_external_account_id": "0193a5c2-aa00-7000-8000-0000000000e1",
+    "amount": "30000000.00",
+    "currency": "CNY",
+    "purpose": "SUPP",
+    "remittance": "92# gasoline, 3,600 t, order DP-7781",
+    "requested_execution_date": "2026-11-23"
+}))]
+pub struct CreateInstruction {
+    /// The sub-account that pays; it must belong to the caller's subtree.
+    pub debtor_sub_account_id: Uuid,
+    /// A sub-account at the custodial bank that receives (a transfer).
+    pub creditor_sub_account_id: Option<Uuid>,
+    /// An external account that receives (a payout).
+    pub creditor_external_account_id: Option<Uuid>,
+    /// A positive decimal with at most two places, as a string.
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// `CNY`: the bank's rails carry nothing else.
+    pub currency: String,
+    /// An ISO 20022 purpose code (`SUPP`, `TRAD`, …), up to 35 characters.
+    pub purpose: Option<String>,
+    /// What the creditor sees, up to 140 characters.
+    pub remittance: Option<String>,
+    /// Nothing is sent before this day starts in Shanghai; today when absent.
+    pub requested_execution_date: Option<NaiveDate>,
+    /// The end-to-end id the bank and the creditor see, up to 35 characters; generated
+    /// when absent.
+    pub end_to_end_id: Option<String>,
+}
+
+impl Validate for CreateInstruction {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        match (
+            self.creditor_sub_account_id,
+            self.creditor_external_account_id,
+        ) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => errors.push(FieldError::new(
+                "creditor_sub_account_id",
+                "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+            )),
+        }
+        if self.amount <= Decimal::ZERO || self.amount.normalize().scale() > 2 {
+            errors.push(FieldError::new(
+                "amount",
+                "a positive amount with at most two decimal places",
+            ));
+        }
+        if self.currency != "CNY" {
+            errors.push(FieldError::new("currency", "the bank's rails carry CNY only"));
+        }
+        if let Some(p) = &self.purpose
+            && (p.is_empty() || p.chars().count() > 35)
+        {
+            errors.push(FieldError::new("purpose", "1 to 35 characters"));
+        }
+        if let Some(r) = &self.remittance
+            && (r.is_empty() || r.chars().count() > 140)
+        {
+            errors.push(FieldError::new("remittance", "1 to 140 characters"));
+        }
+        if let Some(e2e) = &self.end_to_end_id
+            && let Err(e) = EndToEndId::new(e2e.clone())
+        {
+            errors.push(FieldError::new("end_to_end_id", e.to_string()));
+        }
+        errors
+    }
+}
+
+fn username(caller: &Caller) -> Result<UserId, ApiError> {
+    match &caller.subject {
+        Subject::User { username, .. } => Ok(UserId(username.clone())),
+        Subject::ApiKey { .. } => Err(ApiError::forbidden(
+            "treasury decisions are made by people, not API keys",
+        )),
+    }
+}
+
+/// Create an instruction (makers). It waits for the checkers' approval; nothing is held or
+/// sent before the approval chain completes.
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/instructions",
+    tag = "treasury",
+    params(("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries.")),
+    request_body = CreateInstruction,
+    responses(
+        (status = 201, description = "Created, pending approval", body = InstructionDetail,
+            headers(("Location" = String, description = "The instruction's URL"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn create_instruction(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Json(body): Json<CreateInstruction>,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::MakeInstructions, &caller.org, "organisation")?;
+    let ctx = context(&state)?;
+    let maker = username(&caller)?;
+    let debtor = treasury_sub_accounts::Entity::find_by_id(body.debtor_sub_account_id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sub-account"))?;
+    let debtor_org = org_of_owner(&state, &debtor.owner_org).await?;
+    authorize(&caller, Action::MakeInstructions, &debtor_org, "sub-account")?;
+    let (kind, creditor) = match (
+        body.creditor_sub_account_id,
+        body.creditor_external_account_id,
+    ) {
+        (Some(id), _) => {
+            let c = treasury_sub_accounts::Entity::find_by_id(id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::not_found("sub-account"))?;
+            if c.id == debtor.id {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "creditor_sub_account_id",
+                    "the creditor is the debtor",
+                )]));
+            }
+            (
+                InstructionKind::SubAccountTransfer,
+                counterparty(&c.holder_name, &c.account_number, &c.bank_code, c.ledger_account_id)?,
+            )
+        }
+        (None, Some(id)) => {
+            let c = treasury_external_accounts::Entity::find_by_id(id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::not_found("external account"))?;
+            // Money leaving the bank: the master account's mirror takes the credit.
+            let master = treasury_sub_accounts::Entity::find()
+                .filter(treasury_sub_accounts::Column::IsMaster.eq(true))
+                .filter(treasury_sub_accounts::Column::Currency.eq(debtor.currency.clone()))
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("no master account in {}", debtor.currency))
+                })?;
+            (
+                InstructionKind::Payout,
+                counterparty(
+                    &c.holder_name,
+                    &c.account_number,
+                    &c.bank_code,
+                    master.ledger_account_id,
+                )?,
+            )
+        }
+        (None, None) => unreachable!("validated: one creditor"),
+    };
+    let today = Utc::now()
+        .with_timezone(&treasury::rails::TZ)
+        .date_naive();
+    let id_seed = Uuid::now_v7();
+    let end_to_end_id = match &body.end_to_end_id {
+        Some(e2e) => EndToEndId::new(e2e.clone()),
+        None => EndToEndId::new(format!("FC{}", id_seed.simple())),
+    }
+    .map_err(|e| ApiError::validation(vec![FieldError::new("end_to_end_id", e.to_string())]))?;
+    let new = NewInstruction {
+        kind,
+        end_to_end_id,
+        debtor: counterparty(
+            &debtor.holder_name,
+            &debtor.account_number,
+            &debtor.bank_code,
+            debtor.ledger_account_id,
+        )?,
+        creditor,
+        amount: ledger::Money::new(body.amount, ledger::Currency::CNY)
+            .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?,
+        purpose: body.purpose.clone(),
+        remittance: body.remittance.clone(),
+        requested_execution_date: body.requested_execution_date.unwrap_or(today),
+    };
+    let key = format!("api:{}:{}", caller.org.id, claim.key());
+    let instruction = ctx
+        .executor
+        .instructions
+        .create(new, &maker, &key)
+        .await
+        .map_err(treasury_error)?;
+    ctx.engine
+        .start::<BankInstruction>(
+            &instruction.id.to_string(),
+            BankInstructionInput {
+                instruction_id: instruction.id,
+                timing: ctx.timing.clone(),
+            },
+        )
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+    tracing::info!(instruction = %instruction.id, "instruction created");
+    let id = instruction.id;
+    let body = detail(&state, ctx, instruction).await?;
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(
+            txn,
+            StatusCode::CREATED,
+            Some(&body),
+            Some(format!("/v1/treasury/instructions/{id}")),
+            None,
+        )
+        .await
+}
+
+fn counterparty(
+    name: &str,
+    account: &str,
+    bank: &str,
+    ledger_account: Uuid,
+) -> Result<Counterparty, ApiError> {
+    Ok(Counterparty {
+        ledger_account,
+        name: name.to_owned(),
+        account: AccountNumber::new(account)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("stored account number: {e}")))?,
+        bank: BankCode::new(bank)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("stored bank code: {e}")))?,
+    })
+}
+
+async fn nudge(ctx: &TreasuryContext, id: Uuid, signal: &str, payload: serde_json::Value) {
+    // The instance also polls: a signal that cannot be delivered only costs time.
+    if let Err(err) = ctx
+        .engine
+        .signal_by_key(BankInstruction::NAME, &id.to_string(), signal, payload)
+        .await
+    {
+        tracing::debug!(instruction = %id, error = %err, "instance not signalled");
+    }
+}
+
+async fn decided(
+    state: &AppState,
+    ctx: &TreasuryContext,
+    claim: IdempotencyClaim,
+    instruction: Instruction,
+) -> Result<Response, ApiError> {
+    nudge(ctx, instruction.id, SIGNAL_APPROVAL, serde_json::Value::Null).await;
+    let body = detail(state, ctx, instruction).await?;
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(txn, StatusCode::OK, Some(&body), None, None)
+        .await
+}
+
+fn checker_roles(caller: &Caller) -> Vec<treasury::approval::Role> {
+    vec![treasury::approval::Role::new(caller.role.as_str())]
+}
+
+/// Approve an instruction (checkers). The maker cannot approve their own; when this approval
+/// completes the chain, the debtor's funds are held and the instruction goes to the bank.
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/instructions/{id}/approve",
+    tag = "treasury",
+    params(
+        ("id" = Uuid, Path, description = "Instruction id"),
+        ("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries."),
+    ),
+    responses(
+        (status = 200, description = "The instruction after the approval", body = InstructionDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(instruction = %id))]
+async fn approve_instruction(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let ctx = context(&state)?;
+    instruction_in_scope(&state, ctx, &caller, Action::CheckInstructions, id).await?;
+    let approver = username(&caller)?;
+    let instruction = ctx
+        .executor
+        .instructions
+        .approve(id, &approver, &checker_roles(&caller))
+        .await
+        .map_err(treasury_error)?;
+    decided(&state, ctx, claim, instruction).await
+}
+
+/// Why a checker rejects.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "the depot's account changed last week: confirm it by phone first"}))]
+pub struct RejectInstruction {
+    /// 1 to 500 characters; the maker sees it.
+    pub reason: String,
+}
+
+impl Validate for RejectInstruction {
+    fn validate(&self) -> Vec<FieldError> {
+        let n = self.reason.trim().chars().count();
+        if n == 0 || n > 500 {
+            vec![FieldError::new("reason", "1 to 500 characters")]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Reject an instruction (checkers): it ends, nothing is held or sent.
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/instructions/{id}/reject",
+    tag = "treasury",
+    params(
+        ("id" = Uuid, Path, description = "Instruction id"),
+        ("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries."),
+    ),
+    request_body = RejectInstruction,
+    responses(
+        (status = 200, description = "The rejected instruction", body = InstructionDetail),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(instruction = %id))]
+async fn reject_instruction(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Path(id): Path<Uuid>,
+    Json(body): Json<RejectInstruction>,
+) -> Result<Response, ApiError> {
+    let ctx = context(&state)?;
+    instruction_in_scope(&state, ctx, &caller, Action::CheckInstructions, id).await?;
+    let by = username(&caller)?;
+    let instruction = ctx
+        .executor
+        .instructions
+        .reject(id, &by, &checker_roles(&caller), body.reason.trim())
+        .await
+        .map_err(treasury_error)?;
+    decided(&state, ctx, claim, instruction).await
+}
+
+/// Which banks.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RailsQuery {
+    /// CNAPS code of the debtor's bank (the custodial bank's branch).
+    pub debtor_bank: String,
+    /// CNAPS code of the creditor's bank.
+    pub creditor_bank: String,
+}
+
+/// One rail now.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RailView {
+    /// `intra_bank`, `large_value` or `interbank_24x7`.
+    pub rail: String,
+    /// Whether the rail connects these two banks at all.
+    pub serves: bool,
+    pub open_now: bool,
+    /// When an open rail next closes (within the planning horizon).
+    pub closes_at: Option<DateTime<Utc>>,
+    /// When a closed rail next opens (within the planning horizon).
+    pub next_opens_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<String>)]
+    pub per_transaction_cap: Option<Decimal>,
+}
+
+/// What is open now between two banks, and the next windows.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RailsView {
+    pub at: DateTime<Utc>,
+    pub rails: Vec<RailView>,
+}
+
+/// The rails between two banks now: which are open, when they close, when the closed ones
+/// open next (working days, cut-off, holidays and make-up days, maintenance windows).
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/rails",
+    tag = "treasury",
+    params(RailsQuery),
+    responses(
+        (status = 200, description = "The rails now", body = RailsView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn get_rails(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RailsQuery>,
+) -> Result<axum::Json<RailsView>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let ctx = context(&state)?;
+    let debtor = BankCode::new(q.debtor_bank.clone())
+        .map_err(|e| ApiError::parameter("debtor_bank", e.to_string()))?;
+    let creditor = BankCode::new(q.creditor_bank.clone())
+        .map_err(|e| ApiError::parameter("creditor_bank", e.to_string()))?;
+    let report = ctx.executor.rails.status(&debtor, &creditor, Utc::now());
+    Ok(axum::Json(RailsView {
+        at: report.at,
+        rails: report
+            .rails
+            .into_iter()
+            .map(|r| RailView {
+                rail: treasury::execution::rail_name(r.rail).to_owned(),
+                serves: r.serves,
+                open_now: r.open_now,
+                closes_at: r.closes_at,
+                next_opens_at: r.next_opens_at,
+                per_transaction_cap: r.per_transaction_cap,
+            })
+            .collect(),
+    }))
+}
+
+/// A callback of the custodial bank: a pain.002 status report or a camt.054 booking
+/// notification, signed by the bank (`X-Signature`: base64 RSA-SHA256 over the body). It is
+/// verified, applied to the instructions it concerns, and their workflows are told. Applying
+/// the same callback twice changes nothing; any non-2xx answer makes the bank send it again.
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/bank/callbacks",
+    tag = "treasury",
+    params(("X-Signature" = String, Header, description = "The bank's base64 RSA-SHA256 signature over the body.")),
+    request_body(content = String, content_type = "application/xml", description = "pain.002.001.11 or camt.054.001.08"),
+    responses(
+        (status = 204, description = "Applied"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn bank_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctx = context(&state)?;
+    let signature = headers
+        .get(treasury::bank::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    use treasury::bank::{CallbackError, Incoming};
+    let incoming = treasury::bank::verify_callback(&ctx.bank, &body, signature).map_err(|e| {
+        match e {
+            CallbackError::MissingSignature | CallbackError::BadSignature => {
+                ApiError::new(ProblemKind::SignatureInvalid, e.to_string())
+            }
+            CallbackError::UnknownMessage | CallbackError::Message(_) => {
+                ApiError::new(ProblemKind::MalformedMessage, format!("unreadable message: {e}"))
+            }
+        }
+    })?;
+    let internal = |e: treasury::execution::ExecutionError| ApiError::internal(anyhow::Error::new(e));
+    match incoming {
+        Incoming::StatusReport(report) => {
+            let id = ctx.executor.receive_report(&report).await.map_err(internal)?;
+            nudge(ctx, id, SIGNAL_BANK_STATUS, serde_json::Value::Null).await;
+        }
+        Incoming::Notification(notification) => {
+            let returned = ctx
+                .executor
+                .receive_notification(&notification)
+                .await
+                .map_err(internal)?;
+            for (id, reason) in returned {
+                nudge(ctx, id, SIGNAL_RETURNED, serde_json::json!({ "reason": reason })).await;
+            }
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
