@@ -8,27 +8,62 @@
 //! whose rail is closed waits as PDNG until [`CustodialBank::run_due`] finds it open), and
 //! answers with pain.002 reports signed with the bank's key. A status query
 //! ([`CustodialBank::query`]) answers the latest status of a message's payments, or that the
-//! bank never received it. Transport (HTTP, callbacks,
-//! delays) is the caller's concern.
+//! bank never received it. Transport (HTTP, callbacks, delays) is the caller's concern.
+//!
+//! # Bookings
+//! An executed payment debits the debtor sub-account and, when the creditor account is held
+//! at this bank (it has a balance here), credits it. Every movement is booked in the
+//! account's journal ([`Booking`]) and announced with a signed camt.054 notification, which
+//! the caller collects with [`CustodialBank::take_notifications`]. The journal gives the
+//! end-of-day camt.053 statement of an account for a date ([`CustodialBank::statement`];
+//! days are Asia/Shanghai days).
+//!
+//! # Returns after settlement
+//! A settled payment can come back from the creditor's side ([`CustodialBank::return_payment`],
+//! e.g. `AC04` closed account). The bank then
+//! - credits the debtor sub-account back and books it as a credit with the reversal
+//!   indicator (`RvslInd`), the original end-to-end id, the creditor as counterparty and the
+//!   return reason in `NtryDtls/TxDtls/RtrInf` (`Rsn/Cd` and `AddtlInf`), announced with a
+//!   signed camt.054 for the debtor account;
+//! - reverses the creditor's credit as well when the creditor account is held here;
+//! - reports the transaction in later status queries as `RJCT` with the return reason code
+//!   and additional information starting with
+//!   [`RETURN_INFO_PREFIX`](crate::iso20022::pain002::RETURN_INFO_PREFIX), so a platform that
+//!   saw `ACSC` before can tell a return after settlement from a rejection before it
+//!   ([`TransactionStatus::is_return`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use ledger::Money;
 use rust_decimal::Decimal;
+use serde::Serialize;
 
 use crate::domain::{AccountNumber, BankCode, EndToEndId, MessageId};
 use crate::iso20022::MessageError;
+use crate::iso20022::camt053::{Counterparty, Direction, ReturnReason, Statement, StatementEntry};
+use crate::iso20022::camt054::Notification;
 use crate::iso20022::pain001;
-use crate::iso20022::pain002::{PaymentStatus, StatusReason, StatusReport, TransactionStatus};
-use crate::rails::{Rail, Rails};
+use crate::iso20022::pain002::{
+    PaymentStatus, RETURN_INFO_PREFIX, StatusReason, StatusReport, TransactionStatus,
+};
+use crate::rails::{Rail, Rails, TZ};
 use crate::signing::{Signature, Signer, SigningError, Verifier};
 
-/// A report as it leaves the bank: the XML bytes and the bank's signature over them.
+/// A message as it leaves the bank: the XML bytes and the bank's signature over them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedReport {
     pub xml: String,
     pub signature: Signature,
+}
+
+/// A signed camt.054 about one booking, and what it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedNotification {
+    /// The pain.001 message whose payment caused the booking, if one did.
+    pub message_id: Option<MessageId>,
+    pub account: AccountNumber,
+    pub signed: SignedReport,
 }
 
 /// Why the bank could not even answer with a status report.
@@ -38,6 +73,59 @@ pub enum BankError {
     Malformed(#[from] MessageError),
     #[error("signing the report failed: {0}")]
     Signing(#[from] SigningError),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Why a payment cannot be returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ReturnError {
+    #[error("no settled payment with end-to-end id {0}")]
+    NotSettled(EndToEndId),
+    #[error("payment {0} was returned already")]
+    AlreadyReturned(EndToEndId),
+    #[error("{0:?} is not a return reason code (1 to 4 characters)")]
+    InvalidReason(String),
+    #[error(transparent)]
+    Bank(#[from] BankError),
+}
+
+/// One booked movement in an account's journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Booking {
+    /// The bank's reference of the booking (`AcctSvcrRef`).
+    pub reference: String,
+    pub end_to_end_id: Option<EndToEndId>,
+    /// Always positive; `direction` says in or out.
+    pub amount: Money,
+    pub direction: Direction,
+    pub booked_at: DateTime<Utc>,
+    pub counterparty: Option<Counterparty>,
+    /// The booking reverses an earlier one (a return after settlement).
+    pub reversal: bool,
+    pub return_reason: Option<ReturnReason>,
+}
+
+impl Booking {
+    fn signed_amount(&self) -> Decimal {
+        match self.direction {
+            Direction::Credit => self.amount.amount(),
+            Direction::Debit => -self.amount.amount(),
+        }
+    }
+
+    fn to_entry(&self) -> StatementEntry {
+        StatementEntry {
+            amount: self.amount,
+            direction: self.direction,
+            booking_date: self.booked_at.with_timezone(&TZ).date_naive(),
+            bank_reference: self.reference.clone(),
+            end_to_end_id: self.end_to_end_id.clone(),
+            reversal: self.reversal,
+            counterparty: self.counterparty.clone(),
+            return_reason: self.return_reason.clone(),
+        }
+    }
 }
 
 /// A payment waiting for its rail to open.
@@ -46,10 +134,22 @@ struct Queued {
     message_id: MessageId,
     end_to_end_id: EndToEndId,
     debtor: AccountNumber,
+    debtor_name: Option<String>,
     debtor_bank: BankCode,
+    creditor: AccountNumber,
+    creditor_name: Option<String>,
     creditor_bank: BankCode,
     rail: Rail,
     amount: Money,
+}
+
+/// A settled payment, kept for returns.
+#[derive(Clone, Debug)]
+struct Settled {
+    payment: Queued,
+    /// The creditor account is held here and was credited.
+    credited_here: bool,
+    returned: bool,
 }
 
 /// The simulated custodial bank.
@@ -61,9 +161,15 @@ pub struct CustodialBank {
     seen_messages: BTreeSet<MessageId>,
     paid: BTreeSet<EndToEndId>,
     queue: Vec<Queued>,
+    /// Messages the bank has produced (reports, notifications, statements), for their ids.
     reports: u64,
+    bookings_made: u64,
+    executed: u64,
     /// The latest status of every transaction of every accepted message, for queries.
     statuses: BTreeMap<MessageId, Vec<TransactionStatus>>,
+    journal: BTreeMap<AccountNumber, Vec<Booking>>,
+    settled: BTreeMap<EndToEndId, Settled>,
+    outbox: Vec<SignedNotification>,
 }
 
 impl CustodialBank {
@@ -77,21 +183,75 @@ impl CustodialBank {
             paid: BTreeSet::new(),
             queue: Vec::new(),
             reports: 0,
+            bookings_made: 0,
+            executed: 0,
             statuses: BTreeMap::new(),
+            journal: BTreeMap::new(),
+            settled: BTreeMap::new(),
+            outbox: Vec::new(),
         }
     }
 
-    /// Opens or tops up a sub-account.
+    /// Opens or tops up a sub-account with funds it had before any day the bank reports on
+    /// (booked at the Unix epoch, without a notification).
     pub fn credit(&mut self, account: AccountNumber, amount: Money) {
-        let entry = self
-            .balances
-            .entry(account)
-            .or_insert_with(|| Money::zero(amount.currency()));
-        *entry = entry.checked_add(amount).expect("same currency");
+        self.book(
+            &account,
+            amount,
+            Direction::Credit,
+            DateTime::UNIX_EPOCH,
+            None,
+            None,
+            (false, None),
+        )
+        .expect("same currency");
+    }
+
+    /// Money arriving on a sub-account at `at` from outside the platform's instructions (a
+    /// deposit): booked, and announced with a camt.054.
+    pub fn deposit(
+        &mut self,
+        account: AccountNumber,
+        amount: Money,
+        at: DateTime<Utc>,
+    ) -> Result<(), BankError> {
+        if !amount.is_positive() {
+            return Err(BankError::Refused("a deposit must be positive".into()));
+        }
+        let booking = self.book(
+            &account,
+            amount,
+            Direction::Credit,
+            at,
+            None,
+            None,
+            (false, None),
+        )?;
+        self.notify(None, &account, booking, at)
     }
 
     pub fn balance(&self, account: &AccountNumber) -> Option<Money> {
         self.balances.get(account).copied()
+    }
+
+    /// The account's journal, oldest first.
+    pub fn bookings(&self, account: &AccountNumber) -> &[Booking] {
+        self.journal.get(account).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether a message with this id was accepted (a new one with it would get DU01).
+    pub fn has_message(&self, message_id: &MessageId) -> bool {
+        self.seen_messages.contains(message_id)
+    }
+
+    /// Payments executed (settled) so far.
+    pub fn executed(&self) -> u64 {
+        self.executed
+    }
+
+    /// The camt.054 notifications produced since the last call, oldest first.
+    pub fn take_notifications(&mut self) -> Vec<SignedNotification> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// Receives a signed pain.001 at `at` and answers with a signed status report.
@@ -100,6 +260,29 @@ impl CustodialBank {
         xml: &[u8],
         signature: &Signature,
         at: DateTime<Utc>,
+    ) -> Result<SignedReport, BankError> {
+        self.receive_with(xml, signature, at, None)
+    }
+
+    /// Like [`receive`](Self::receive), but every payment of a message that passes the
+    /// signature and duplicate checks is rejected with `reason` (a bank's bad day: the
+    /// compliance check, a frozen account, …). Nothing is booked.
+    pub fn receive_rejecting(
+        &mut self,
+        xml: &[u8],
+        signature: &Signature,
+        at: DateTime<Utc>,
+        reason: StatusReason,
+    ) -> Result<SignedReport, BankError> {
+        self.receive_with(xml, signature, at, Some(reason))
+    }
+
+    fn receive_with(
+        &mut self,
+        xml: &[u8],
+        signature: &Signature,
+        at: DateTime<Utc>,
+        forced: Option<StatusReason>,
     ) -> Result<SignedReport, BankError> {
         let text = std::str::from_utf8(xml).map_err(|e| MessageError::Xml(e.to_string()))?;
         let document = pain001::parse(text)?;
@@ -112,24 +295,48 @@ impl CustodialBank {
         if self.platform.verify(xml, signature).is_err() {
             return self.group_rejection(message_id, "DS0B", "signature invalid", at);
         }
-        if !self.seen_messages.insert(message_id.clone()) {
+        if self.seen_messages.contains(&message_id) {
             return self.group_rejection(message_id, "DU01", "duplicate message id", at);
         }
-        let mut statuses = Vec::new();
+        // Every payment instruction is checked before any is executed: a refused message
+        // moves no money, and its id stays free for a corrected message.
+        let mut payments = Vec::new();
         for payment in &document.initiation.pmt_inf {
             match self.payments_of(&message_id, payment) {
-                Ok(queued) => {
-                    for q in queued {
-                        statuses.push(self.execute(q, at));
-                    }
-                }
-                Err(reason) => {
-                    return self.group_rejection(message_id, "FF01", &reason, at);
-                }
+                Ok(queued) => payments.extend(queued),
+                Err(reason) => return self.group_rejection(message_id, "FF01", &reason, at),
             }
         }
+        self.seen_messages.insert(message_id.clone());
+        let statuses: Vec<TransactionStatus> = payments
+            .into_iter()
+            .map(|q| match &forced {
+                Some(reason) => TransactionStatus {
+                    end_to_end_id: q.end_to_end_id,
+                    status: PaymentStatus::Rejected,
+                    reason: Some(reason.clone()),
+                },
+                None => self.execute(q, at),
+            })
+            .collect();
         self.statuses.insert(message_id.clone(), statuses.clone());
-        self.sign_report(message_id, None, statuses, at)
+        self.sign_report(message_id, None, None, statuses, at)
+    }
+
+    /// A bare acknowledgement that the message arrived (group status RCVD, no
+    /// transactions), for a bank that answers before it has processed anything.
+    pub fn acknowledge(
+        &mut self,
+        message_id: &MessageId,
+        at: DateTime<Utc>,
+    ) -> Result<SignedReport, BankError> {
+        self.sign_report(
+            message_id.clone(),
+            Some(PaymentStatus::Received),
+            None,
+            Vec::new(),
+            at,
+        )
     }
 
     /// Answers a status query: the latest status of every transaction of the message, or
@@ -142,7 +349,7 @@ impl CustodialBank {
         let Some(statuses) = self.statuses.get(message_id).cloned() else {
             return Ok(None);
         };
-        self.sign_report(message_id.clone(), None, statuses, at)
+        self.sign_report(message_id.clone(), None, None, statuses, at)
             .map(Some)
     }
 
@@ -157,13 +364,7 @@ impl CustodialBank {
             {
                 let message_id = q.message_id.clone();
                 let status = self.execute(q, at);
-                if let Some(known) = self.statuses.get_mut(&message_id)
-                    && let Some(slot) = known
-                        .iter_mut()
-                        .find(|t| t.end_to_end_id == status.end_to_end_id)
-                {
-                    *slot = status.clone();
-                }
+                self.set_status(&message_id, status.clone());
                 per_message.entry(message_id).or_default().push(status);
             } else {
                 self.queue.push(q);
@@ -171,13 +372,228 @@ impl CustodialBank {
         }
         per_message
             .into_iter()
-            .map(|(message_id, statuses)| self.sign_report(message_id, None, statuses, at))
+            .map(|(message_id, statuses)| self.sign_report(message_id, None, None, statuses, at))
             .collect()
     }
 
     /// How many payments wait for their rail.
     pub fn waiting(&self) -> usize {
         self.queue.len()
+    }
+
+    /// The payment with this end-to-end id comes back after settlement, for `reason_code`
+    /// (an ISO external return reason code such as `AC04`). The debtor is credited back
+    /// (and the creditor debited back when held here), the bookings are announced with
+    /// camt.054 notifications (all of them queued for [`take_notifications`]
+    /// (Self::take_notifications); the debtor's one is also returned), and later status
+    /// queries report the transaction as returned.
+    pub fn return_payment(
+        &mut self,
+        end_to_end_id: &EndToEndId,
+        reason_code: &str,
+        at: DateTime<Utc>,
+    ) -> Result<SignedNotification, ReturnError> {
+        if reason_code.is_empty() || reason_code.chars().count() > 4 {
+            return Err(ReturnError::InvalidReason(reason_code.to_owned()));
+        }
+        let settled = self
+            .settled
+            .get(end_to_end_id)
+            .cloned()
+            .ok_or_else(|| ReturnError::NotSettled(end_to_end_id.clone()))?;
+        if settled.returned {
+            return Err(ReturnError::AlreadyReturned(end_to_end_id.clone()));
+        }
+        let q = &settled.payment;
+        let info = format!("{RETURN_INFO_PREFIX} after settlement");
+        let reason = ReturnReason {
+            code: reason_code.to_owned(),
+            info: Some(info.clone()),
+        };
+        let back = self.book(
+            &q.debtor,
+            q.amount,
+            Direction::Credit,
+            at,
+            Some(q.end_to_end_id.clone()),
+            Some(Counterparty {
+                name: q.creditor_name.clone(),
+                account: Some(q.creditor.clone()),
+            }),
+            (true, Some(reason.clone())),
+        )?;
+        let reference = back.reference.clone();
+        self.notify(Some(&q.message_id), &q.debtor, back, at)?;
+        let debtor_notice = self
+            .outbox
+            .last()
+            .cloned()
+            .expect("the notification was just queued");
+        if settled.credited_here {
+            let undone = self.book(
+                &q.creditor,
+                q.amount,
+                Direction::Debit,
+                at,
+                Some(q.end_to_end_id.clone()),
+                Some(Counterparty {
+                    name: q.debtor_name.clone(),
+                    account: Some(q.debtor.clone()),
+                }),
+                (true, Some(reason)),
+            )?;
+            self.notify(Some(&q.message_id), &q.creditor, undone, at)?;
+        }
+        if let Some(s) = self.settled.get_mut(end_to_end_id) {
+            s.returned = true;
+        }
+        self.set_status(
+            &q.message_id,
+            TransactionStatus {
+                end_to_end_id: q.end_to_end_id.clone(),
+                status: PaymentStatus::Rejected,
+                reason: Some(StatusReason {
+                    code: reason_code.to_owned(),
+                    info: Some(format!("{info}, booking {reference}")),
+                }),
+            },
+        );
+        Ok(debtor_notice)
+    }
+
+    /// The signed camt.053 of `account` for the Shanghai calendar day `date`: the booked
+    /// balance at the start of the day, the day's bookings, the booked balance at its end.
+    /// `None` for an account the bank does not hold.
+    pub fn statement(
+        &mut self,
+        account: &AccountNumber,
+        date: NaiveDate,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SignedReport>, BankError> {
+        let Some(balance) = self.balances.get(account).copied() else {
+            return Ok(None);
+        };
+        let currency = balance.currency();
+        let local_date = |b: &Booking| b.booked_at.with_timezone(&TZ).date_naive();
+        let bookings = self.bookings(account);
+        let opening: Decimal = bookings
+            .iter()
+            .filter(|b| local_date(b) < date)
+            .map(Booking::signed_amount)
+            .sum();
+        let entries: Vec<StatementEntry> = bookings
+            .iter()
+            .filter(|b| local_date(b) == date)
+            .map(Booking::to_entry)
+            .collect();
+        let net: Decimal = bookings
+            .iter()
+            .filter(|b| local_date(b) == date)
+            .map(Booking::signed_amount)
+            .sum();
+        let money = |amount: Decimal| {
+            Money::new(amount, currency).map_err(|e| BankError::Refused(e.to_string()))
+        };
+        let digits = account.as_str();
+        let tail = &digits[digits.len().saturating_sub(18)..];
+        self.reports += 1;
+        let statement = Statement {
+            message_id: MessageId::new(format!("BANK-STM-{:010}", self.reports)).expect("valid id"),
+            created_at: at,
+            statement_id: format!("STM-{}-{tail}", date.format("%Y%m%d")),
+            account: account.clone(),
+            date,
+            opening: money(opening)?,
+            closing: money(opening + net)?,
+            entries,
+        };
+        let xml = statement.to_xml()?;
+        let signature = self.signer.sign(xml.as_bytes())?;
+        Ok(Some(SignedReport { xml, signature }))
+    }
+
+    fn set_status(&mut self, message_id: &MessageId, status: TransactionStatus) {
+        if let Some(known) = self.statuses.get_mut(message_id)
+            && let Some(slot) = known
+                .iter_mut()
+                .find(|t| t.end_to_end_id == status.end_to_end_id)
+        {
+            *slot = status;
+        }
+    }
+
+    /// Books a movement on an account (opening it on a first credit) and returns the
+    /// booking. `(reversal, return reason)` describe a return.
+    #[allow(clippy::too_many_arguments)]
+    fn book(
+        &mut self,
+        account: &AccountNumber,
+        amount: Money,
+        direction: Direction,
+        at: DateTime<Utc>,
+        end_to_end_id: Option<EndToEndId>,
+        counterparty: Option<Counterparty>,
+        (reversal, return_reason): (bool, Option<ReturnReason>),
+    ) -> Result<Booking, BankError> {
+        let balance = self
+            .balances
+            .entry(account.clone())
+            .or_insert_with(|| Money::zero(amount.currency()));
+        if balance.currency() != amount.currency() {
+            return Err(BankError::Refused(format!(
+                "account {account} is in {}, not {}",
+                balance.currency(),
+                amount.currency()
+            )));
+        }
+        let signed = match direction {
+            Direction::Credit => amount.amount(),
+            Direction::Debit => -amount.amount(),
+        };
+        *balance = Money::new(balance.amount() + signed, balance.currency())
+            .map_err(|e| BankError::Refused(e.to_string()))?;
+        self.bookings_made += 1;
+        let booking = Booking {
+            reference: format!("BK{:012}", self.bookings_made),
+            end_to_end_id,
+            amount,
+            direction,
+            booked_at: at,
+            counterparty,
+            reversal,
+            return_reason,
+        };
+        self.journal
+            .entry(account.clone())
+            .or_default()
+            .push(booking.clone());
+        Ok(booking)
+    }
+
+    /// Queues the signed camt.054 of one booking.
+    fn notify(
+        &mut self,
+        message_id: Option<&MessageId>,
+        account: &AccountNumber,
+        booking: Booking,
+        at: DateTime<Utc>,
+    ) -> Result<(), BankError> {
+        self.reports += 1;
+        let notification = Notification {
+            message_id: MessageId::new(format!("BANK-NTF-{:010}", self.reports)).expect("valid id"),
+            created_at: at,
+            notification_id: format!("NTF-{:010}", self.reports),
+            account: account.clone(),
+            entries: vec![booking.to_entry()],
+        };
+        let xml = notification.to_xml()?;
+        let signature = self.signer.sign(xml.as_bytes())?;
+        self.outbox.push(SignedNotification {
+            message_id: message_id.cloned(),
+            account: account.clone(),
+            signed: SignedReport { xml, signature },
+        });
+        Ok(())
     }
 
     fn payments_of(
@@ -198,13 +614,20 @@ impl CustodialBank {
                 .instd_amt
                 .to_money("InstdAmt")
                 .map_err(|e| e.to_string())?;
+            if !amount.is_positive() {
+                return Err("amounts must be positive".into());
+            }
             sum += amount.amount();
             out.push(Queued {
                 message_id: message_id.clone(),
                 end_to_end_id: EndToEndId::new(tx.pmt_id.end_to_end_id.clone())
                     .map_err(|e| e.to_string())?,
                 debtor: debtor.clone(),
+                debtor_name: payment.dbtr.nm.clone(),
                 debtor_bank: debtor_bank.clone(),
+                creditor: AccountNumber::new(tx.cdtr_acct.id.othr.id.clone())
+                    .map_err(|e| e.to_string())?,
+                creditor_name: tx.cdtr.nm.clone(),
                 creditor_bank: bank_of(&tx.cdtr_agt)?,
                 rail,
                 amount,
@@ -248,20 +671,74 @@ impl CustodialBank {
             self.queue.push(q);
             return status;
         }
-        let Some(balance) = self.balances.get_mut(&q.debtor) else {
+        let Some(balance) = self.balances.get(&q.debtor) else {
             return reject("AC01", "unknown debtor account");
         };
         if balance.currency() != q.amount.currency() || balance.amount() < q.amount.amount() {
             return reject("AM04", "insufficient funds");
         }
-        *balance = Money::new(balance.amount() - q.amount.amount(), balance.currency())
-            .expect("same scale");
+        let credited_here = self
+            .balances
+            .get(&q.creditor)
+            .is_some_and(|b| b.currency() == q.amount.currency());
+        let booked = self.settle(&q, credited_here, at);
+        if let Err(error) = booked {
+            return reject("NARR", &format!("booking failed: {error}"));
+        }
         self.paid.insert(q.end_to_end_id.clone());
-        TransactionStatus {
-            end_to_end_id: q.end_to_end_id,
+        self.executed += 1;
+        let status = TransactionStatus {
+            end_to_end_id: q.end_to_end_id.clone(),
             status: PaymentStatus::AcceptedSettlementCompleted,
             reason: None,
+        };
+        self.settled.insert(
+            q.end_to_end_id.clone(),
+            Settled {
+                payment: q,
+                credited_here,
+                returned: false,
+            },
+        );
+        status
+    }
+
+    /// Books a payment: the debtor's debit, the creditor's credit when held here.
+    fn settle(
+        &mut self,
+        q: &Queued,
+        credited_here: bool,
+        at: DateTime<Utc>,
+    ) -> Result<(), BankError> {
+        let debit = self.book(
+            &q.debtor,
+            q.amount,
+            Direction::Debit,
+            at,
+            Some(q.end_to_end_id.clone()),
+            Some(Counterparty {
+                name: q.creditor_name.clone(),
+                account: Some(q.creditor.clone()),
+            }),
+            (false, None),
+        )?;
+        self.notify(Some(&q.message_id), &q.debtor, debit, at)?;
+        if credited_here {
+            let credit = self.book(
+                &q.creditor,
+                q.amount,
+                Direction::Credit,
+                at,
+                Some(q.end_to_end_id.clone()),
+                Some(Counterparty {
+                    name: q.debtor_name.clone(),
+                    account: Some(q.debtor.clone()),
+                }),
+                (false, None),
+            )?;
+            self.notify(Some(&q.message_id), &q.creditor, credit, at)?;
         }
+        Ok(())
     }
 
     fn group_rejection(
@@ -275,32 +752,36 @@ impl CustodialBank {
             code: code.to_owned(),
             info: Some(info.to_owned()),
         };
-        self.sign_report(message_id, Some(reason), Vec::new(), at)
+        self.sign_report(
+            message_id,
+            Some(PaymentStatus::Rejected),
+            Some(reason),
+            Vec::new(),
+            at,
+        )
     }
 
+    /// Signs a report; the group status is `group` when given, else derived from the
+    /// transactions.
     fn sign_report(
         &mut self,
         original: MessageId,
+        group: Option<PaymentStatus>,
         rejection: Option<StatusReason>,
         transactions: Vec<TransactionStatus>,
         at: DateTime<Utc>,
     ) -> Result<SignedReport, BankError> {
         self.reports += 1;
-        let group_status = if rejection.is_some() {
-            PaymentStatus::Rejected
-        } else if transactions
-            .iter()
-            .all(|t| t.status == PaymentStatus::AcceptedSettlementCompleted)
-        {
+        let all = |status: PaymentStatus| transactions.iter().all(|t| t.status == status);
+        let group_status = group.unwrap_or(if all(PaymentStatus::AcceptedSettlementCompleted) {
             PaymentStatus::AcceptedSettlementCompleted
-        } else if transactions
-            .iter()
-            .all(|t| t.status == PaymentStatus::Rejected)
-        {
+        } else if all(PaymentStatus::Rejected) {
             PaymentStatus::Rejected
+        } else if all(PaymentStatus::Pending) {
+            PaymentStatus::Pending
         } else {
             PaymentStatus::AcceptedTechnicalValidation
-        };
+        });
         let report = StatusReport {
             message_id: MessageId::new(format!("BANK-STS-{:010}", self.reports)).expect("valid id"),
             created_at: at,
@@ -568,5 +1049,259 @@ mod tests {
             read_signed_report(&s.bank_key, &signed),
             Err(ReportError::BadSignature)
         ));
+    }
+
+    fn settle_depot_batch(s: &mut Setup, when: &str) -> MessageId {
+        let batch = depot_batch();
+        let xml = batch.to_xml().unwrap();
+        let signature = s.platform.sign(xml.as_bytes()).unwrap();
+        s.bank
+            .receive(xml.as_bytes(), &signature, at(when))
+            .unwrap();
+        batch.message_id
+    }
+
+    #[test]
+    fn every_booking_is_notified_with_a_signed_valid_camt054() {
+        let mut s = setup();
+        settle_depot_batch(&mut s, "2026-11-24T16:00:00");
+        let notices = s.bank.take_notifications();
+        assert_eq!(
+            notices.len(),
+            2,
+            "one debit per payment, creditors are elsewhere"
+        );
+        for n in &notices {
+            schema::validate(&n.signed.xml, "camt.054.001.08.xsd").unwrap();
+            s.bank_key
+                .verify(n.signed.xml.as_bytes(), &n.signed.signature)
+                .unwrap();
+            assert_eq!(n.account, s.debtor);
+        }
+        let first = Notification::parse(&notices[0].signed.xml).unwrap();
+        let entry = &first.entries[0];
+        assert_eq!(entry.direction, Direction::Debit);
+        assert_eq!(entry.amount, cny(dec!(30000000.00)));
+        assert_eq!(
+            entry.end_to_end_id.as_ref().unwrap().as_str(),
+            "E2E-DEPOT-0001"
+        );
+        assert_eq!(
+            entry
+                .counterparty
+                .as_ref()
+                .unwrap()
+                .account
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "6222020200112233445"
+        );
+        assert!(s.bank.take_notifications().is_empty(), "drained");
+        assert_eq!(
+            s.bank.bookings(&s.debtor).len(),
+            3,
+            "opening funds and two debits"
+        );
+        assert_eq!(s.bank.executed(), 2);
+    }
+
+    #[test]
+    fn a_creditor_held_at_the_bank_is_credited() {
+        let mut s = setup();
+        let creditor = AccountNumber::new("6222020200112233445").unwrap();
+        s.bank.credit(creditor.clone(), cny(dec!(0)));
+        settle_depot_batch(&mut s, "2026-11-24T16:00:00");
+        assert_eq!(s.bank.balance(&creditor), Some(cny(dec!(30000000.00))));
+        let notices = s.bank.take_notifications();
+        assert_eq!(notices.len(), 3);
+        assert!(notices.iter().any(|n| n.account == creditor));
+    }
+
+    #[test]
+    fn a_day_statement_balances_and_validates() {
+        let mut s = setup();
+        settle_depot_batch(&mut s, "2026-11-24T16:00:00");
+        s.bank
+            .deposit(
+                s.debtor.clone(),
+                cny(dec!(100.00)),
+                at("2026-11-24T23:59:00"),
+            )
+            .unwrap();
+        // After midnight in Shanghai: the next day's statement.
+        s.bank
+            .deposit(s.debtor.clone(), cny(dec!(7.00)), at("2026-11-25T00:01:00"))
+            .unwrap();
+        let signed = s
+            .bank
+            .statement(
+                &s.debtor,
+                "2026-11-24".parse().unwrap(),
+                at("2026-11-25T06:00:00"),
+            )
+            .unwrap()
+            .unwrap();
+        schema::validate(&signed.xml, "camt.053.001.08.xsd").unwrap();
+        s.bank_key
+            .verify(signed.xml.as_bytes(), &signed.signature)
+            .unwrap();
+        let statement = Statement::parse(&signed.xml).unwrap();
+        assert_eq!(statement.opening, cny(dec!(50000000.00)));
+        assert_eq!(statement.entries.len(), 3);
+        let net: Decimal = statement
+            .entries
+            .iter()
+            .map(|e| match e.direction {
+                Direction::Credit => e.amount.amount(),
+                Direction::Debit => -e.amount.amount(),
+            })
+            .sum();
+        assert_eq!(statement.opening.amount() + net, statement.closing.amount());
+        assert_eq!(statement.closing, cny(dec!(19998865.44)));
+        let next = s
+            .bank
+            .statement(
+                &s.debtor,
+                "2026-11-25".parse().unwrap(),
+                at("2026-11-26T06:00:00"),
+            )
+            .unwrap()
+            .unwrap();
+        let next = Statement::parse(&next.xml).unwrap();
+        assert_eq!(next.opening, statement.closing);
+        assert_eq!(Some(next.closing), s.bank.balance(&s.debtor));
+        let unknown = AccountNumber::new("999").unwrap();
+        assert!(
+            s.bank
+                .statement(
+                    &unknown,
+                    "2026-11-24".parse().unwrap(),
+                    at("2026-11-25T06:00:00")
+                )
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_return_after_settlement_credits_back_and_shows_in_queries() {
+        let mut s = setup();
+        let message_id = settle_depot_batch(&mut s, "2026-11-24T16:00:00");
+        s.bank.take_notifications();
+        let e2e = EndToEndId::new("E2E-DEPOT-0002").unwrap();
+        let notice = s
+            .bank
+            .return_payment(&e2e, "AC04", at("2026-11-24T16:30:00"))
+            .unwrap();
+        assert_eq!(s.bank.take_notifications(), vec![notice.clone()]);
+        schema::validate(&notice.signed.xml, "camt.054.001.08.xsd").unwrap();
+        let parsed = Notification::parse(&notice.signed.xml).unwrap();
+        let entry = &parsed.entries[0];
+        assert_eq!(entry.direction, Direction::Credit);
+        assert!(entry.reversal);
+        assert_eq!(entry.end_to_end_id.as_ref(), Some(&e2e));
+        assert_eq!(entry.return_reason.as_ref().unwrap().code, "AC04");
+        assert_eq!(
+            s.bank.balance(&s.debtor),
+            Some(cny(dec!(19999999.99) + dec!(0.01)))
+        );
+        let answer = s
+            .bank
+            .query(&message_id, at("2026-11-24T16:31:00"))
+            .unwrap()
+            .unwrap();
+        schema::validate(&answer.xml, "pain.002.001.11.xsd").unwrap();
+        let report = read_signed_report(&s.bank_key, &answer).unwrap();
+        let returned = report
+            .transactions
+            .iter()
+            .find(|t| t.end_to_end_id == e2e)
+            .unwrap();
+        assert!(returned.is_return());
+        assert_eq!(returned.reason.as_ref().unwrap().code, "AC04");
+        let kept = report
+            .transactions
+            .iter()
+            .find(|t| t.end_to_end_id != e2e)
+            .unwrap();
+        assert_eq!(kept.status, PaymentStatus::AcceptedSettlementCompleted);
+        assert!(!kept.is_return());
+        assert!(matches!(
+            s.bank
+                .return_payment(&e2e, "AC04", at("2026-11-24T16:40:00")),
+            Err(ReturnError::AlreadyReturned(_))
+        ));
+        let never = EndToEndId::new("E2E-NEVER").unwrap();
+        assert!(matches!(
+            s.bank
+                .return_payment(&never, "AC04", at("2026-11-24T16:40:00")),
+            Err(ReturnError::NotSettled(_))
+        ));
+        // The statement books the return as a reversal, and it reconciles.
+        let signed = s
+            .bank
+            .statement(
+                &s.debtor,
+                "2026-11-24".parse().unwrap(),
+                at("2026-11-25T06:00:00"),
+            )
+            .unwrap()
+            .unwrap();
+        schema::validate(&signed.xml, "camt.053.001.08.xsd").unwrap();
+        let statement = Statement::parse(&signed.xml).unwrap();
+        let expected = [
+            ("E2E-DEPOT-0001", dec!(30000000.00), Direction::Debit, false),
+            ("E2E-DEPOT-0002", dec!(1234.56), Direction::Debit, false),
+            ("E2E-DEPOT-0002", dec!(1234.56), Direction::Credit, true),
+        ]
+        .map(
+            |(id, amount, direction, reversal)| crate::reconcile::ExpectedMovement {
+                end_to_end_id: EndToEndId::new(id).unwrap(),
+                amount: cny(amount),
+                direction,
+                reversal,
+            },
+        );
+        let recon = crate::reconcile::reconcile(&statement, &expected);
+        assert!(recon.is_clean(), "{recon:?}");
+    }
+
+    #[test]
+    fn a_forced_rejection_moves_no_money_and_an_acknowledgement_says_received() {
+        let mut s = setup();
+        let batch = depot_batch();
+        let xml = batch.to_xml().unwrap();
+        let signature = s.platform.sign(xml.as_bytes()).unwrap();
+        let reason = StatusReason {
+            code: "AM04".into(),
+            info: Some("insufficient funds".into()),
+        };
+        let signed = s
+            .bank
+            .receive_rejecting(
+                xml.as_bytes(),
+                &signature,
+                at("2026-11-24T16:00:00"),
+                reason,
+            )
+            .unwrap();
+        let report = read_signed_report(&s.bank_key, &signed).unwrap();
+        assert_eq!(report.group_status, Some(PaymentStatus::Rejected));
+        assert!(
+            report
+                .transactions
+                .iter()
+                .all(|t| t.reason.as_ref().unwrap().code == "AM04")
+        );
+        assert_eq!(s.bank.balance(&s.debtor), Some(cny(dec!(50000000))));
+        let ack = s
+            .bank
+            .acknowledge(&batch.message_id, at("2026-11-24T16:00:00"))
+            .unwrap();
+        schema::validate(&ack.xml, "pain.002.001.11.xsd").unwrap();
+        let ack = read_signed_report(&s.bank_key, &ack).unwrap();
+        assert_eq!(ack.group_status, Some(PaymentStatus::Received));
+        assert!(ack.transactions.is_empty());
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     CashAccount, CodeOrProprietary, CurrencyAndAmount, DateOrDateTime, MessageError, Namespaced,
-    check_len, from_xml, iso_date_time, to_xml,
+    Party, check_len, from_xml, iso_date_time, to_xml,
 };
 use crate::domain::{AccountNumber, EndToEndId, MessageId};
 
@@ -56,6 +56,26 @@ pub struct StatementEntry {
     pub end_to_end_id: Option<EndToEndId>,
     /// A reversal (a return after settlement) of an earlier booking.
     pub reversal: bool,
+    /// The other side of the movement: the creditor of a debit, the debtor of a credit
+    /// (`NtryDtls/TxDtls/RltdPties`), when the bank reports it.
+    pub counterparty: Option<Counterparty>,
+    /// Why the payment came back, on the booking of a return (`NtryDtls/TxDtls/RtrInf`).
+    pub return_reason: Option<ReturnReason>,
+}
+
+/// The other party of a booked movement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counterparty {
+    pub name: Option<String>,
+    pub account: Option<AccountNumber>,
+}
+
+/// A return's reason: an ISO external return reason code (`AC04` closed account, `AC01`
+/// wrong account number, `AM09` wrong amount, …) and free text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnReason {
+    pub code: String,
+    pub info: Option<String>,
 }
 
 /// A statement as the platform understands it.
@@ -179,6 +199,39 @@ pub struct EntryDetails {
 pub struct EntryTransaction {
     #[serde(rename = "Refs", default, skip_serializing_if = "Option::is_none")]
     pub refs: Option<References>,
+    #[serde(rename = "RltdPties", default, skip_serializing_if = "Option::is_none")]
+    pub rltd_pties: Option<RelatedParties>,
+    #[serde(rename = "RtrInf", default, skip_serializing_if = "Option::is_none")]
+    pub rtr_inf: Option<ReturnInformation>,
+}
+
+/// `TransactionParties6`, with the parties named and their accounts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedParties {
+    #[serde(rename = "Dbtr", default, skip_serializing_if = "Option::is_none")]
+    pub dbtr: Option<PartyChoice>,
+    #[serde(rename = "DbtrAcct", default, skip_serializing_if = "Option::is_none")]
+    pub dbtr_acct: Option<CashAccount>,
+    #[serde(rename = "Cdtr", default, skip_serializing_if = "Option::is_none")]
+    pub cdtr: Option<PartyChoice>,
+    #[serde(rename = "CdtrAcct", default, skip_serializing_if = "Option::is_none")]
+    pub cdtr_acct: Option<CashAccount>,
+}
+
+/// `Party40Choice`, as a party.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyChoice {
+    #[serde(rename = "Pty")]
+    pub pty: Party,
+}
+
+/// `PaymentReturnReason5`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnInformation {
+    #[serde(rename = "Rsn", default, skip_serializing_if = "Option::is_none")]
+    pub rsn: Option<CodeOrProprietary>,
+    #[serde(rename = "AddtlInf", default, skip_serializing_if = "Vec::is_empty")]
+    pub addtl_inf: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,9 +278,74 @@ fn read_balance(balances: &[CashBalance], kind: &'static str) -> Result<Money, M
     })
 }
 
+fn parties_to_wire(
+    counterparty: &Counterparty,
+    direction: Direction,
+) -> Result<RelatedParties, MessageError> {
+    if let Some(name) = &counterparty.name {
+        check_len("RltdPties/Nm", name, 140)?;
+    }
+    let party = counterparty.name.as_ref().map(|name| PartyChoice {
+        pty: Party {
+            nm: Some(name.clone()),
+        },
+    });
+    let account = counterparty
+        .account
+        .as_ref()
+        .map(|a| CashAccount::number(a.as_str(), None));
+    Ok(match direction {
+        Direction::Debit => RelatedParties {
+            cdtr: party,
+            cdtr_acct: account,
+            ..RelatedParties::default()
+        },
+        Direction::Credit => RelatedParties {
+            dbtr: party,
+            dbtr_acct: account,
+            ..RelatedParties::default()
+        },
+    })
+}
+
+fn parties_from_wire(
+    parties: &RelatedParties,
+    direction: Direction,
+) -> Result<Option<Counterparty>, MessageError> {
+    let (party, account) = match direction {
+        Direction::Debit => (&parties.cdtr, &parties.cdtr_acct),
+        Direction::Credit => (&parties.dbtr, &parties.dbtr_acct),
+    };
+    let name = party.as_ref().and_then(|p| p.pty.nm.clone());
+    let account = account
+        .as_ref()
+        .map(|a| AccountNumber::new(a.id.othr.id.clone()))
+        .transpose()
+        .map_err(invalid("RltdPties/Acct"))?;
+    Ok((name.is_some() || account.is_some()).then_some(Counterparty { name, account }))
+}
+
 /// A booked line as a `ReportEntry10` (shared by camt.053 and camt.054).
 pub(crate) fn entry_to_wire(e: &StatementEntry) -> Result<ReportEntry, MessageError> {
     check_len("AcctSvcrRef", &e.bank_reference, 35)?;
+    let rtr_inf = match &e.return_reason {
+        Some(reason) => {
+            check_len("RtrInf/Rsn/Cd", &reason.code, 4)?;
+            if let Some(info) = &reason.info {
+                check_len("RtrInf/AddtlInf", info, 105)?;
+            }
+            Some(ReturnInformation {
+                rsn: Some(CodeOrProprietary::code(&reason.code)),
+                addtl_inf: reason.info.iter().cloned().collect(),
+            })
+        }
+        None => None,
+    };
+    let rltd_pties = e
+        .counterparty
+        .as_ref()
+        .map(|c| parties_to_wire(c, e.direction))
+        .transpose()?;
     Ok(ReportEntry {
         amt: CurrencyAndAmount::from_money(e.amount),
         cdt_dbt_ind: e.direction.code().to_owned(),
@@ -243,6 +361,8 @@ pub(crate) fn entry_to_wire(e: &StatementEntry) -> Result<ReportEntry, MessageEr
                 refs: Some(References {
                     end_to_end_id: e.end_to_end_id.as_ref().map(|id| id.to_string()),
                 }),
+                rltd_pties,
+                rtr_inf,
             }],
         }],
     })
@@ -256,21 +376,36 @@ pub(crate) fn entry_from_wire(
     if entry.sts.cd.as_deref() != Some("BOOK") {
         return Ok(None);
     }
-    let end_to_end_id = entry
-        .ntry_dtls
-        .iter()
-        .flat_map(|d| d.tx_dtls.iter())
+    let details = || entry.ntry_dtls.iter().flat_map(|d| d.tx_dtls.iter());
+    let end_to_end_id = details()
         .find_map(|t| t.refs.as_ref().and_then(|r| r.end_to_end_id.clone()))
         .map(EndToEndId::new)
         .transpose()
         .map_err(invalid("EndToEndId"))?;
+    let direction = Direction::from_code(&entry.cdt_dbt_ind)?;
+    let counterparty = match details().find_map(|t| t.rltd_pties.as_ref()) {
+        Some(parties) => parties_from_wire(parties, direction)?,
+        None => None,
+    };
+    let return_reason = details()
+        .find_map(|t| t.rtr_inf.as_ref())
+        .map(|r| ReturnReason {
+            code: r
+                .rsn
+                .as_ref()
+                .and_then(|c| c.cd.clone().or_else(|| c.prtry.clone()))
+                .unwrap_or_default(),
+            info: (!r.addtl_inf.is_empty()).then(|| r.addtl_inf.join(" ")),
+        });
     Ok(Some(StatementEntry {
         amount: entry.amt.to_money("Ntry/Amt")?,
-        direction: Direction::from_code(&entry.cdt_dbt_ind)?,
+        direction,
         booking_date: entry.bookg_dt.and_then(|d| d.dt).unwrap_or(default_date),
         bank_reference: entry.acct_svcr_ref.unwrap_or_default(),
         end_to_end_id,
         reversal: entry.rvsl_ind.unwrap_or(false),
+        counterparty,
+        return_reason,
     }))
 }
 
@@ -387,6 +522,8 @@ pub(crate) mod tests {
             bank_reference: format!("BK-{e2e}"),
             end_to_end_id: Some(EndToEndId::new(e2e).unwrap()),
             reversal: false,
+            counterparty: None,
+            return_reason: None,
         }
     }
 
@@ -421,6 +558,31 @@ pub(crate) mod tests {
         sent.entries[1].reversal = true;
         let xml = sent.to_xml().unwrap();
         schema::validate(&xml, "camt.053.001.08.xsd").unwrap();
+        assert_eq!(Statement::parse(&xml).unwrap(), sent);
+    }
+
+    #[test]
+    fn counterparties_and_return_reasons_validate_and_read_back() {
+        let mut sent = statement();
+        sent.entries[0].counterparty = Some(Counterparty {
+            name: Some("西南油库有限公司".into()),
+            account: Some(AccountNumber::new("6222020200112233445").unwrap()),
+        });
+        let mut back = entry(dec!(1234.56), "E2E-DEPOT-0002", Direction::Credit);
+        back.reversal = true;
+        back.counterparty = Some(Counterparty {
+            name: None,
+            account: Some(AccountNumber::new("6222020200999988887").unwrap()),
+        });
+        back.return_reason = Some(ReturnReason {
+            code: "AC04".into(),
+            info: Some("account closed".into()),
+        });
+        sent.entries.push(back);
+        sent.closing = cny(dec!(20000000.00));
+        let xml = sent.to_xml().unwrap();
+        schema::validate(&xml, "camt.053.001.08.xsd").unwrap();
+        assert!(xml.contains("<RtrInf><Rsn><Cd>AC04</Cd></Rsn>"), "{xml}");
         assert_eq!(Statement::parse(&xml).unwrap(), sent);
     }
 

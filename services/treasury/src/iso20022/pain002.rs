@@ -83,12 +83,31 @@ pub struct StatusReason {
     pub info: Option<String>,
 }
 
+/// How the custodial bank marks a transaction returned after settlement: status RJCT, the
+/// return reason code (e.g. `AC04`) in `StsRsnInf/Rsn/Cd`, and additional information that
+/// starts with this word. The booking of the return comes as a camt.054 credit with
+/// `RvslInd` and `RtrInf`.
+pub const RETURN_INFO_PREFIX: &str = "RETURNED";
+
 /// One transaction's status in a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionStatus {
     pub end_to_end_id: EndToEndId,
     pub status: PaymentStatus,
     pub reason: Option<StatusReason>,
+}
+
+impl TransactionStatus {
+    /// Whether the bank reports a return after settlement (see [`RETURN_INFO_PREFIX`])
+    /// rather than a rejection before it.
+    pub fn is_return(&self) -> bool {
+        self.status == PaymentStatus::Rejected
+            && self
+                .reason
+                .as_ref()
+                .and_then(|r| r.info.as_deref())
+                .is_some_and(|info| info.starts_with(RETURN_INFO_PREFIX))
+    }
 }
 
 /// A status report as the platform understands it.
