@@ -3,7 +3,8 @@
 //! The platform never holds its customers' money. It computes who gets what; the custodial
 //! bank moves the funds between the sub-accounts under the platform's master account and out
 //! to each legal entity's own account, on instructions that treasury staff approve. This
-//! crate holds the domain of those instructions: no HTTP, no AMQP.
+//! crate holds the domain of those instructions and the client of the bank's interface
+//! ([`bank`]); no HTTP routes, no AMQP.
 //!
 //! # Layout
 //! - [`domain`]: newtypes for account numbers, bank codes, end-to-end and message ids, and
@@ -17,8 +18,12 @@
 //! - [`iso20022`]: pain.001 out, pain.002, camt.053 and camt.054 in, as typed documents checked
 //!   against the official schemas.
 //! - [`signing`]: RSA-SHA256 detached signatures with OpenSSL; demo key generation.
+//! - [`bank`]: the platform's client of the bank's host-to-host HTTP interface (signed
+//!   pain.001 out, verified pain.002 and camt.053 back, callbacks verified), with failures
+//!   classified as refused or unknown.
 //! - [`sim`]: the custodial bank simulator's core (a test peer): signature and duplicate
-//!   checks, balances, rails, signed pain.002 reports; transport is the caller's.
+//!   checks, balances and bookings, rails, returns, signed pain.002, camt.053 and camt.054;
+//!   transport is the caller's.
 //! - [`accounts`]: legal entities' external bank accounts (payout creditors), in storage.
 //! - [`store`]: instructions in storage (PostgreSQL or SQLite): creation, amendment,
 //!   approval with the ledger hold, bank rejection, settlement and return, audit trail.
@@ -29,6 +34,7 @@
 
 pub mod accounts;
 pub mod approval;
+pub mod bank;
 pub mod calendar;
 pub mod domain;
 pub mod iso20022;
