@@ -1,6 +1,7 @@
-//! Simulators of the outside payment parties — WeChat Pay API v3, the Alipay open API and a
-//! bank card acquirer — as real HTTP servers. Tests start them in-process on ephemeral
-//! ports; the binary's `sim` subcommand serves them for a demo.
+//! Simulators of the outside parties — WeChat Pay API v3, the Alipay open API, a bank card
+//! acquirer and the custodial bank (托管银行) — as real HTTP servers. Tests start them
+//! in-process on ephemeral ports; the binary's `sim payments` and `sim bank` subcommands
+//! serve them for a demo.
 //!
 //! They check what the real parties check (every request's signature, the merchant's
 //! identity) and sign what the real parties sign, and they can be told to behave like the
@@ -18,10 +19,13 @@
 //! - [`alipay`]: Alipay gateway (RSA2 form requests, signed answers and notifications,
 //!   business statement CSV).
 //! - [`acquirer`]: the acquirer's signed JSON protocol and its pipe-delimited statement.
+//! - [`bank`]: the custodial bank's host-to-host interface (signed ISO 20022 messages,
+//!   callbacks, rails on a settable clock) around the core in `treasury::sim`.
 //! - [`keys`]: key generation for tests and demos.
 
 pub mod acquirer;
 pub mod alipay;
+pub mod bank;
 pub mod core;
 pub mod keys;
 pub mod wechat;
