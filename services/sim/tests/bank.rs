@@ -331,6 +331,57 @@ async fn a_tampered_body_is_refused_with_ds0b_and_moves_no_money() {
         only_status(&report),
         PaymentStatus::AcceptedSettlementCompleted
     );
+    // A message that is not a readable pain.001 is not even sent by the client; the bank
+    // refuses one with 400 and its reason, and takes nothing.
+    let garbled = xml.replace("<CtrlSum>", "<CtrlSum>x");
+    let signature = w.platform.sign(garbled.as_bytes()).unwrap();
+    let local = w.client.submit_signed(garbled.as_bytes(), &signature).await;
+    assert!(matches!(local, Err(SubmitError::Local(_))), "{local:?}");
+    let raw = reqwest::Client::new()
+        .post(format!("{}/h2h/pain001", w.bank.base_url()))
+        .header("x-signature", signature.to_base64())
+        .body(garbled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(w.bank.counters().payments_executed, 1);
+}
+
+/// A stand-in bank that answers every submission with `status` and `body`, unsigned.
+async fn broken_bank(status: StatusCode, body: &'static str) -> String {
+    let router = axum::Router::new().route(
+        "/h2h/pain001",
+        axum::routing::post(move || async move { (status, body) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_server_error_or_an_unsigned_answer_leaves_the_outcome_unknown() {
+    let platform = signer();
+    let message = depot("FC-20261124-0001");
+    for (status, body) in [
+        (StatusCode::INTERNAL_SERVER_ERROR, "boom"),
+        (StatusCode::BAD_GATEWAY, "upstream"),
+        (StatusCode::OK, "<Document/>"),
+    ] {
+        let base = broken_bank(status, body).await;
+        let client = BankClient::new(
+            BankClientConfig::new(base),
+            platform.clone(),
+            signer().verifier().unwrap(),
+        )
+        .unwrap();
+        let outcome = client.submit(&message).await;
+        assert!(
+            matches!(outcome, Err(SubmitError::Unknown { .. })),
+            "{status}: {outcome:?}"
+        );
+    }
 }
 
 #[tokio::test]
