@@ -8,7 +8,8 @@
 //! - `demo` ([`demo`]): a day of a fleet, two stations and a depot on the ledger, printed.
 //! - `worker`, `scheduler` ([`run`]): the workflow engine's processes.
 //! - `bench ledger` ([`bench::ledger`]): ledger throughput and latency under concurrent clients.
-//! - `sim` ([`simulate`]): the payment parties' simulators (WeChat Pay, Alipay, an acquirer).
+//! - `sim payments`, `sim bank` ([`simulate`]): the payment parties' simulators (WeChat Pay,
+//!   Alipay, an acquirer) and the custodial bank's.
 //!
 //! `DATABASE_URL` chooses the storage (`postgres://…` or `sqlite://…`); without it the binary
 //! runs embedded on a SQLite file (`./data/forecourt.db` for `serve`, `./forecourt.db` for
@@ -61,8 +62,10 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// Run the payment parties' simulators (WeChat Pay v3, Alipay, a card acquirer).
-    Sim(simulate::SimArgs),
+    /// Run the outside parties' simulators: `payments` (WeChat Pay v3, Alipay, a card
+    /// acquirer) or `bank` (the custodial bank).
+    #[command(subcommand)]
+    Sim(simulate::Sim),
 }
 
 #[tokio::main]
@@ -107,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             run::scheduler(args, db).await?;
         }
         Command::Bench(bench) => bench.run(&database_url).await?,
-        Command::Sim(args) => simulate::run(args).await?,
+        Command::Sim(sim) => sim.run().await?,
     }
     Ok(())
 }

@@ -105,6 +105,8 @@ pub enum QueryError {
     Status { status: u16, body: String },
     #[error("the bank's signature is missing or does not verify")]
     BadSignature,
+    #[error("the bank answered about something else: {0}")]
+    Mismatch(String),
     #[error(transparent)]
     Message(#[from] MessageError),
 }
@@ -173,13 +175,20 @@ impl BankClient {
     }
 
     /// Submits message bytes with their signature as they are (for a message stored signed
-    /// before sending, so that a resubmission sends exactly the same bytes).
+    /// before sending, so that a resubmission sends exactly the same bytes). Bytes that are
+    /// not a readable pain.001 are not sent ([`SubmitError::Local`]); an answer about another
+    /// message id is not believed ([`SubmitError::Unknown`]).
     pub async fn submit_signed(
         &self,
         xml: &[u8],
         signature: &Signature,
     ) -> Result<StatusReport, SubmitError> {
         let unknown = |reason: String| SubmitError::Unknown { reason };
+        let sent = std::str::from_utf8(xml)
+            .ok()
+            .and_then(|text| crate::iso20022::pain001::parse(text).ok())
+            .map(|document| document.initiation.grp_hdr.msg_id)
+            .ok_or_else(|| SubmitError::Local("not a readable pain.001 message".into()))?;
         let response = self
             .http
             .post(format!("{}/h2h/pain001", self.base_url))
@@ -214,7 +223,15 @@ impl BankClient {
         let verified = self
             .verified(&body, signature.as_deref())
             .map_err(|e| unknown(format!("answer not believed: {e}")))?;
-        StatusReport::parse(verified).map_err(|e| unknown(format!("unreadable answer: {e}")))
+        let report = StatusReport::parse(verified)
+            .map_err(|e| unknown(format!("unreadable answer: {e}")))?;
+        if report.original_message_id.as_str() != sent {
+            return Err(unknown(format!(
+                "the answer is about message {}, not {sent}",
+                report.original_message_id
+            )));
+        }
+        Ok(report)
     }
 
     /// The bank's latest status report on a message, or `None` when the bank never
@@ -222,7 +239,16 @@ impl BankClient {
     pub async fn status(&self, message_id: &MessageId) -> Result<Option<StatusReport>, QueryError> {
         let url = format!("{}/h2h/status/{}", self.base_url, message_id);
         match self.get_signed(&url).await {
-            Ok(xml) => Ok(Some(StatusReport::parse(&xml)?)),
+            Ok(xml) => {
+                let report = StatusReport::parse(&xml)?;
+                if &report.original_message_id != message_id {
+                    return Err(QueryError::Mismatch(format!(
+                        "status of {} asked, of {} answered",
+                        message_id, report.original_message_id
+                    )));
+                }
+                Ok(Some(report))
+            }
             Err(QueryError::NotFound(_)) => Ok(None),
             Err(other) => Err(other),
         }
@@ -241,7 +267,14 @@ impl BankClient {
             date.format("%Y-%m-%d")
         );
         let xml = self.get_signed(&url).await?;
-        Ok(Statement::parse(&xml)?)
+        let statement = Statement::parse(&xml)?;
+        if &statement.account != account || statement.date != date {
+            return Err(QueryError::Mismatch(format!(
+                "statement of {account} on {date} asked, of {} on {} answered",
+                statement.account, statement.date
+            )));
+        }
+        Ok(statement)
     }
 
     /// Verifies and reads a callback (see [`verify_callback`]).

@@ -99,8 +99,12 @@ impl Signer {
 
     /// The matching verifier, for the party that receives what this signer signs.
     pub fn verifier(&self) -> Result<Verifier, SigningError> {
-        let public = self.key.public_key_to_pem()?;
-        Verifier::from_pem(&public)
+        Verifier::from_pem(&self.public_key_pem()?)
+    }
+
+    /// The public half as a PEM public key, to hand to the receiving party.
+    pub fn public_key_pem(&self) -> Result<Vec<u8>, SigningError> {
+        Ok(self.key.public_key_to_pem()?)
     }
 }
 
