@@ -84,6 +84,8 @@ pub enum ReportOutcome {
     Applied {
         settled: Vec<Uuid>,
         rejected: Vec<Uuid>,
+        /// Settled earlier and returned since (a rejection reported after settlement).
+        returned: Vec<Uuid>,
         /// Accepted or pending at the bank: nothing changes until a final status.
         in_progress: Vec<Uuid>,
     },
@@ -107,7 +109,7 @@ impl Instructions {
     }
 
     /// Applies a verified status report: ACSC settles (the hold posts), RJCT rejects (the
-    /// hold is voided), everything else waits. Applying the same report twice is harmless.
+    /// hold is voided) or, after settlement, is a return (reversed); everything else waits. Applying the same report twice is harmless.
     pub async fn apply_report(
         &self,
         report: &StatusReport,
@@ -124,7 +126,8 @@ impl Instructions {
                 ReportOutcome::MessageRejected { code }
             });
         }
-        let (mut settled, mut rejected, mut in_progress) = (vec![], vec![], vec![]);
+        let (mut settled, mut rejected, mut returned, mut in_progress) =
+            (vec![], vec![], vec![], vec![]);
         for tx in &report.transactions {
             let instruction = self
                 .by_end_to_end_id(tx.end_to_end_id.as_str())
@@ -139,6 +142,26 @@ impl Instructions {
                 PaymentStatus::AcceptedSettlementCompleted => {
                     self.settled(instruction.id).await?;
                     settled.push(instruction.id);
+                }
+                PaymentStatus::Rejected
+                    if tx.is_return()
+                        || matches!(
+                            instruction.status,
+                            InstructionStatus::Settled | InstructionStatus::Returned
+                        ) =>
+                {
+                    // Money that left and came back: a return, never a voided hold.
+                    let reason = tx
+                        .reason
+                        .as_ref()
+                        .map(|r| format!("{} {}", r.code, r.info.clone().unwrap_or_default()))
+                        .unwrap_or_else(|| "returned".into());
+                    if instruction.status == InstructionStatus::Approved {
+                        // The settlement was never reported: it happened before the return.
+                        self.settled(instruction.id).await?;
+                    }
+                    self.returned(instruction.id, reason.trim()).await?;
+                    returned.push(instruction.id);
                 }
                 PaymentStatus::Rejected => {
                     let reason = tx
@@ -159,6 +182,7 @@ impl Instructions {
         Ok(ReportOutcome::Applied {
             settled,
             rejected,
+            returned,
             in_progress,
         })
     }

@@ -556,6 +556,7 @@ mod with_the_bank {
             ReportOutcome::Applied {
                 settled: vec![i.id],
                 rejected: vec![],
+                returned: vec![],
                 in_progress: vec![]
             }
         );
@@ -576,6 +577,29 @@ mod with_the_bank {
             .balance(&AccountNumber::new("3100000000000001").unwrap())
             .unwrap();
         assert_eq!(at_bank.amount(), dec!(49920000), "the bank paid once");
+
+        // Later the creditor's bank sends the money back; a status query reports the
+        // transaction as rejected "RETURNED": a return, reversed, never a voided hold.
+        let e2e = treasury::domain::EndToEndId::new("E2E-PAY-0100").unwrap();
+        bank.return_payment(&e2e, "AC04", at).unwrap();
+        let queried = bank
+            .query(&MessageId::new("FC-MSG-0100").unwrap(), at)
+            .unwrap()
+            .expect("the bank knows the message");
+        let report = read_signed_report(&k.bank, &queried).unwrap();
+        let outcome = w.treasury.apply_report(&report).await.unwrap();
+        assert!(
+            matches!(outcome, ReportOutcome::Applied { ref returned, .. } if returned == &vec![i.id]),
+            "{outcome:?}"
+        );
+        assert_eq!(
+            w.treasury.get(i.id).await.unwrap().status,
+            InstructionStatus::Returned
+        );
+        assert_eq!(posted(&w).await, dec!(50000000), "the return is reversed");
+        // Reported again, it changes nothing.
+        w.treasury.apply_report(&report).await.unwrap();
+        assert_eq!(posted(&w).await, dec!(50000000));
     }
 
     async fn a_bank_rejection_for_insufficient_funds_releases_the_hold(backend: Backend) {

@@ -8,10 +8,10 @@ pub mod api_keys;
 pub mod auth;
 /// `/healthz`, `/readyz`, `/metrics`.
 pub mod health;
-/// Treasury: instructions to the custodial bank, approvals, rails, the bank's callbacks.
-pub mod treasury;
 /// The organisation tree.
 pub mod organisations;
+/// Treasury: instructions to the custodial bank, approvals, rails, the bank's callbacks.
+pub mod treasury;
 /// Users and their roles.
 pub mod users;
 /// Workflow instances and their history (read, platform admins).

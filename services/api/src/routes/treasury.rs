@@ -20,7 +20,9 @@ use treasury::approval::{ApprovalError, ApprovalState, UserId};
 use treasury::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
 use treasury::execution::Executor;
 use treasury::signing::Verifier;
-use treasury::store::{Counterparty, Instruction, InstructionStatus, NewInstruction, TreasuryError};
+use treasury::store::{
+    Counterparty, Instruction, InstructionStatus, NewInstruction, TreasuryError,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -30,7 +32,9 @@ use workflows::bank_instruction::{
 };
 use workflows::{Engine, Workflow};
 
-use entities::{organisations, treasury_external_accounts, treasury_messages, treasury_sub_accounts};
+use entities::{
+    organisations, treasury_external_accounts, treasury_messages, treasury_sub_accounts,
+};
 
 use crate::directory::org_ref;
 use crate::error::responses::*;
@@ -87,9 +91,9 @@ fn treasury_error(err: TreasuryError) -> ApiError {
             ProblemKind::IdempotencyKeyReused,
             "this Idempotency-Key created another instruction",
         ),
-        TreasuryError::DuplicateEndToEndId(id) => ApiError::conflict(format!(
-            "end-to-end id {id} belongs to another instruction"
-        )),
+        TreasuryError::DuplicateEndToEndId(id) => {
+            ApiError::conflict(format!("end-to-end id {id} belongs to another instruction"))
+        }
         TreasuryError::InvalidState { action, status } => ApiError::conflict(format!(
             "cannot {action} an instruction that is {}",
             status.as_str()
@@ -105,11 +109,9 @@ fn treasury_error(err: TreasuryError) -> ApiError {
             | ApprovalError::AlreadyApproved
             | ApprovalError::Rejected => ApiError::conflict(e.to_string()),
         },
-        TreasuryError::Ledger(ledger::LedgerError::ExceedsCredits { .. }) => {
-            ApiError::conflict(
-                "the debtor sub-account cannot cover this instruction: nothing was held",
-            )
-        }
+        TreasuryError::Ledger(ledger::LedgerError::ExceedsCredits { .. }) => ApiError::conflict(
+            "the debtor sub-account cannot cover this instruction: nothing was held",
+        ),
         other => ApiError::internal(anyhow::Error::new(other)),
     }
 }
@@ -733,7 +735,10 @@ impl Validate for CreateInstruction {
             ));
         }
         if self.currency != "CNY" {
-            errors.push(FieldError::new("currency", "the bank's rails carry CNY only"));
+            errors.push(FieldError::new(
+                "currency",
+                "the bank's rails carry CNY only",
+            ));
         }
         if let Some(p) = &self.purpose
             && (p.is_empty() || p.chars().count() > 35)
@@ -794,7 +799,12 @@ async fn create_instruction(
     claim: IdempotencyClaim,
     Json(body): Json<CreateInstruction>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::MakeInstructions, &caller.org, "organisation")?;
+    authorize(
+        &caller,
+        Action::MakeInstructions,
+        &caller.org,
+        "organisation",
+    )?;
     let ctx = context(&state)?;
     let maker = username(&caller)?;
     let debtor = treasury_sub_accounts::Entity::find_by_id(body.debtor_sub_account_id)
@@ -802,7 +812,12 @@ async fn create_instruction(
         .await?
         .ok_or_else(|| ApiError::not_found("sub-account"))?;
     let debtor_org = org_of_owner(&state, &debtor.owner_org).await?;
-    authorize(&caller, Action::MakeInstructions, &debtor_org, "sub-account")?;
+    authorize(
+        &caller,
+        Action::MakeInstructions,
+        &debtor_org,
+        "sub-account",
+    )?;
     let (kind, creditor) = match (
         body.creditor_sub_account_id,
         body.creditor_external_account_id,
@@ -820,7 +835,12 @@ async fn create_instruction(
             }
             (
                 InstructionKind::SubAccountTransfer,
-                counterparty(&c.holder_name, &c.account_number, &c.bank_code, c.ledger_account_id)?,
+                counterparty(
+                    &c.holder_name,
+                    &c.account_number,
+                    &c.bank_code,
+                    c.ledger_account_id,
+                )?,
             )
         }
         (None, Some(id)) => {
@@ -849,9 +869,7 @@ async fn create_instruction(
         }
         (None, None) => unreachable!("validated: one creditor"),
     };
-    let today = Utc::now()
-        .with_timezone(&treasury::rails::TZ)
-        .date_naive();
+    let today = Utc::now().with_timezone(&treasury::rails::TZ).date_naive();
     let id_seed = Uuid::now_v7();
     let end_to_end_id = match &body.end_to_end_id {
         Some(e2e) => EndToEndId::new(e2e.clone()),
@@ -939,7 +957,13 @@ async fn decided(
     claim: IdempotencyClaim,
     instruction: Instruction,
 ) -> Result<Response, ApiError> {
-    nudge(ctx, instruction.id, SIGNAL_APPROVAL, serde_json::Value::Null).await;
+    nudge(
+        ctx,
+        instruction.id,
+        SIGNAL_APPROVAL,
+        serde_json::Value::Null,
+    )
+    .await;
     let body = detail(state, ctx, instruction).await?;
     let txn = entities::db::begin_write(&state.db).await?;
     claim
@@ -1167,20 +1191,25 @@ async fn bank_callback(
         .get(treasury::bank::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
     use treasury::bank::{CallbackError, Incoming};
-    let incoming = treasury::bank::verify_callback(&ctx.bank, &body, signature).map_err(|e| {
-        match e {
+    let incoming =
+        treasury::bank::verify_callback(&ctx.bank, &body, signature).map_err(|e| match e {
             CallbackError::MissingSignature | CallbackError::BadSignature => {
                 ApiError::new(ProblemKind::SignatureInvalid, e.to_string())
             }
-            CallbackError::UnknownMessage | CallbackError::Message(_) => {
-                ApiError::new(ProblemKind::MalformedMessage, format!("unreadable message: {e}"))
-            }
-        }
-    })?;
-    let internal = |e: treasury::execution::ExecutionError| ApiError::internal(anyhow::Error::new(e));
+            CallbackError::UnknownMessage | CallbackError::Message(_) => ApiError::new(
+                ProblemKind::MalformedMessage,
+                format!("unreadable message: {e}"),
+            ),
+        })?;
+    let internal =
+        |e: treasury::execution::ExecutionError| ApiError::internal(anyhow::Error::new(e));
     match incoming {
         Incoming::StatusReport(report) => {
-            let id = ctx.executor.receive_report(&report).await.map_err(internal)?;
+            let id = ctx
+                .executor
+                .receive_report(&report)
+                .await
+                .map_err(internal)?;
             nudge(ctx, id, SIGNAL_BANK_STATUS, serde_json::Value::Null).await;
         }
         Incoming::Notification(notification) => {
@@ -1190,7 +1219,13 @@ async fn bank_callback(
                 .await
                 .map_err(internal)?;
             for (id, reason) in returned {
-                nudge(ctx, id, SIGNAL_RETURNED, serde_json::json!({ "reason": reason })).await;
+                nudge(
+                    ctx,
+                    id,
+                    SIGNAL_RETURNED,
+                    serde_json::json!({ "reason": reason }),
+                )
+                .await;
             }
         }
     }
