@@ -124,3 +124,98 @@ fn to_account(row: table::Model) -> Result<ExternalAccount, AccountError> {
         created_at: row.created_at,
     })
 }
+
+/// A sub-account (or the master account) at the custodial bank to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSubAccount {
+    /// The ledger owner of the legal entity.
+    pub owner_org: String,
+    pub holder_name: String,
+    pub account: AccountNumber,
+    pub bank: BankCode,
+    pub currency: ledger::Currency,
+    pub is_master: bool,
+}
+
+/// Opens a sub-account: its mirror in the ledger (a liability to the entity, that must not
+/// go below zero; the master account is the asset they add up to) and its row. Opening the
+/// same account again returns the one opened before.
+pub async fn open_sub_account(
+    ledger: &ledger::Ledger,
+    new: NewSubAccount,
+    now: DateTime<Utc>,
+) -> Result<entities::treasury_sub_accounts::Model, AccountError> {
+    use entities::treasury_sub_accounts as subs;
+    let db = ledger.db();
+    let existing = subs::Entity::find()
+        .filter(subs::Column::BankCode.eq(new.bank.as_str()))
+        .filter(subs::Column::AccountNumber.eq(new.account.as_str()))
+        .one(db)
+        .await?;
+    if let Some(row) = existing {
+        return if row.owner_org == new.owner_org && row.is_master == new.is_master {
+            Ok(row)
+        } else {
+            Err(AccountError::Conflict {
+                account: new.account.to_string(),
+                bank: new.bank.to_string(),
+            })
+        };
+    }
+    let code = if new.is_master {
+        format!("bank:master:{}", new.account)
+    } else {
+        format!("bank:sub:{}", new.account)
+    };
+    let name = format!(
+        "{} at the custodial bank ({})",
+        new.holder_name, new.account
+    );
+    let account = if new.is_master {
+        ledger::NewAccount::new(
+            new.owner_org.clone(),
+            code,
+            name,
+            new.currency,
+            ledger::Side::Debit,
+        )
+    } else {
+        ledger::NewAccount::new(
+            new.owner_org.clone(),
+            code,
+            name,
+            new.currency,
+            ledger::Side::Credit,
+        )
+        .debits_must_not_exceed_credits()
+    };
+    let mirror = ledger
+        .create_account(account)
+        .await
+        .map_err(|e| AccountError::Corrupt(format!("ledger account: {e}")))?;
+    let row = subs::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        owner_org: Set(new.owner_org),
+        holder_name: Set(new.holder_name),
+        account_number: Set(new.account.as_str().to_owned()),
+        bank_code: Set(new.bank.as_str().to_owned()),
+        currency: Set(new.currency.code().to_owned()),
+        ledger_account_id: Set(mirror.id),
+        is_master: Set(new.is_master),
+        created_at: Set(now.trunc_subsecs(6)),
+    };
+    match row.insert(db).await {
+        Ok(row) => Ok(row),
+        Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            subs::Entity::find()
+                .filter(subs::Column::LedgerAccountId.eq(mirror.id))
+                .one(db)
+                .await?
+                .ok_or_else(|| AccountError::Conflict {
+                    account: new.account.to_string(),
+                    bank: new.bank.to_string(),
+                })
+        }
+        Err(err) => Err(err.into()),
+    }
+}

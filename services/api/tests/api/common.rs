@@ -119,16 +119,45 @@ pub struct World {
     pub key_secret: String,
     /// A workflow instance (a canary, started, with no workers running).
     pub instance: Uuid,
+    /// Sub-accounts at the custodial bank (row ids): `master` (the platform's), `company-a`
+    /// and `company-b`, each company's funded with 1,000,000.00 CNY.
+    pub sub_accounts: HashMap<&'static str, Uuid>,
+    /// A payout account of `company-a` and of `company-b`.
+    pub external_accounts: HashMap<&'static str, Uuid>,
 }
+
+/// The custodial bank of the test world: the simulator (callbacks to this app), and the
+/// engine the treasury area starts and signals instances on (no workers until
+/// [`TestApp::run_treasury_workers`]).
+pub struct TreasuryWorld {
+    pub bank: sim::bank::BankSimHandle,
+    pub engine: workflows::Engine,
+}
+
+/// The custodial bank's CNAPS code in the test world.
+pub const CUSTODIAN: &str = "308584000013";
+pub const SUB_ACCOUNTS: &[(&str, &str)] = &[
+    ("master", "3100000000000000"),
+    ("company-a", "3100000000000101"),
+    ("company-b", "3100000000000201"),
+];
 
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub state: AppState,
     pub world: World,
+    pub treasury: TreasuryWorld,
     /// Kept for as long as the app runs: dropping it removes a SQLite file.
     _db: TestDb,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// In-process workers for the treasury workflow; they stop when dropped.
+    pub fn run_treasury_workers(&self) -> workflows::Workers {
+        workflows::Workers::spawn(&self.treasury.engine, 1, 1)
+    }
 }
 
 impl Drop for TestApp {
@@ -161,6 +190,8 @@ pub async fn spawn_app_with(backend: Backend, config: ApiConfig) -> TestApp {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (context, treasury) = treasury_context(&state, &base).await;
+    let state = state.with_treasury(context);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = state.clone();
     tokio::spawn(async move {
@@ -178,6 +209,7 @@ pub async fn spawn_app_with(backend: Backend, config: ApiConfig) -> TestApp {
             .expect("client"),
         state,
         world,
+        treasury,
         _db: db,
         stop: Some(stop),
     }
@@ -271,6 +303,60 @@ async fn seed(state: &AppState) -> World {
         )
         .await
         .expect("canary");
+    let mut sub_accounts = HashMap::new();
+    for (key, number) in SUB_ACCOUNTS {
+        let owner = if *key == "master" { "root" } else { key };
+        let row = treasury::accounts::open_sub_account(
+            &state.ledger,
+            treasury::accounts::NewSubAccount {
+                owner_org: orgs[owner].to_string(),
+                holder_name: format!("Org {owner}"),
+                account: treasury::domain::AccountNumber::new(*number).expect("number"),
+                bank: treasury::domain::BankCode::new(CUSTODIAN).expect("bank"),
+                currency: Currency::CNY,
+                is_master: *key == "master",
+            },
+            Utc::now(),
+        )
+        .await
+        .expect("sub-account");
+        sub_accounts.insert(*key, row);
+    }
+    for key in ["company-a", "company-b"] {
+        state
+            .ledger
+            .post_entry(NewEntry::transfer(
+                format!("fund-{key}"),
+                "seed",
+                sub_accounts["master"].ledger_account_id,
+                sub_accounts[key].ledger_account_id,
+                dec!(1000000),
+                Currency::CNY,
+            ))
+            .await
+            .expect("funding");
+    }
+    let mut external_accounts = HashMap::new();
+    for (key, number) in [
+        ("company-a", "6222020200000000101"),
+        ("company-b", "6222020200000000201"),
+    ] {
+        let account = treasury::accounts::register(
+            db,
+            treasury::accounts::NewExternalAccount {
+                owner_org: orgs[key].to_string(),
+                holder_name: format!("Org {key} at its own bank"),
+                account: treasury::domain::AccountNumber::new(number).expect("number"),
+                bank: treasury::domain::BankCode::new("102100099996").expect("bank"),
+                branch_name: "ICBC Xi'an Gaoxin Branch".into(),
+            },
+            "seed",
+            Utc::now(),
+        )
+        .await
+        .expect("external account");
+        external_accounts.insert(key, account.id);
+    }
     World {
         orgs,
         users,
@@ -279,7 +365,111 @@ async fn seed(state: &AppState) -> World {
         key_id,
         key_secret,
         instance,
+        sub_accounts: sub_accounts.into_iter().map(|(k, v)| (k, v.id)).collect(),
+        external_accounts,
     }
+}
+
+fn key_pair() -> (treasury::signing::Signer, treasury::signing::Verifier) {
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa");
+    let pem = openssl::pkey::PKey::from_rsa(rsa)
+        .expect("pkey")
+        .private_key_to_pem_pkcs8()
+        .expect("pem");
+    let signer = treasury::signing::Signer::from_pem(&pem).expect("signer");
+    let verifier = signer.verifier().expect("verifier");
+    (signer, verifier)
+}
+
+/// The treasury area over a bank simulator whose callbacks come to `base`.
+async fn treasury_context(
+    state: &AppState,
+    base: &str,
+) -> (api::routes::treasury::TreasuryContext, TreasuryWorld) {
+    use std::sync::Arc;
+    let rails = || {
+        treasury::rails::Rails::new(
+            treasury::rails::RailsConfig::default(),
+            treasury::calendar::BusinessCalendar::new(Default::default()).expect("calendar"),
+        )
+        .expect("rails")
+    };
+    let (platform, platform_public) = key_pair();
+    let (bank_key, bank_public) = key_pair();
+    let mut config = sim::bank::BankSimConfig::new(bank_key, platform_public, rails());
+    config.accounts = SUB_ACCOUNTS
+        .iter()
+        .filter(|(key, _)| *key != "master")
+        .map(|(_, number)| {
+            (
+                treasury::domain::AccountNumber::new(*number).expect("number"),
+                ledger::Money::new(dec!(1000000), Currency::CNY).expect("money"),
+            )
+        })
+        .collect();
+    config.callback_url = Some(format!("{base}/v1/treasury/bank/callbacks"));
+    config.callback_delay = Duration::from_millis(20);
+    config.tick = Duration::from_millis(100);
+    let bank = sim::bank::start(config, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bank simulator");
+    let client = treasury::bank::BankClient::new(
+        treasury::bank::BankClientConfig {
+            request_timeout: Duration::from_secs(5),
+            ..treasury::bank::BankClientConfig::new(bank.base_url())
+        },
+        platform.clone(),
+        bank_public.clone(),
+    )
+    .expect("bank client");
+    let policy = treasury::approval::ApprovalPolicy::new(treasury::approval::PolicyConfig {
+        rules: vec![treasury::approval::Rule {
+            name: "every instruction".into(),
+            when: Default::default(),
+            steps: vec![treasury::approval::Step {
+                role: treasury::approval::Role::new("treasury_checker"),
+                approvals: 1,
+                eligible: vec![],
+            }],
+        }],
+        valid_for_minutes: 240,
+    })
+    .expect("policy");
+    let executor = Arc::new(treasury::execution::Executor {
+        instructions: treasury::store::Instructions::new(
+            state.ledger.clone(),
+            policy,
+            Arc::new(Utc::now),
+        ),
+        rails: Arc::new(rails()),
+        bank: client,
+        signer: platform,
+        clock: Arc::new(Utc::now),
+        initiating_party: "Forecourt Platform".into(),
+    });
+    let registry = workflows::bank_instruction::register_activities(
+        // Every type of the database: the world's canary too, or workers stall on it.
+        workflows::canary::register(workflows::Registry::default(), state.db.clone())
+            .workflow::<workflows::bank_instruction::BankInstruction>(),
+        executor.clone(),
+    );
+    let engine = workflows::Engine::new(state.db.clone(), registry);
+    let timing = workflows::bank_instruction::Timing {
+        approval_poll_ms: 500,
+        status_poll_ms: 200,
+        status_poll_max_ms: 1_000,
+        return_window_ms: 1_000,
+        ..Default::default()
+    };
+    (
+        api::routes::treasury::TreasuryContext {
+            executor,
+            engine: engine.clone(),
+            bank: bank_public,
+            timing,
+        },
+        TreasuryWorld { bank, engine },
+    )
 }
 
 /// Stores an API key for an organisation, as the API would, and returns id and secret.

@@ -9,3 +9,4 @@ mod matrix;
 mod reads;
 mod signatures;
 mod spec;
+mod treasury;

@@ -3,6 +3,7 @@
 //! `every_documented_operation_has_a_row_in_the_matrix`.
 
 use api::policy::Role;
+use sea_orm::EntityTrait;
 use serde_json::json;
 use testkit::Backend;
 use uuid::Uuid;
@@ -42,6 +43,7 @@ const USER_READERS: &[Who] = &[
 const USER_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationManager];
 const KEY_READERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser, PartnerKey];
 const KEY_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser];
+const TREASURY_READERS: &[Who] = &[RootAdmin, BrandAdmin, TreasuryMaker, TreasuryChecker];
 
 const ROWS: &[Row] = &[
     Row {
@@ -159,6 +161,51 @@ const ROWS: &[Row] = &[
         allowed: &[RootAdmin],
         ok: 200,
     },
+    Row {
+        operation: "GET /v1/treasury/sub-accounts",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/treasury/external-accounts",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/treasury/instructions",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/treasury/instructions",
+        allowed: &[TreasuryMaker],
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/treasury/instructions/{id}",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/treasury/instructions/{id}/approve",
+        allowed: &[TreasuryChecker],
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/treasury/instructions/{id}/reject",
+        allowed: &[TreasuryChecker],
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/treasury/rails",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/treasury/bank/callbacks",
+        allowed: EVERYONE,
+        ok: 204,
+    },
 ];
 
 /// Which resource a case is about.
@@ -192,7 +239,10 @@ fn foreign_org(who: Who) -> &'static str {
 /// expected status where the matrix alone does not say it.
 async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call, Option<u16>)> {
     let w = &app.world;
-    let public = matches!(op, "GET /healthz" | "GET /readyz" | "GET /metrics");
+    let public = matches!(
+        op,
+        "GET /healthz" | "GET /readyz" | "GET /metrics" | "POST /v1/treasury/bank/callbacks"
+    );
     let unscoped = public
         || matches!(
             op,
@@ -206,6 +256,10 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/workflow-instances"
                 | "GET /v1/workflow-instances/{id}"
                 | "GET /v1/workflow-instances/{id}/history"
+                | "GET /v1/treasury/sub-accounts"
+                | "GET /v1/treasury/external-accounts"
+                | "GET /v1/treasury/instructions"
+                | "GET /v1/treasury/rails"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
         return None;
@@ -300,6 +354,41 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
         "GET /v1/workflow-instances/{id}/history" => {
             Call::get(format!("/v1/workflow-instances/{instance}/history"))
         }
+        "GET /v1/treasury/sub-accounts" => Call::get("/v1/treasury/sub-accounts"),
+        "GET /v1/treasury/external-accounts" => Call::get("/v1/treasury/external-accounts"),
+        "GET /v1/treasury/instructions" => Call::get("/v1/treasury/instructions"),
+        "GET /v1/treasury/rails" => Call::get(format!(
+            "/v1/treasury/rails?debtor_bank={}&creditor_bank=102100099996",
+            crate::common::CUSTODIAN
+        )),
+        "POST /v1/treasury/instructions" => Call::post(
+            "/v1/treasury/instructions",
+            Some(json!({
+                "debtor_sub_account_id": w.sub_accounts[treasury_org(org_key)],
+                "creditor_external_account_id": w.external_accounts[treasury_org(org_key)],
+                "amount": "12.34",
+                "currency": "CNY",
+            })),
+        ),
+        "GET /v1/treasury/instructions/{id}" => {
+            let id = instruction(app, treasury_org(org_key)).await;
+            Call::get(format!("/v1/treasury/instructions/{id}"))
+        }
+        "POST /v1/treasury/instructions/{id}/approve" => {
+            let id = instruction(app, treasury_org(org_key)).await;
+            Call::post(format!("/v1/treasury/instructions/{id}/approve"), None)
+        }
+        "POST /v1/treasury/instructions/{id}/reject" => {
+            let id = instruction(app, treasury_org(org_key)).await;
+            Call::post(
+                format!("/v1/treasury/instructions/{id}/reject"),
+                Some(json!({"reason": "matrix"})),
+            )
+        }
+        // Unsigned: the bank's signature is the only credential, and this has none.
+        "POST /v1/treasury/bank/callbacks" => {
+            return Some((Call::post("/v1/treasury/bank/callbacks", None), Some(401)));
+        }
         other => panic!("no case for {other}: add one"),
     };
     // A brand admin's role may read workflows, but they belong to the platform operator,
@@ -307,6 +396,70 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
     let overridden =
         (op.starts_with("GET /v1/workflow-instances") && who == BrandAdmin).then_some(404);
     Some((call, overridden))
+}
+
+/// The station company whose sub-account pays the instructions of a case about `org_key`:
+/// one below it for A's side of the tree (the root included), B's for B's side.
+fn treasury_org(org_key: &str) -> &'static str {
+    match org_key {
+        "brand-b" | "company-b" | "station-b1" | "fleet-g" | "partner-q" => "company-b",
+        _ => "company-a",
+    }
+}
+
+/// A new instruction of the maker, paid from `company`'s sub-account.
+async fn instruction(app: &TestApp, company: &str) -> Uuid {
+    let ctx = app.state.treasury.as_ref().expect("treasury");
+    let sub = entities::treasury_sub_accounts::Entity::find_by_id(app.world.sub_accounts[company])
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let master =
+        entities::treasury_sub_accounts::Entity::find_by_id(app.world.sub_accounts["master"])
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
+    let party = |name: &str, number: &str, bank: &str, ledger_account: Uuid| {
+        treasury::store::Counterparty {
+            ledger_account,
+            name: name.to_owned(),
+            account: treasury::domain::AccountNumber::new(number).unwrap(),
+            bank: treasury::domain::BankCode::new(bank).unwrap(),
+        }
+    };
+    let e2e = format!("MX{}", Uuid::new_v4().simple());
+    let new = treasury::store::NewInstruction {
+        kind: treasury::domain::InstructionKind::Payout,
+        end_to_end_id: treasury::domain::EndToEndId::new(e2e.clone()).unwrap(),
+        debtor: party(
+            &sub.holder_name,
+            &sub.account_number,
+            &sub.bank_code,
+            sub.ledger_account_id,
+        ),
+        creditor: party(
+            "Depot",
+            "6222020200000000999",
+            "102100099996",
+            master.ledger_account_id,
+        ),
+        amount: ledger::Money::new(rust_decimal_macros::dec!(1.00), ledger::Currency::CNY).unwrap(),
+        purpose: None,
+        remittance: None,
+        requested_execution_date: chrono::Utc::now().date_naive(),
+    };
+    ctx.executor
+        .instructions
+        .create(
+            new,
+            &treasury::approval::UserId("treasury-maker".into()),
+            &e2e,
+        )
+        .await
+        .unwrap()
+        .id
 }
 
 /// The organisation to put a new user in, below `org_key`: a station, where cashiers are.
@@ -344,7 +497,8 @@ async fn run_matrix(backend: Backend) {
                 let public = row.operation.starts_with("GET /healthz")
                     || row.operation.starts_with("GET /readyz")
                     || row.operation.starts_with("GET /metrics")
-                    || row.operation == "POST /v1/auth/login";
+                    || row.operation == "POST /v1/auth/login"
+                    || row.operation == "POST /v1/treasury/bank/callbacks";
                 let allowed = row.allowed.contains(&who);
                 let expected = overridden.unwrap_or(match (allowed, target) {
                     (true, Target::Own) => row.ok,
@@ -481,9 +635,17 @@ async fn a_station_owner_sees_the_accounts_of_the_company_and_its_stations_only(
         .map(|a| a["id"].as_str().unwrap().to_owned())
         .collect();
     ids.sort();
+    // The company's mirror of its sub-account at the custodial bank is one of its accounts.
+    let sub_account =
+        entities::treasury_sub_accounts::Entity::find_by_id(app.world.sub_accounts["company-a"])
+            .one(&app.state.db)
+            .await
+            .unwrap()
+            .unwrap();
     let mut expected = vec![
         app.world.accounts["company-a"].to_string(),
         app.world.accounts["station-a1"].to_string(),
+        sub_account.ledger_account_id.to_string(),
     ];
     expected.sort();
     assert_eq!(ids, expected);

@@ -1,0 +1,238 @@
+//! Treasury through the API: a maker's instruction, a checker's decision, the bank's answer
+//! by callback, on PostgreSQL and SQLite, with the bank simulator over HTTP.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::Backend;
+
+use crate::common::{Call, TestApp, Who, spawn_app};
+
+testkit::scenarios!(
+    a_maker_creates_a_checker_approves_and_the_bank_settles_it,
+    a_checker_rejects_and_nothing_is_held_or_sent,
+    a_maker_cannot_approve_and_an_instruction_cannot_be_approved_twice,
+    an_instruction_the_debtor_cannot_cover_is_refused_at_approval_and_stays_pending,
+    a_forged_bank_callback_is_refused_and_changes_nothing,
+);
+
+async fn body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn create(app: &TestApp, amount: &str, payout: bool) -> Value {
+    let w = &app.world;
+    let mut request = json!({
+        "debtor_sub_account_id": w.sub_accounts["company-a"],
+        "amount": amount,
+        "currency": "CNY",
+        "purpose": "SUPP",
+        "remittance": "92# gasoline, order DP-7781",
+    });
+    if payout {
+        request["creditor_external_account_id"] = json!(w.external_accounts["company-a"]);
+    } else {
+        request["creditor_sub_account_id"] = json!(w.sub_accounts["company-b"]);
+    }
+    let (status, created) = body(
+        app.call(
+            Some(Who::TreasuryMaker),
+            &Call::post("/v1/treasury/instructions", Some(request)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+async fn get(app: &TestApp, id: &str) -> Value {
+    let (status, found) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::get(format!("/v1/treasury/instructions/{id}")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    found
+}
+
+async fn available(app: &TestApp, key: &str) -> String {
+    let (_, page) = body(
+        app.call(
+            Some(Who::RootAdmin),
+            &Call::get("/v1/treasury/sub-accounts"),
+        )
+        .await,
+    )
+    .await;
+    let id = app.world.sub_accounts[key].to_string();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .map(|s| s["available"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+async fn a_maker_creates_a_checker_approves_and_the_bank_settles_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let created = create(&app, "123456.78", false).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "pending_approval");
+    assert_eq!(created["approval"]["state"], "pending");
+    assert_eq!(created["maker"], "treasury-maker");
+    assert_eq!(created["kind"], "sub_account_transfer");
+
+    let (status, approved) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(available(&app, "company-a").await, "876543.22", "held");
+
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = get(&app, &id).await;
+        if last["status"] == "settled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(last["status"], "settled", "{last:#}");
+    assert_eq!(last["bank"]["last_status"], "ACSC");
+    assert_eq!(last["bank"]["sends"], 1);
+    assert_eq!(last["bank"]["rail"], "intra_bank");
+    let events: Vec<&str> = last["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["created", "approved", "approved_and_held", "settled"],
+        "{last:#}"
+    );
+    assert_eq!(available(&app, "company-a").await, "876543.22");
+    assert_eq!(available(&app, "company-b").await, "1123456.78");
+    let at_bank = app
+        .treasury
+        .bank
+        .balance(&treasury::domain::AccountNumber::new("3100000000000201").unwrap())
+        .unwrap();
+    assert_eq!(at_bank.amount().to_string(), "1123456.78");
+    assert_eq!(app.treasury.bank.counters().payments_executed, 1);
+}
+
+async fn a_checker_rejects_and_nothing_is_held_or_sent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let created = create(&app, "5000.00", true).await;
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["kind"], "payout");
+    let (status, rejected) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(
+                format!("/v1/treasury/instructions/{id}/reject"),
+                Some(json!({"reason": "the depot's account changed last week"})),
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(rejected["rejection"]["by"], "treasury-checker");
+    let mut finished = Value::Null;
+    for _ in 0..200 {
+        finished = get(&app, id).await;
+        if finished["workflow"]["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(finished["workflow"]["status"], "completed", "{finished:#}");
+    assert_eq!(finished["bank"], Value::Null, "never sent");
+    assert_eq!(available(&app, "company-a").await, "1000000.00");
+    assert_eq!(app.treasury.bank.counters().messages_received, 0);
+    // Approving it now is a conflict.
+    let (status, problem) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+}
+
+async fn a_maker_cannot_approve_and_an_instruction_cannot_be_approved_twice(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let created = create(&app, "10.00", false).await;
+    let id = created["id"].as_str().unwrap();
+    let approve = Call::post(format!("/v1/treasury/instructions/{id}/approve"), None);
+    let (status, problem) = body(app.call(Some(Who::TreasuryMaker), &approve).await).await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(problem["type"], "urn:forecourt:problem:forbidden");
+    let (status, _) = body(app.call(Some(Who::TreasuryChecker), &approve).await).await;
+    assert_eq!(status, 200);
+    let again = Call::post(format!("/v1/treasury/instructions/{id}/approve"), None);
+    let (status, problem) = body(app.call(Some(Who::TreasuryChecker), &again).await).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(available(&app, "company-a").await, "999990.00", "held once");
+}
+
+async fn an_instruction_the_debtor_cannot_cover_is_refused_at_approval_and_stays_pending(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let created = create(&app, "1000000.01", false).await;
+    let id = created["id"].as_str().unwrap();
+    let (status, problem) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("cannot cover"),
+        "{problem}"
+    );
+    assert_eq!(get(&app, id).await["status"], "pending_approval");
+    assert_eq!(available(&app, "company-a").await, "1000000.00");
+}
+
+async fn a_forged_bank_callback_is_refused_and_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .client
+        .post(app.url("/v1/treasury/bank/callbacks"))
+        .header("content-type", "application/xml")
+        .header("x-signature", "bm90IGEgc2lnbmF0dXJl")
+        .body("<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.002.001.11\"/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+}
