@@ -16,6 +16,7 @@
 //! the others) and migrates it itself.
 
 mod bench;
+mod custodian;
 mod demo;
 mod run;
 mod seed;

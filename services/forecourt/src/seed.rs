@@ -30,6 +30,12 @@ fn id(name: &str) -> Uuid {
     Uuid::new_v5(&NAMESPACE, name.as_bytes())
 }
 
+/// The id of a demo organisation (`platform`, `brand`, `company`, `station-1`, `station-2`,
+/// `fleet`, `depot`, `partner`); it is also the owner of its ledger accounts.
+pub fn org_id(key: &str) -> Uuid {
+    id(key)
+}
+
 /// Organisations: key, parent key, kind, name.
 const ORGANISATIONS: &[(&str, Option<&str>, OrgKind, &str)] = &[
     (

@@ -130,18 +130,42 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     let db = crate::open_migrated(&url, PoolSettings::default()).await?;
     let keys = embedded_key(&args.data_dir)?;
     let ledger = Ledger::start(db.clone(), LedgerConfig::default());
-    let engine = Engine::new(db.clone(), crate::run::registry(&db));
-    let credentials = crate::seed::seed(&db, &ledger, &engine, &args.data_dir).await?;
-    let workers = Workers::spawn(&engine, 2, 2);
-    let state = AppState::new(db, ledger, config, keys);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let custodian =
+        crate::custodian::embedded(&db, &ledger, &args.data_dir, &format!("http://{addr}")).await?;
+    let registry = workflows::bank_instruction::register_activities(
+        crate::run::registry(&db).workflow::<workflows::bank_instruction::BankInstruction>(),
+        custodian.executor.clone(),
+    );
+    let engine = Engine::new(db.clone(), registry);
+    let credentials = crate::seed::seed(&db, &ledger, &engine, &args.data_dir).await?;
+    let workers = Workers::spawn(&engine, 2, 2);
+    let state = AppState::new(db, ledger, config, keys).with_treasury(
+        api::routes::treasury::TreasuryContext {
+            executor: custodian.executor.clone(),
+            engine: engine.clone(),
+            bank: custodian.bank_key.clone(),
+            timing: workflows::bank_instruction::Timing {
+                // A demo: a checker's decision and the bank's answer show within seconds.
+                approval_poll_ms: 5_000,
+                status_poll_ms: 1_000,
+                status_poll_max_ms: 30_000,
+                ..Default::default()
+            },
+        },
+    );
     let shutdown = shutdown_signal();
     println!("Forecourt (embedded: SQLite at {url}, in-process workflow workers and scheduler)");
     println!();
     println!("{credentials}");
+    println!(
+        "Custodial bank simulator: {} (treasury keys in {})",
+        custodian.bank.base_url(),
+        args.data_dir.join("treasury-keys").display()
+    );
     println!("API docs:   http://{addr}/docs");
     println!("OpenAPI:    http://{addr}/openapi.json");
     println!(
@@ -151,6 +175,7 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     println!("Ctrl-C stops the server.");
     let served = api::serve(listener, state, shutdown).await;
     workers.shutdown().await;
+    drop(custodian);
     served.context("the HTTP server failed")
 }
 

@@ -1,0 +1,190 @@
+//! The custodial bank of the embedded mode: the bank simulator in this process, the
+//! platform's keys in the data directory, and the demo's accounts at the bank.
+//!
+//! The simulator is a test peer standing in for the bank, never a shortcut: the platform
+//! talks to it over HTTP with signed ISO 20022 messages exactly as it would to the bank, and
+//! the bank's callbacks come back through the API. Its books live in memory: at every start
+//! they are opened from the ledger's balances of the sub-accounts, and messages sent before a
+//! restart are unknown to it (a demo limit, not a property of the platform).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use ledger::{Currency, Ledger, NewEntry};
+use rust_decimal_macros::dec;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use treasury::accounts::{NewExternalAccount, NewSubAccount, open_sub_account, register};
+use treasury::approval::{ApprovalPolicy, Condition, PolicyConfig, Role, Rule, Step};
+use treasury::bank::{BankClient, BankClientConfig};
+use treasury::calendar::BusinessCalendar;
+use treasury::domain::{AccountNumber, BankCode};
+use treasury::execution::Executor;
+use treasury::rails::{Rails, RailsConfig};
+use treasury::signing::{Signer, Verifier};
+use treasury::store::Instructions;
+
+/// The custodial bank's branch (CNAPS) in the demo.
+pub const CUSTODIAN_BANK: &str = "308584000013";
+
+/// The approval policy of the demo: one treasury checker for every instruction, and two
+/// more above 10,000,000 CNY.
+pub fn default_policy() -> anyhow::Result<ApprovalPolicy> {
+    let checker = Role::new("treasury_checker");
+    Ok(ApprovalPolicy::new(PolicyConfig {
+        rules: vec![
+            Rule {
+                name: "every instruction: one checker".into(),
+                when: Condition::default(),
+                steps: vec![Step {
+                    role: checker.clone(),
+                    approvals: 1,
+                    eligible: vec![],
+                }],
+            },
+            Rule {
+                name: "above 10,000,000 CNY: two more checkers".into(),
+                when: Condition {
+                    amount_above: Some(dec!(10000000)),
+                    ..Condition::default()
+                },
+                steps: vec![Step {
+                    role: checker,
+                    approvals: 2,
+                    eligible: vec![],
+                }],
+            },
+        ],
+        valid_for_minutes: 24 * 60,
+    })?)
+}
+
+/// What the embedded mode runs for treasury.
+pub struct Custodian {
+    pub executor: Arc<Executor>,
+    /// Verifies the bank's callbacks.
+    pub bank_key: Verifier,
+    /// The simulator; it stops when dropped.
+    pub bank: sim::bank::BankSimHandle,
+}
+
+/// The demo's accounts at the bank: the platform's master account, the station company's
+/// and the depot's sub-accounts, and the depot's own account elsewhere for payouts.
+async fn seed_accounts(db: &DatabaseConnection, ledger: &Ledger) -> anyhow::Result<()> {
+    let owner = |key: &str| crate::seed::org_id(key).to_string();
+    let bank = BankCode::new(CUSTODIAN_BANK)?;
+    let mut opened = Vec::new();
+    for (key, number, name, is_master) in [
+        ("platform", "3100000000000000", "Forecourt Platform", true),
+        (
+            "company",
+            "3100000000000101",
+            "Huaxin Energy (Suzhou) Co.",
+            false,
+        ),
+        ("depot", "3100000000000301", "Taicang Depot", false),
+    ] {
+        let row = open_sub_account(
+            ledger,
+            NewSubAccount {
+                owner_org: owner(key),
+                holder_name: name.into(),
+                account: AccountNumber::new(number)?,
+                bank: bank.clone(),
+                currency: Currency::CNY,
+                is_master,
+            },
+            Utc::now(),
+        )
+        .await?;
+        opened.push(row);
+    }
+    // The station company's takings at the bank: posted once (the key makes it so).
+    ledger
+        .post_entry(
+            NewEntry::transfer(
+                "demo-treasury-fund-company",
+                "demo",
+                opened[0].ledger_account_id,
+                opened[1].ledger_account_id,
+                dec!(5000000),
+                Currency::CNY,
+            )
+            .description("station takings held at the custodial bank"),
+        )
+        .await?;
+    register(
+        db,
+        NewExternalAccount {
+            owner_org: owner("depot"),
+            holder_name: "Taicang Depot Co., Ltd.".into(),
+            account: AccountNumber::new("6222020200000000301")?,
+            bank: BankCode::new("102100099996")?,
+            branch_name: "ICBC Taicang Branch".into(),
+        },
+        "demo",
+        Utc::now(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Seeds the demo's accounts, starts the bank simulator with the ledger's balances and
+/// callbacks to `api_base`, and builds the executor of the `bank_instruction` workflow.
+pub async fn embedded(
+    db: &DatabaseConnection,
+    ledger: &Ledger,
+    dir: &Path,
+    api_base: &str,
+) -> anyhow::Result<Custodian> {
+    seed_accounts(db, ledger).await?;
+    let keys = dir.join("treasury-keys");
+    let platform_paths = treasury::signing::generate_demo_keys(&keys, "platform")?;
+    let bank_paths = treasury::signing::generate_demo_keys(&keys, "bank")?;
+    let platform = Signer::from_pem_file(&platform_paths.private_key)?;
+    let bank_signer = Signer::from_pem_file(&bank_paths.private_key)?;
+    let bank_key = Verifier::from_pem_file(&bank_paths.public_key)?;
+    let rails = || -> anyhow::Result<Rails> {
+        Ok(Rails::new(
+            RailsConfig::default(),
+            BusinessCalendar::new(Default::default())?,
+        )?)
+    };
+    let mut config = sim::bank::BankSimConfig::new(bank_signer, platform.verifier()?, rails()?);
+    use entities::treasury_sub_accounts as subs;
+    for row in subs::Entity::find()
+        .filter(subs::Column::IsMaster.eq(false))
+        .all(db)
+        .await?
+    {
+        let balance = ledger.balance(row.ledger_account_id).await?;
+        config
+            .accounts
+            .push((AccountNumber::new(row.account_number)?, balance.posted));
+    }
+    config.callback_url = Some(format!("{api_base}/v1/treasury/bank/callbacks"));
+    config.callback_delay = Duration::from_millis(300);
+    let bank = sim::bank::start(config, "127.0.0.1:0".parse()?)
+        .await
+        .context("starting the custodial bank simulator")?;
+    let client = BankClient::new(
+        BankClientConfig::new(bank.base_url()),
+        platform.clone(),
+        bank_key.clone(),
+    )?;
+    let executor = Arc::new(Executor {
+        instructions: Instructions::new(ledger.clone(), default_policy()?, Arc::new(Utc::now)),
+        rails: Arc::new(rails()?),
+        bank: client,
+        signer: platform,
+        clock: Arc::new(Utc::now),
+        initiating_party: "Forecourt Platform".into(),
+    });
+    Ok(Custodian {
+        executor,
+        bank_key,
+        bank,
+    })
+}
