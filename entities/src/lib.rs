@@ -17,6 +17,8 @@
 //! - [`treasury_external_accounts`]: legal entities' own bank accounts, creditors of payouts.
 //! - [`treasury_sub_accounts`], [`treasury_messages`]: sub-accounts at the custodial bank and
 //!   the messages sent to it.
+//! - [`treasury_statements`], [`treasury_exceptions`]: imported camt.053 statements and the
+//!   exceptions their reconciliation raised.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
 //! `Decimal` column through `f64` on SQLite, so no table here has one. Timestamps are
@@ -33,9 +35,11 @@ pub mod ledger_postings;
 pub mod organisations;
 pub mod treasury_approvals;
 pub mod treasury_events;
+pub mod treasury_exceptions;
 pub mod treasury_external_accounts;
 pub mod treasury_instructions;
 pub mod treasury_messages;
+pub mod treasury_statements;
 pub mod treasury_sub_accounts;
 pub mod user_sessions;
 pub mod users;

@@ -19,6 +19,7 @@ mod m20261123_000001_outbox_ready;
 mod m20261124_000001_treasury_instructions;
 mod m20261124_000002_treasury_external_accounts;
 mod m20261125_000001_treasury_bank;
+mod m20261125_000002_treasury_statements;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_treasury_instructions::Migration),
             Box::new(m20261124_000002_treasury_external_accounts::Migration),
             Box::new(m20261125_000001_treasury_bank::Migration),
+            Box::new(m20261125_000002_treasury_statements::Migration),
         ]
     }
 }

@@ -142,6 +142,7 @@ pub enum Action {
     ReadTreasury,
     MakeInstructions,
     CheckInstructions,
+    ImportStatements,
 }
 
 impl Action {
@@ -157,6 +158,7 @@ impl Action {
         Action::ReadTreasury,
         Action::MakeInstructions,
         Action::CheckInstructions,
+        Action::ImportStatements,
     ];
 }
 
@@ -173,6 +175,7 @@ pub fn permits(role: Role, action: Action) -> bool {
         ReadTreasury => matches!(role, Admin | TreasuryMaker | TreasuryChecker),
         MakeInstructions => role == TreasuryMaker,
         CheckInstructions => role == TreasuryChecker,
+        ImportStatements => matches!(role, TreasuryMaker | TreasuryChecker),
     }
 }
 

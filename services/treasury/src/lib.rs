@@ -31,6 +31,8 @@
 //!   approval with the ledger hold, bank rejection, settlement and return, audit trail.
 //! - [`submission`]: approved instructions to a pain.001 batch; a verified pain.002 back to
 //!   settlement or rejection of each instruction.
+//! - [`statements`]: camt.053 statements imported and reconciled; open exceptions until
+//!   resolved.
 //! - [`reconcile`]: matching a camt.053 statement against expected movements; mismatches
 //!   become exceptions.
 
@@ -46,5 +48,6 @@ pub mod rails;
 pub mod reconcile;
 pub mod signing;
 pub mod sim;
+pub mod statements;
 pub mod store;
 pub mod submission;

@@ -67,6 +67,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_instruction))
         .routes(routes!(reject_instruction))
         .routes(routes!(get_rails))
+        .routes(routes!(import_statement))
+        .routes(routes!(list_exceptions))
+        .routes(routes!(resolve_exception))
 }
 
 /// The bank's callbacks: outside authentication and idempotency (the bank signs them, and
@@ -1232,4 +1235,408 @@ async fn bank_callback(
         }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A difference between a bank statement and the platform's books.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a5c2-dd00-7000-8000-000000000001",
+    "statement_id": "0193a5c2-dd00-7000-8000-0000000000a1",
+    "account_number": "3100000000000101",
+    "kind": "unknown_entry",
+    "end_to_end_id": null,
+    "detail": {"kind": "unknown_entry", "bank_reference": "BK-000042", "end_to_end_id": null, "amount": {"amount": "5000000.00", "currency": "CNY"}},
+    "status": "open",
+    "resolution": null,
+    "resolved_by": null,
+    "resolved_at": null,
+    "created_at": "2026-11-24T01:00:00Z"
+}))]
+pub struct ExceptionView {
+    pub id: Uuid,
+    /// The imported statement that raised it.
+    pub statement_id: Uuid,
+    pub account_number: String,
+    /// `missing_from_statement`, `unknown_entry`, `amount_mismatch`, `direction_mismatch`,
+    /// `duplicate_booking` or `balance_mismatch`.
+    pub kind: String,
+    pub end_to_end_id: Option<String>,
+    pub detail: serde_json::Value,
+    /// `open` or `resolved`.
+    pub status: String,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<entities::treasury_exceptions::Model> for ExceptionView {
+    fn from(m: entities::treasury_exceptions::Model) -> Self {
+        ExceptionView {
+            id: m.id,
+            statement_id: m.statement_id,
+            account_number: m.account_number,
+            kind: m.kind,
+            end_to_end_id: m.end_to_end_id,
+            detail: serde_json::from_str(&m.detail).unwrap_or(serde_json::Value::Null),
+            status: m.status,
+            resolution: m.resolution,
+            resolved_by: m.resolved_by,
+            resolved_at: m.resolved_at,
+            created_at: m.created_at,
+        }
+    }
+}
+
+crate::page_type!(ExceptionPage, ExceptionView, "reconciliation exceptions");
+
+/// A statement to import: fetched from the bank for an account and a day, or uploaded.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"account_number": "3100000000000101", "date": "2026-11-23"}))]
+pub struct ImportStatement {
+    /// A sub-account at the custodial bank: fetch its statement from the bank (verified).
+    pub account_number: Option<String>,
+    /// The day of the statement to fetch.
+    pub date: Option<NaiveDate>,
+    /// A camt.053.001.08 document to import as it is (instead of fetching).
+    pub xml: Option<String>,
+}
+
+impl Validate for ImportStatement {
+    fn validate(&self) -> Vec<FieldError> {
+        match (&self.account_number, &self.date, &self.xml) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => Vec::new(),
+            _ => vec![FieldError::new(
+                "xml",
+                "give either account_number and date (fetch from the bank) or xml (upload)",
+            )],
+        }
+    }
+}
+
+/// An imported statement and what its reconciliation found.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatementImport {
+    pub id: Uuid,
+    pub account_number: String,
+    /// The bank's id of the statement.
+    pub statement_id: String,
+    pub date: String,
+    /// `bank` or `upload`.
+    pub source: String,
+    #[schema(value_type = String)]
+    pub opening: Decimal,
+    #[schema(value_type = String)]
+    pub closing: Decimal,
+    pub currency: String,
+    /// Booked lines on the statement, and how many matched an instruction.
+    pub entries: i32,
+    pub matched: i32,
+    pub exceptions: Vec<ExceptionView>,
+    pub imported_by: String,
+    pub imported_at: DateTime<Utc>,
+}
+
+/// The sub-account with this number, if the caller may `action` on it.
+async fn account_in_scope(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    number: &str,
+) -> Result<(), ApiError> {
+    let sub = treasury_sub_accounts::Entity::find()
+        .filter(treasury_sub_accounts::Column::AccountNumber.eq(number))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sub-account"))?;
+    let org = org_of_owner(state, &sub.owner_org).await?;
+    authorize(caller, action, &org, "sub-account")
+}
+
+/// Import a camt.053 statement of a sub-account (fetched from the bank, or uploaded) and
+/// reconcile it with the instructions: every difference becomes an open exception. The same
+/// statement imported again answers the first import (200).
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/statements",
+    tag = "treasury",
+    params(("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries.")),
+    request_body = ImportStatement,
+    responses(
+        (status = 201, description = "Imported and reconciled", body = StatementImport),
+        (status = 200, description = "Imported before: that import", body = StatementImport),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn import_statement(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Json(body): Json<ImportStatement>,
+) -> Result<Response, ApiError> {
+    authorize(
+        &caller,
+        Action::ImportStatements,
+        &caller.org,
+        "organisation",
+    )?;
+    let ctx = context(&state)?;
+    let by = username(&caller)?;
+    let (statement, xml, source) = match (&body.account_number, body.date, &body.xml) {
+        (Some(number), Some(date), None) => {
+            account_in_scope(&state, &caller, Action::ImportStatements, number).await?;
+            let account = AccountNumber::new(number.clone()).map_err(|e| {
+                ApiError::validation(vec![FieldError::new("account_number", e.to_string())])
+            })?;
+            let statement = ctx
+                .executor
+                .bank
+                .statement(&account, date)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        ProblemKind::Unavailable,
+                        format!("the bank did not give the statement: {e}"),
+                    )
+                })?;
+            let xml = statement
+                .to_xml()
+                .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+            (statement, xml, treasury::statements::Source::Bank)
+        }
+        (None, None, Some(xml)) => {
+            let statement = treasury::iso20022::camt053::Statement::parse(xml).map_err(|e| {
+                ApiError::validation(vec![FieldError::new(
+                    "xml",
+                    format!("not a camt.053.001.08 statement: {e}"),
+                )])
+            })?;
+            account_in_scope(
+                &state,
+                &caller,
+                Action::ImportStatements,
+                statement.account.as_str(),
+            )
+            .await?;
+            (statement, xml.clone(), treasury::statements::Source::Upload)
+        }
+        _ => unreachable!("validated: one form"),
+    };
+    let imported =
+        treasury::statements::import(&state.db, &statement, &xml, source, &by.0, Utc::now())
+            .await
+            .map_err(|e| match e {
+                treasury::statements::StatementError::UnknownAccount(_) => {
+                    ApiError::not_found("sub-account")
+                }
+                other => ApiError::internal(anyhow::Error::new(other)),
+            })?;
+    let s = imported.statement;
+    let currency: ledger::Currency = s
+        .currency
+        .parse()
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("stored currency: {e:?}")))?;
+    let view = StatementImport {
+        id: s.id,
+        account_number: s.account_number,
+        statement_id: s.statement_id,
+        date: s.statement_date,
+        source: s.source,
+        opening: ledger::Money::from_minor(s.opening_minor, currency).amount(),
+        closing: ledger::Money::from_minor(s.closing_minor, currency).amount(),
+        currency: s.currency,
+        entries: s.entries,
+        matched: s.matched,
+        exceptions: imported
+            .exceptions
+            .into_iter()
+            .map(ExceptionView::from)
+            .collect(),
+        imported_by: s.imported_by,
+        imported_at: s.imported_at,
+    };
+    let status = if imported.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim.commit(txn, status, Some(&view), None, None).await
+}
+
+/// Which exceptions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListExceptions {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u64>,
+    /// `open` or `resolved`; both when absent.
+    pub status: Option<String>,
+}
+
+/// The reconciliation exceptions of the sub-accounts of the caller's subtree, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/exceptions",
+    tag = "treasury",
+    params(ListExceptions),
+    responses(
+        (status = 200, description = "A page of exceptions", body = ExceptionPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn list_exceptions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListExceptions>,
+) -> Result<axum::Json<ExceptionPage>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let limit = page::limit(q.limit)?;
+    let after = page::decode_uuid("exceptions", q.cursor.as_deref())?;
+    use entities::treasury_exceptions as te;
+    use sea_orm::ExprTrait;
+    use sea_orm::sea_query::Query as SqlQuery;
+    let accounts = SqlQuery::select()
+        .column(treasury_sub_accounts::Column::AccountNumber)
+        .from(treasury_sub_accounts::Entity)
+        .and_where(
+            sea_orm::sea_query::Expr::col(treasury_sub_accounts::Column::OwnerOrg).in_subquery(
+                subtree(organisations::Column::LedgerOwner, &caller.org.path),
+            ),
+        )
+        .to_owned();
+    let mut select = te::Entity::find()
+        .filter(te::Column::AccountNumber.in_subquery(accounts))
+        .order_by_asc(te::Column::Id)
+        .limit(limit + 1);
+    if let Some(status) = &q.status {
+        if status != "open" && status != "resolved" {
+            return Err(ApiError::parameter("status", "open or resolved"));
+        }
+        select = select.filter(te::Column::Status.eq(status.as_str()));
+    }
+    if let Some(after) = after {
+        select = select.filter(te::Column::Id.gt(after));
+    }
+    let rows = select.all(&state.db).await?;
+    let (rows, next_cursor) = page::split(rows, limit, "exceptions", |r| r.id.to_string());
+    Ok(axum::Json(ExceptionPage {
+        items: rows.into_iter().map(ExceptionView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// How an exception was cleared.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"resolution": "deposit from the station's cash pickup, booked by hand as entry 1187"}))]
+pub struct ResolveException {
+    /// 1 to 500 characters: what was found and done.
+    pub resolution: String,
+}
+
+impl Validate for ResolveException {
+    fn validate(&self) -> Vec<FieldError> {
+        let n = self.resolution.trim().chars().count();
+        if n == 0 || n > 500 {
+            vec![FieldError::new("resolution", "1 to 500 characters")]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// Resolve an open exception with a note (checkers).
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/exceptions/{id}/resolve",
+    tag = "treasury",
+    params(
+        ("id" = Uuid, Path, description = "Exception id"),
+        ("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries."),
+    ),
+    request_body = ResolveException,
+    responses(
+        (status = 200, description = "The resolved exception", body = ExceptionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(exception = %id))]
+async fn resolve_exception(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ResolveException>,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::CheckInstructions, &caller.org, "exception")?;
+    let by = username(&caller)?;
+    let row = entities::treasury_exceptions::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("exception"))?;
+    account_in_scope(
+        &state,
+        &caller,
+        Action::CheckInstructions,
+        &row.account_number,
+    )
+    .await
+    .map_err(|e| {
+        if e.kind == ProblemKind::NotFound {
+            ApiError::not_found("exception")
+        } else {
+            e
+        }
+    })?;
+    let resolved =
+        treasury::statements::resolve(&state.db, id, &by.0, body.resolution.trim(), Utc::now())
+            .await
+            .map_err(|e| match e {
+                treasury::statements::StatementError::UnknownException(_) => {
+                    ApiError::not_found("exception")
+                }
+                treasury::statements::StatementError::AlreadyResolved(_) => {
+                    ApiError::conflict("the exception is resolved already")
+                }
+                other => ApiError::internal(anyhow::Error::new(other)),
+            })?;
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(
+            txn,
+            StatusCode::OK,
+            Some(&ExceptionView::from(resolved)),
+            None,
+            None,
+        )
+        .await
 }

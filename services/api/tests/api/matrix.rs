@@ -206,6 +206,21 @@ const ROWS: &[Row] = &[
         allowed: EVERYONE,
         ok: 204,
     },
+    Row {
+        operation: "POST /v1/treasury/statements",
+        allowed: &[TreasuryMaker, TreasuryChecker],
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/treasury/exceptions",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/treasury/exceptions/{id}/resolve",
+        allowed: &[TreasuryChecker],
+        ok: 200,
+    },
 ];
 
 /// Which resource a case is about.
@@ -260,6 +275,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/external-accounts"
                 | "GET /v1/treasury/instructions"
                 | "GET /v1/treasury/rails"
+                | "GET /v1/treasury/exceptions"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
         return None;
@@ -385,6 +401,29 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 Some(json!({"reason": "matrix"})),
             )
         }
+        "GET /v1/treasury/exceptions" => Call::get("/v1/treasury/exceptions"),
+        "POST /v1/treasury/statements" => {
+            let (_, xml) = statement(treasury_org(org_key), 0);
+            Call::post("/v1/treasury/statements", Some(json!({ "xml": xml })))
+        }
+        "POST /v1/treasury/exceptions/{id}/resolve" => {
+            let (parsed, xml) = statement(treasury_org(org_key), 1);
+            let imported = treasury::statements::import(
+                &app.state.db,
+                &parsed,
+                &xml,
+                treasury::statements::Source::Upload,
+                "matrix",
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+            let id = imported.exceptions[0].id;
+            Call::post(
+                format!("/v1/treasury/exceptions/{id}/resolve"),
+                Some(json!({"resolution": "matrix"})),
+            )
+        }
         // Unsigned: the bank's signature is the only credential, and this has none.
         "POST /v1/treasury/bank/callbacks" => {
             return Some((Call::post("/v1/treasury/bank/callbacks", None), Some(401)));
@@ -405,6 +444,47 @@ fn treasury_org(org_key: &str) -> &'static str {
         "brand-b" | "company-b" | "station-b1" | "fleet-g" | "partner-q" => "company-b",
         _ => "company-a",
     }
+}
+
+/// A statement of `company`'s sub-account with `unexplained` deposits nobody instructed
+/// (each an exception), under a new statement id.
+fn statement(
+    company: &str,
+    unexplained: usize,
+) -> (treasury::iso20022::camt053::Statement, String) {
+    use treasury::iso20022::camt053::{Direction, Statement, StatementEntry};
+    let number = crate::common::SUB_ACCOUNTS
+        .iter()
+        .find(|(key, _)| *key == company)
+        .unwrap()
+        .1;
+    let cny = |minor| ledger::Money::from_minor(minor, ledger::Currency::CNY);
+    let today = chrono::Utc::now().date_naive();
+    let entries: Vec<StatementEntry> = (0..unexplained)
+        .map(|i| StatementEntry {
+            amount: cny(10_000),
+            direction: Direction::Credit,
+            booking_date: today,
+            bank_reference: format!("BK-MX-{i}"),
+            end_to_end_id: None,
+            reversal: false,
+            counterparty: None,
+            return_reason: None,
+        })
+        .collect();
+    let statement = Statement {
+        message_id: treasury::domain::MessageId::new(format!("MX{}", Uuid::new_v4().simple()))
+            .unwrap(),
+        created_at: chrono::Utc::now(),
+        statement_id: format!("ST{}", Uuid::new_v4().simple()),
+        account: treasury::domain::AccountNumber::new(number).unwrap(),
+        date: today,
+        opening: cny(0),
+        closing: cny(10_000 * unexplained as i64),
+        entries,
+    };
+    let xml = statement.to_xml().unwrap();
+    (statement, xml)
 }
 
 /// A new instruction of the maker, paid from `company`'s sub-account.

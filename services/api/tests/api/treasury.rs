@@ -14,6 +14,7 @@ testkit::scenarios!(
     a_maker_cannot_approve_and_an_instruction_cannot_be_approved_twice,
     an_instruction_the_debtor_cannot_cover_is_refused_at_approval_and_stays_pending,
     a_forged_bank_callback_is_refused_and_changes_nothing,
+    the_days_statement_matches_the_settled_instruction_and_an_unexplained_deposit_stays_open_until_resolved,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -235,4 +236,110 @@ async fn a_forged_bank_callback_is_refused_and_changes_nothing(backend: Backend)
         response.headers()["content-type"],
         "application/problem+json"
     );
+}
+
+async fn the_days_statement_matches_the_settled_instruction_and_an_unexplained_deposit_stays_open_until_resolved(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let created = create(&app, "2500.00", false).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, _) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for _ in 0..400 {
+        if get(&app, &id).await["status"] == "settled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Money arrives that no instruction explains.
+    let account = treasury::domain::AccountNumber::new("3100000000000101").unwrap();
+    app.treasury.bank.credit(
+        &account,
+        ledger::Money::new(rust_decimal_macros::dec!(777.00), ledger::Currency::CNY).unwrap(),
+    );
+    let today = chrono::Utc::now()
+        .with_timezone(&treasury::rails::TZ)
+        .date_naive()
+        .to_string();
+    let import = Call::post(
+        "/v1/treasury/statements",
+        Some(json!({"account_number": "3100000000000101", "date": today})),
+    );
+    let (status, imported) = body(app.call(Some(Who::TreasuryMaker), &import).await).await;
+    assert_eq!(status, 201, "{imported:#}");
+    assert_eq!(imported["source"], "bank");
+    assert_eq!(imported["matched"], 1, "{imported:#}");
+    let exceptions = imported["exceptions"].as_array().unwrap();
+    assert_eq!(exceptions.len(), 1, "{imported:#}");
+    assert_eq!(exceptions[0]["kind"], "unknown_entry");
+    assert_eq!(exceptions[0]["detail"]["amount"]["amount"], "777.00");
+    let exception = exceptions[0]["id"].as_str().unwrap().to_owned();
+
+    // The same statement again is the same import.
+    let again = Call::post(
+        "/v1/treasury/statements",
+        Some(json!({"account_number": "3100000000000101", "date": today})),
+    );
+    let (status, replayed) = body(app.call(Some(Who::TreasuryMaker), &again).await).await;
+    assert_eq!(status, 200, "{replayed:#}");
+    assert_eq!(replayed["id"], imported["id"]);
+
+    let (status, open) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::get("/v1/treasury/exceptions?status=open"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+
+    let resolve = |note: &str| {
+        Call::post(
+            format!("/v1/treasury/exceptions/{exception}/resolve"),
+            Some(json!({"resolution": note})),
+        )
+    };
+    let (status, problem) = body(
+        app.call(Some(Who::TreasuryMaker), &resolve("not mine to clear"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, resolved) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &resolve("cash pickup deposit, booked by hand"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolved_by"], "treasury-checker");
+    let (status, _) = body(
+        app.call(Some(Who::TreasuryChecker), &resolve("again"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (_, open) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::get("/v1/treasury/exceptions?status=open"),
+        )
+        .await,
+    )
+    .await;
+    assert!(open["items"].as_array().unwrap().is_empty());
 }
