@@ -188,3 +188,74 @@ pub async fn embedded(
         bank,
     })
 }
+
+/// The custodial bank of a production process. Without `TREASURY_BANK_URL` the process has
+/// no treasury: the API answers the treasury routes with 503 and workers leave treasury
+/// activities to workers that have it.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TreasuryArgs {
+    /// The custodial bank's host-to-host interface (`https://…`).
+    #[arg(long = "treasury-bank-url", env = "TREASURY_BANK_URL")]
+    pub bank_url: Option<String>,
+    /// The platform's private key (PEM) that signs every message to the bank.
+    #[arg(long = "treasury-signing-key", env = "TREASURY_SIGNING_KEY")]
+    pub signing_key: Option<std::path::PathBuf>,
+    /// The bank's public key or certificate (PEM) that its answers and callbacks must verify
+    /// against.
+    #[arg(long = "treasury-bank-key", env = "TREASURY_BANK_KEY")]
+    pub bank_key: Option<std::path::PathBuf>,
+    /// Public holidays and make-up working days (JSON: `{"holidays": [...],
+    /// "makeup_working_days": [...]}`); none when absent.
+    #[arg(long = "treasury-calendar", env = "TREASURY_CALENDAR")]
+    pub calendar: Option<std::path::PathBuf>,
+    /// The platform's name as initiating party of its messages.
+    #[arg(
+        long = "treasury-initiating-party",
+        env = "TREASURY_INITIATING_PARTY",
+        default_value = "Forecourt Platform"
+    )]
+    pub initiating_party: String,
+}
+
+impl TreasuryArgs {
+    /// The executor and the bank's key, or `None` when no bank is configured.
+    pub fn executor(&self, ledger: &Ledger) -> anyhow::Result<Option<(Arc<Executor>, Verifier)>> {
+        let Some(url) = &self.bank_url else {
+            return Ok(None);
+        };
+        let signing = self
+            .signing_key
+            .as_ref()
+            .context("TREASURY_BANK_URL needs TREASURY_SIGNING_KEY (the platform's private key)")?;
+        let bank_key = self
+            .bank_key
+            .as_ref()
+            .context("TREASURY_BANK_URL needs TREASURY_BANK_KEY (the bank's public key)")?;
+        let platform = Signer::from_pem_file(signing)
+            .with_context(|| format!("reading {}", signing.display()))?;
+        let bank = Verifier::from_pem_file(bank_key)
+            .with_context(|| format!("reading {}", bank_key.display()))?;
+        let calendar = match &self.calendar {
+            Some(path) => BusinessCalendar::from_json(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )?,
+            None => BusinessCalendar::new(Default::default())?,
+        };
+        let rails = Rails::new(RailsConfig::default(), calendar)?;
+        let client = BankClient::new(
+            BankClientConfig::new(url.clone()),
+            platform.clone(),
+            bank.clone(),
+        )?;
+        let executor = Executor {
+            instructions: Instructions::new(ledger.clone(), default_policy()?, Arc::new(Utc::now)),
+            rails: Arc::new(rails),
+            bank: client,
+            signer: platform,
+            clock: Arc::new(Utc::now),
+            initiating_party: self.initiating_party.clone(),
+        };
+        Ok(Some((Arc::new(executor), bank)))
+    }
+}

@@ -29,6 +29,8 @@ pub struct Transport {
 pub struct WorkerArgs {
     #[command(flatten)]
     transport: Transport,
+    #[command(flatten)]
+    treasury: crate::custodian::TreasuryArgs,
     /// Also run the scheduler (relays, timers and cron) in this process.
     #[arg(long)]
     scheduler: bool,
@@ -53,9 +55,16 @@ pub struct SchedulerArgs {
     relays: usize,
 }
 
-/// The workflows and activities this binary runs.
+/// The workflows and activities this binary runs. The treasury's activities need the bank:
+/// they are added where it is configured ([`with_treasury`]).
 pub fn registry(db: &DatabaseConnection) -> Registry {
     workflows::canary::register(Registry::default(), db.clone())
+        .workflow::<workflows::bank_instruction::BankInstruction>()
+}
+
+/// The registry with the treasury's activities over `executor`.
+pub fn with_treasury(registry: Registry, executor: Arc<treasury::execution::Executor>) -> Registry {
+    workflows::bank_instruction::register_activities(registry, executor)
 }
 
 async fn until_stopped(stop: watch::Sender<bool>) {
@@ -75,7 +84,13 @@ async fn until_stopped(stop: watch::Sender<bool>) {
 }
 
 pub async fn worker(args: WorkerArgs, db: DatabaseConnection) -> anyhow::Result<()> {
-    let engine = Engine::new(db.clone(), registry(&db));
+    // Holds are swept by the workers' processes.
+    let ledger = ledger::Ledger::start(db.clone(), ledger::LedgerConfig::default());
+    let registry = match args.treasury.executor(&ledger)? {
+        Some((executor, _)) => with_treasury(registry(&db), executor),
+        None => registry(&db),
+    };
+    let engine = Engine::new(db.clone(), registry);
     let (stop, stopped) = watch::channel(false);
     match &args.transport.amqp_url {
         None => {

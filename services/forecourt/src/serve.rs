@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Largest request body.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     max_body_bytes: usize,
+    /// The custodial bank (production mode; the embedded mode runs a simulator).
+    #[command(flatten)]
+    treasury: crate::custodian::TreasuryArgs,
 }
 
 impl ServeArgs {
@@ -136,10 +139,7 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let custodian =
         crate::custodian::embedded(&db, &ledger, &args.data_dir, &format!("http://{addr}")).await?;
-    let registry = workflows::bank_instruction::register_activities(
-        crate::run::registry(&db).workflow::<workflows::bank_instruction::BankInstruction>(),
-        custodian.executor.clone(),
-    );
+    let registry = crate::run::with_treasury(crate::run::registry(&db), custodian.executor.clone());
     let engine = Engine::new(db.clone(), registry);
     let credentials = crate::seed::seed(&db, &ledger, &engine, &args.data_dir).await?;
     let workers = Workers::spawn(&engine, 2, 2);
@@ -195,7 +195,19 @@ async fn production(args: ServeArgs, config: ApiConfig, url: &str) -> anyhow::Re
             ..LedgerConfig::default()
         },
     );
+    let treasury = args.treasury.executor(&ledger)?;
+    let engine = Engine::new(db.clone(), crate::run::registry(&db));
     let mut state = AppState::new(db, ledger, config, keys);
+    if let Some((executor, bank)) = treasury {
+        state = state.with_treasury(api::routes::treasury::TreasuryContext {
+            executor,
+            engine,
+            bank,
+            timing: workflows::bank_instruction::Timing::default(),
+        });
+    } else {
+        eprintln!("serve: no TREASURY_BANK_URL: the treasury routes answer 503");
+    }
     if let Some(amqp) = &args.amqp_url {
         state = state.with_broker(amqp);
     }
