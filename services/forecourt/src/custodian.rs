@@ -215,6 +215,14 @@ pub struct TreasuryArgs {
         default_value = "Forecourt Platform"
     )]
     pub initiating_party: String,
+    /// Longest time one call to the bank may take before another worker takes the step over
+    /// (after a crash, say).
+    #[arg(
+        long = "treasury-activity-timeout-ms",
+        env = "TREASURY_ACTIVITY_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub activity_timeout_ms: u64,
 }
 
 impl TreasuryArgs {

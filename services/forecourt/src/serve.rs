@@ -203,7 +203,10 @@ async fn production(args: ServeArgs, config: ApiConfig, url: &str) -> anyhow::Re
             executor,
             engine,
             bank,
-            timing: workflows::bank_instruction::Timing::default(),
+            timing: workflows::bank_instruction::Timing {
+                activity_timeout_ms: args.treasury.activity_timeout_ms,
+                ..Default::default()
+            },
         });
     } else {
         eprintln!("serve: no TREASURY_BANK_URL: the treasury routes answer 503");

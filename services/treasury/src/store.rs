@@ -426,12 +426,23 @@ impl Instructions {
             return Ok(instruction);
         }
         let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "reject")?;
-        self.ledger
+        let voided = self
+            .ledger
             .void_hold(VoidHold {
                 idempotency_key: format!("treasury:{id}:void"),
                 hold_id,
             })
-            .await?;
+            .await;
+        match voided {
+            // Another caller (the bank's callback and a worker's query, say) voided it a
+            // moment ago; the conditional status change below settles who records it.
+            Ok(_)
+            | Err(LedgerError::HoldNotPending {
+                status: ledger::HoldStatus::Voided,
+                ..
+            }) => {}
+            Err(err) => return Err(err.into()),
+        }
         let rejection = Rejection {
             by: UserId(ACTOR_BANK.to_owned()),
             reason: reason.to_owned(),
@@ -448,9 +459,19 @@ impl Instructions {
             return Ok(instruction);
         }
         let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "settle")?;
-        self.ledger
+        let posted = self
+            .ledger
             .post_hold(PostHold::full(format!("treasury:{id}:settle"), hold_id))
-            .await?;
+            .await;
+        match posted {
+            // Posted a moment ago by another caller applying the same report.
+            Ok(_)
+            | Err(LedgerError::HoldNotPending {
+                status: ledger::HoldStatus::Posted,
+                ..
+            }) => {}
+            Err(err) => return Err(err.into()),
+        }
         self.transition(
             &instruction,
             InstructionStatus::Approved,

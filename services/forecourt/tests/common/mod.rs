@@ -31,8 +31,14 @@ impl Deployment {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Proc {
+        self.spawn_with(args, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with more environment.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, String)]) -> Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_forecourt"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("DATABASE_URL", &self.db.url)
             .env("AMQP_URL", AMQP_URL)
             .env("AMQP_QUEUE_PREFIX", &self.prefix)
