@@ -19,6 +19,7 @@
 //!   the messages sent to it.
 //! - [`treasury_statements`], [`treasury_exceptions`]: imported camt.053 statements and the
 //!   exceptions their reconciliation raised.
+//! - [`treasury_policies`]: versions of the approval policy.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
 //! `Decimal` column through `f64` on SQLite, so no table here has one. Timestamps are
@@ -39,6 +40,7 @@ pub mod treasury_exceptions;
 pub mod treasury_external_accounts;
 pub mod treasury_instructions;
 pub mod treasury_messages;
+pub mod treasury_policies;
 pub mod treasury_statements;
 pub mod treasury_sub_accounts;
 pub mod user_sessions;

@@ -20,6 +20,7 @@ mod m20261124_000001_treasury_instructions;
 mod m20261124_000002_treasury_external_accounts;
 mod m20261125_000001_treasury_bank;
 mod m20261125_000002_treasury_statements;
+mod m20261125_000003_treasury_policies;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_treasury_external_accounts::Migration),
             Box::new(m20261125_000001_treasury_bank::Migration),
             Box::new(m20261125_000002_treasury_statements::Migration),
+            Box::new(m20261125_000003_treasury_policies::Migration),
         ]
     }
 }

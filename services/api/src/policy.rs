@@ -143,6 +143,7 @@ pub enum Action {
     MakeInstructions,
     CheckInstructions,
     ImportStatements,
+    ManageApprovalPolicy,
 }
 
 impl Action {
@@ -159,6 +160,7 @@ impl Action {
         Action::MakeInstructions,
         Action::CheckInstructions,
         Action::ImportStatements,
+        Action::ManageApprovalPolicy,
     ];
 }
 
@@ -176,6 +178,7 @@ pub fn permits(role: Role, action: Action) -> bool {
         MakeInstructions => role == TreasuryMaker,
         CheckInstructions => role == TreasuryChecker,
         ImportStatements => matches!(role, TreasuryMaker | TreasuryChecker),
+        ManageApprovalPolicy => role == Admin,
     }
 }
 

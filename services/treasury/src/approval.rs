@@ -116,6 +116,16 @@ pub enum PolicyError {
     NoValidity,
 }
 
+impl ApprovalPolicy {
+    /// The policy as configuration.
+    pub fn config(&self) -> PolicyConfig {
+        PolicyConfig {
+            rules: self.rules.clone(),
+            valid_for_minutes: self.valid_for_minutes,
+        }
+    }
+}
+
 impl TryFrom<PolicyConfig> for ApprovalPolicy {
     type Error = PolicyError;
 

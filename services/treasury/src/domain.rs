@@ -156,6 +156,22 @@ impl InstructionKind {
     }
 }
 
+impl std::str::FromStr for InstructionKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        [
+            InstructionKind::SubAccountTransfer,
+            InstructionKind::Payout,
+            InstructionKind::Freeze,
+            InstructionKind::Unfreeze,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
+        .ok_or_else(|| format!("unknown instruction kind {text:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 //!   configuration.
 //! - [`rails`]: intra-bank, large-value and 24x7 interbank rails, their hours, cap and the
 //!   banks' maintenance windows; what is open now and the next window.
+//! - [`policies`]: the approval policy as versioned data.
 //! - [`planner`]: the rail planner (rail, tranches or waiting, expected arrival).
 //! - [`approval`]: approval policies as rule blocks; maker-checker decisions, pure.
 //! - [`iso20022`]: pain.001 out, pain.002, camt.053 and camt.054 in, as typed documents checked
@@ -44,6 +45,7 @@ pub mod domain;
 pub mod execution;
 pub mod iso20022;
 pub mod planner;
+pub mod policies;
 pub mod rails;
 pub mod reconcile;
 pub mod signing;

@@ -157,6 +157,20 @@ impl Instructions {
         }
     }
 
+    /// The approval policy in force: the latest stored version, or the configured one
+    /// while none is stored.
+    pub async fn policy(&self) -> Result<ApprovalPolicy, TreasuryError> {
+        Ok(crate::policies::current(&self.db)
+            .await?
+            .map(|(policy, _)| policy)
+            .unwrap_or_else(|| self.policy.clone()))
+    }
+
+    /// The configured policy, in force while none is stored.
+    pub fn default_policy(&self) -> &ApprovalPolicy {
+        &self.policy
+    }
+
     /// The database the instructions live in.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
@@ -304,12 +318,13 @@ impl Instructions {
 
     /// Where the approval chain of an instruction stands now.
     pub async fn approval_state(&self, id: Uuid) -> Result<ApprovalState, TreasuryError> {
+        let policy = self.policy().await?;
         let instruction = self.get(id).await?;
         let subject = self.subject(&instruction).await?;
         let approvals = self.approvals(id).await?;
         let rejection = rejection_of(&instruction);
         Ok(approval::evaluate(
-            &self.policy,
+            &policy,
             &subject,
             &approvals,
             rejection.as_ref(),
@@ -327,6 +342,7 @@ impl Instructions {
         roles: &[Role],
     ) -> Result<Instruction, TreasuryError> {
         let now = self.now();
+        let policy = self.policy().await?;
         let instruction = self.get(id).await?;
         if instruction.status != InstructionStatus::PendingApproval {
             return Err(TreasuryError::InvalidState {
@@ -336,22 +352,14 @@ impl Instructions {
         }
         let subject = self.subject(&instruction).await?;
         let approvals = self.approvals(id).await?;
-        match approval::approve(
-            &self.policy,
-            &subject,
-            &approvals,
-            None,
-            approver,
-            roles,
-            now,
-        ) {
+        match approval::approve(&policy, &subject, &approvals, None, approver, roles, now) {
             Ok(granted) => self.record_approval(id, &granted).await?,
             // The chain was complete before: a crash came between approval and hold.
             Err(ApprovalError::AlreadyApproved) => {}
             Err(err) => return Err(err.into()),
         }
         let approvals = self.approvals(id).await?;
-        match approval::evaluate(&self.policy, &subject, &approvals, None, now) {
+        match approval::evaluate(&policy, &subject, &approvals, None, now) {
             ApprovalState::Approved => self.hold(&instruction, approver).await,
             ApprovalState::Pending { .. } | ApprovalState::Rejected { .. } => self.get(id).await,
         }
@@ -374,7 +382,8 @@ impl Instructions {
             });
         }
         let subject = self.subject(&instruction).await?;
-        let rejection = approval::reject(&self.policy, &subject, None, by, roles, reason, now)?;
+        let policy = self.policy().await?;
+        let rejection = approval::reject(&policy, &subject, None, by, roles, reason, now)?;
         self.finish_rejection(&instruction, &rejection, InstructionStatus::PendingApproval)
             .await
     }

@@ -70,6 +70,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(import_statement))
         .routes(routes!(list_exceptions))
         .routes(routes!(resolve_exception))
+        .routes(routes!(get_policy, set_policy))
 }
 
 /// The bank's callbacks: outside authentication and idempotency (the bank signs them, and
@@ -1638,5 +1639,244 @@ async fn resolve_exception(
             None,
             None,
         )
+        .await
+}
+
+/// When a rule applies; every field given must hold.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCondition {
+    /// The instruction's amount is above this (CNY, a decimal string).
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    pub amount_above: Option<Decimal>,
+    /// The instruction is of one of these kinds (`sub_account_transfer`, `payout`); any
+    /// kind when empty.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Whether the creditor has never been paid before (`true`) or has (`false`).
+    #[serde(default)]
+    pub new_creditor: Option<bool>,
+}
+
+/// One link of an approval chain: `approvals` people with `role`, from `eligible` when
+/// named (N of M).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyStep {
+    /// A user role, `treasury_checker` in practice.
+    pub role: String,
+    pub approvals: u32,
+    /// Usernames of the people who may approve this step; anyone with the role when empty.
+    #[serde(default)]
+    pub eligible: Vec<String>,
+}
+
+/// A rule block: a condition and the chain of steps it requires.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    pub name: String,
+    #[serde(default)]
+    pub when: PolicyCondition,
+    pub steps: Vec<PolicyStep>,
+}
+
+/// An approval policy to put in force.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "rules": [
+        {"name": "every instruction", "when": {}, "steps": [{"role": "treasury_checker", "approvals": 1, "eligible": []}]},
+        {"name": "above 10 million: 2 of the 3 directors", "when": {"amount_above": "10000000"},
+         "steps": [{"role": "treasury_checker", "approvals": 2, "eligible": ["zhao", "qian", "sun"]}]}
+    ],
+    "valid_for_minutes": 1440
+}))]
+pub struct PolicyBody {
+    /// Every matching rule adds its steps, in order. One rule must have no condition.
+    pub rules: Vec<PolicyRule>,
+    /// How long an approval stays valid.
+    pub valid_for_minutes: u32,
+}
+
+impl Validate for PolicyBody {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            for kind in &rule.when.kinds {
+                if kind.parse::<InstructionKind>().is_err() {
+                    errors.push(FieldError::new(
+                        format!("rules[{i}].when.kinds"),
+                        format!(
+                            "unknown kind {kind:?}: sub_account_transfer, payout, freeze or unfreeze"
+                        ),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// The approval policy in force.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PolicyView {
+    /// The stored version in force; absent while the configured default applies.
+    pub version: Option<i32>,
+    #[serde(flatten)]
+    pub policy: PolicyBody,
+    pub set_by: Option<String>,
+    pub set_at: Option<DateTime<Utc>>,
+}
+
+fn policy_view(
+    policy: &treasury::approval::ApprovalPolicy,
+    row: Option<&entities::treasury_policies::Model>,
+) -> PolicyView {
+    let config = policy.config();
+    PolicyView {
+        version: row.map(|r| r.version),
+        policy: PolicyBody {
+            rules: config
+                .rules
+                .into_iter()
+                .map(|r| PolicyRule {
+                    name: r.name,
+                    when: PolicyCondition {
+                        amount_above: r.when.amount_above,
+                        kinds: r.when.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+                        new_creditor: r.when.new_creditor,
+                    },
+                    steps: r
+                        .steps
+                        .into_iter()
+                        .map(|s| PolicyStep {
+                            role: s.role.0,
+                            approvals: s.approvals,
+                            eligible: s.eligible.into_iter().map(|u| u.0).collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            valid_for_minutes: config.valid_for_minutes,
+        },
+        set_by: row.map(|r| r.set_by.clone()),
+        set_at: row.map(|r| r.set_at),
+    }
+}
+
+/// The approval policy in force: which instructions need whose approval.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/approval-policy",
+    tag = "treasury",
+    responses(
+        (status = 200, description = "The policy in force", body = PolicyView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<PolicyView>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let ctx = context(&state)?;
+    let stored = treasury::policies::current(&state.db).await?;
+    Ok(axum::Json(match &stored {
+        Some((policy, row)) => policy_view(policy, Some(row)),
+        None => policy_view(ctx.executor.instructions.default_policy(), None),
+    }))
+}
+
+/// Put a new approval policy in force (the platform operator's administrators). It applies
+/// to every approval from now on, pending instructions included; earlier versions are kept.
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/approval-policy",
+    tag = "treasury",
+    params(("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries.")),
+    request_body = PolicyBody,
+    responses(
+        (status = 201, description = "The new policy, in force", body = PolicyView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn set_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Json(body): Json<PolicyBody>,
+) -> Result<Response, ApiError> {
+    authorize(
+        &caller,
+        Action::ManageApprovalPolicy,
+        &caller.org,
+        "organisation",
+    )?;
+    if caller.org.kind != crate::policy::OrgKind::PlatformOperator {
+        return Err(ApiError::forbidden(
+            "the approval policy is set by the platform operator's administrators",
+        ));
+    }
+    context(&state)?;
+    let by = username(&caller)?;
+    use treasury::approval::{Condition, PolicyConfig, Role, Rule, Step};
+    let config = PolicyConfig {
+        rules: body
+            .rules
+            .iter()
+            .map(|r| Rule {
+                name: r.name.clone(),
+                when: Condition {
+                    amount_above: r.when.amount_above,
+                    kinds: r.when.kinds.iter().filter_map(|k| k.parse().ok()).collect(),
+                    new_creditor: r.when.new_creditor,
+                },
+                steps: r
+                    .steps
+                    .iter()
+                    .map(|s| Step {
+                        role: Role::new(&s.role),
+                        approvals: s.approvals,
+                        eligible: s.eligible.iter().map(|u| UserId(u.clone())).collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        valid_for_minutes: body.valid_for_minutes,
+    };
+    let row = treasury::policies::set(&state.db, config, &by.0, Utc::now())
+        .await
+        .map_err(|e| match e {
+            treasury::policies::PolicyStoreError::Invalid(e) => {
+                ApiError::validation(vec![FieldError::new("rules", e.to_string())])
+            }
+            treasury::policies::PolicyStoreError::Concurrent => ApiError::conflict(e.to_string()),
+            other => ApiError::internal(anyhow::Error::new(other)),
+        })?;
+    let (policy, _) = treasury::policies::current(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the policy just stored is gone")))?;
+    tracing::info!(version = row.version, "approval policy set");
+    let view = policy_view(&policy, Some(&row));
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(txn, StatusCode::CREATED, Some(&view), None, None)
         .await
 }

@@ -221,6 +221,16 @@ const ROWS: &[Row] = &[
         allowed: &[TreasuryChecker],
         ok: 200,
     },
+    Row {
+        operation: "GET /v1/treasury/approval-policy",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/treasury/approval-policy",
+        allowed: ADMINS,
+        ok: 201,
+    },
 ];
 
 /// Which resource a case is about.
@@ -276,6 +286,8 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/instructions"
                 | "GET /v1/treasury/rails"
                 | "GET /v1/treasury/exceptions"
+                | "GET /v1/treasury/approval-policy"
+                | "POST /v1/treasury/approval-policy"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
         return None;
@@ -402,6 +414,19 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
             )
         }
         "GET /v1/treasury/exceptions" => Call::get("/v1/treasury/exceptions"),
+        "GET /v1/treasury/approval-policy" => Call::get("/v1/treasury/approval-policy"),
+        "POST /v1/treasury/approval-policy" => {
+            let call = Call::post(
+                "/v1/treasury/approval-policy",
+                Some(json!({
+                    "rules": [{"name": "every instruction",
+                               "steps": [{"role": "treasury_checker", "approvals": 1}]}],
+                    "valid_for_minutes": 60
+                })),
+            );
+            // A brand's administrators may not: the policy is the platform operator's.
+            return Some((call, (who == BrandAdmin).then_some(403)));
+        }
         "POST /v1/treasury/statements" => {
             let (_, xml) = statement(treasury_org(org_key), 0);
             Call::post("/v1/treasury/statements", Some(json!({ "xml": xml })))

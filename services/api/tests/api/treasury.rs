@@ -15,6 +15,7 @@ testkit::scenarios!(
     an_instruction_the_debtor_cannot_cover_is_refused_at_approval_and_stays_pending,
     a_forged_bank_callback_is_refused_and_changes_nothing,
     the_days_statement_matches_the_settled_instruction_and_an_unexplained_deposit_stays_open_until_resolved,
+    an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_needs_two_of_the_named_checkers,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -342,4 +343,120 @@ async fn the_days_statement_matches_the_settled_instruction_and_an_unexplained_d
     )
     .await;
     assert!(open["items"].as_array().unwrap().is_empty());
+}
+
+/// A checker of the root organisation with a session: username and token.
+async fn named_checker(app: &TestApp, username: &str) -> String {
+    let user = api::directory::create_user(
+        &app.state.db,
+        api::directory::NewUser {
+            id: uuid::Uuid::now_v7(),
+            organisation_id: app.world.orgs["root"],
+            username: username.to_owned(),
+            display_name: username.to_owned(),
+            role: api::policy::Role::TreasuryChecker,
+        },
+        "unused".into(),
+    )
+    .await
+    .unwrap();
+    api::auth::open_session(&app.state.db, user.id, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .token
+}
+
+async fn approve_as(app: &TestApp, token: &str, id: &str) -> (u16, Value) {
+    body(
+        app.client
+            .post(app.url(&format!("/v1/treasury/instructions/{id}/approve")))
+            .bearer_auth(token)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_needs_two_of_the_named_checkers(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let tier = json!({
+        "rules": [
+            {"name": "every instruction", "steps": [{"role": "treasury_checker", "approvals": 1}]},
+            {"name": "above 1,000: two of three", "when": {"amount_above": "1000"},
+             "steps": [{"role": "treasury_checker", "approvals": 2, "eligible": ["zhao", "qian", "sun"]}]}
+        ],
+        "valid_for_minutes": 60
+    });
+    let set = |policy: Value| Call::post("/v1/treasury/approval-policy", Some(policy));
+    let (status, problem) = body(app.call(Some(Who::BrandAdmin), &set(tier.clone())).await).await;
+    assert_eq!(status, 403, "{problem}");
+    let no_base = json!({
+        "rules": [{"name": "only big ones", "when": {"amount_above": "1000"},
+                   "steps": [{"role": "treasury_checker", "approvals": 1}]}],
+        "valid_for_minutes": 60
+    });
+    let (status, problem) = body(app.call(Some(Who::RootAdmin), &set(no_base)).await).await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, in_force) = body(app.call(Some(Who::RootAdmin), &set(tier)).await).await;
+    assert_eq!(status, 201, "{in_force}");
+    assert_eq!(in_force["version"], 1);
+    assert_eq!(in_force["set_by"], "root-admin");
+    let (_, read) = body(
+        app.call(
+            Some(Who::TreasuryMaker),
+            &Call::get("/v1/treasury/approval-policy"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(read["version"], 1);
+    assert_eq!(
+        read["rules"][1]["steps"][0]["eligible"],
+        json!(["zhao", "qian", "sun"])
+    );
+
+    let zhao = named_checker(&app, "zhao").await;
+    let qian = named_checker(&app, "qian").await;
+    let small = create(&app, "999.00", false).await;
+    let small_id = small["id"].as_str().unwrap();
+    let (status, approved) = approve_as(&app, &zhao, small_id).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(
+        approved["status"], "approved",
+        "one checker is enough below the tier"
+    );
+
+    let large = create(&app, "5000.00", false).await;
+    let id = large["id"].as_str().unwrap();
+    let (status, first) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "pending_approval");
+    assert_eq!(
+        first["approval"]["waiting_for"],
+        "2 more approval(s) by treasury_checker"
+    );
+    // A checker who is not named cannot take the named step.
+    let li = named_checker(&app, "li").await;
+    let (status, problem) = approve_as(&app, &li, id).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, second) = approve_as(&app, &zhao, id).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["status"], "pending_approval");
+    let (status, problem) = approve_as(&app, &zhao, id).await;
+    assert_eq!(status, 409, "nobody approves twice: {problem}");
+    let (status, third) = approve_as(&app, &qian, id).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["status"], "approved");
+    assert_eq!(available(&app, "company-a").await, "994001.00", "both held");
 }
