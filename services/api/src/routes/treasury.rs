@@ -61,7 +61,8 @@ pub struct TreasuryContext {
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_sub_accounts))
-        .routes(routes!(list_external_accounts))
+        .routes(routes!(list_external_accounts, register_external_account))
+        .routes(routes!(get_calendar))
         .routes(routes!(list_instructions, create_instruction))
         .routes(routes!(get_instruction))
         .routes(routes!(approve_instruction))
@@ -1879,4 +1880,164 @@ async fn set_policy(
     claim
         .commit(txn, StatusCode::CREATED, Some(&view), None, None)
         .await
+}
+
+/// A legal entity's own account to register for payouts.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "organisation_id": "0193a5c2-7d1e-7c4b-9f0e-2a51b2c3d4e9",
+    "holder_name": "Taicang Depot Co., Ltd.",
+    "account_number": "6222020200000000301",
+    "bank_code": "102100099996",
+    "branch_name": "ICBC Taicang Branch"
+}))]
+pub struct RegisterExternalAccount {
+    /// The organisation that holds the account, in the caller's subtree.
+    pub organisation_id: Uuid,
+    /// 1 to 140 characters, as the bank knows the holder.
+    pub holder_name: String,
+    pub account_number: String,
+    /// The CNAPS code of the branch that keeps the account (12 digits).
+    pub bank_code: String,
+    pub branch_name: String,
+}
+
+impl Validate for RegisterExternalAccount {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let Err(e) = AccountNumber::new(self.account_number.clone()) {
+            errors.push(FieldError::new("account_number", e.to_string()));
+        }
+        if let Err(e) = BankCode::new(self.bank_code.clone()) {
+            errors.push(FieldError::new("bank_code", e.to_string()));
+        }
+        let n = self.holder_name.trim().chars().count();
+        if n == 0 || n > 140 {
+            errors.push(FieldError::new("holder_name", "1 to 140 characters"));
+        }
+        let n = self.branch_name.trim().chars().count();
+        if n == 0 || n > 140 {
+            errors.push(FieldError::new("branch_name", "1 to 140 characters"));
+        }
+        errors
+    }
+}
+
+/// Register an organisation's own bank account as a payout creditor (treasury makers). The
+/// first payment to it counts as one to a new creditor for the approval policy. Registering
+/// the same account with the same details again returns it.
+#[utoipa::path(
+    post,
+    path = "/v1/treasury/external-accounts",
+    tag = "treasury",
+    params(("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries.")),
+    request_body = RegisterExternalAccount,
+    responses(
+        (status = 201, description = "Registered", body = ExternalAccount),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn register_external_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Json(body): Json<RegisterExternalAccount>,
+) -> Result<Response, ApiError> {
+    authorize(
+        &caller,
+        Action::MakeInstructions,
+        &caller.org,
+        "organisation",
+    )?;
+    let by = username(&caller)?;
+    let org = crate::directory::find_org(&state.db, body.organisation_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organisation"))?;
+    authorize(&caller, Action::MakeInstructions, &org, "organisation")?;
+    let owner = organisations::Entity::find_by_id(org.id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organisation"))?
+        .ledger_owner;
+    let invalid = |field: &str, e: String| ApiError::validation(vec![FieldError::new(field, e)]);
+    let registered = treasury::accounts::register(
+        &state.db,
+        treasury::accounts::NewExternalAccount {
+            owner_org: owner,
+            holder_name: body.holder_name.trim().to_owned(),
+            account: AccountNumber::new(body.account_number.clone())
+                .map_err(|e| invalid("account_number", e.to_string()))?,
+            bank: BankCode::new(body.bank_code.clone())
+                .map_err(|e| invalid("bank_code", e.to_string()))?,
+            branch_name: body.branch_name.trim().to_owned(),
+        },
+        &by.0,
+        Utc::now(),
+    )
+    .await
+    .map_err(|e| match e {
+        treasury::accounts::AccountError::Conflict { .. } => ApiError::conflict(e.to_string()),
+        treasury::accounts::AccountError::InvalidName => invalid("holder_name", e.to_string()),
+        other => ApiError::internal(anyhow::Error::new(other)),
+    })?;
+    let view = ExternalAccount {
+        id: registered.id,
+        organisation_id: org.id,
+        holder_name: registered.details.holder_name,
+        account_number: registered.details.account.as_str().to_owned(),
+        bank_code: registered.details.bank.as_str().to_owned(),
+        branch_name: registered.details.branch_name,
+    };
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(txn, StatusCode::CREATED, Some(&view), None, None)
+        .await
+}
+
+/// The business calendar the rails follow.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CalendarView {
+    /// Days without business although they are weekdays (or weekend days inside a holiday).
+    pub holidays: Vec<NaiveDate>,
+    /// Saturdays and Sundays that are working days (调休).
+    pub makeup_working_days: Vec<NaiveDate>,
+}
+
+/// The business calendar: public holidays and make-up working days, as configured.
+#[utoipa::path(
+    get,
+    path = "/v1/treasury/calendar",
+    tag = "treasury",
+    responses(
+        (status = 200, description = "The calendar", body = CalendarView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn get_calendar(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<CalendarView>, ApiError> {
+    authorize(&caller, Action::ReadTreasury, &caller.org, "organisation")?;
+    let ctx = context(&state)?;
+    let config = ctx.executor.rails.calendar().config();
+    Ok(axum::Json(CalendarView {
+        holidays: config.holidays,
+        makeup_working_days: config.makeup_working_days,
+    }))
 }

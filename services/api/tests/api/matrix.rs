@@ -222,6 +222,16 @@ const ROWS: &[Row] = &[
         ok: 200,
     },
     Row {
+        operation: "POST /v1/treasury/external-accounts",
+        allowed: &[TreasuryMaker],
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/treasury/calendar",
+        allowed: TREASURY_READERS,
+        ok: 200,
+    },
+    Row {
         operation: "GET /v1/treasury/approval-policy",
         allowed: TREASURY_READERS,
         ok: 200,
@@ -288,6 +298,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/exceptions"
                 | "GET /v1/treasury/approval-policy"
                 | "POST /v1/treasury/approval-policy"
+                | "GET /v1/treasury/calendar"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
         return None;
@@ -415,6 +426,17 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
         }
         "GET /v1/treasury/exceptions" => Call::get("/v1/treasury/exceptions"),
         "GET /v1/treasury/approval-policy" => Call::get("/v1/treasury/approval-policy"),
+        "GET /v1/treasury/calendar" => Call::get("/v1/treasury/calendar"),
+        "POST /v1/treasury/external-accounts" => Call::post(
+            "/v1/treasury/external-accounts",
+            Some(json!({
+                "organisation_id": w.orgs[treasury_org(org_key)],
+                "holder_name": "Depot",
+                "account_number": format!("62220202{:011}", rand_digits()),
+                "bank_code": "102100099996",
+                "branch_name": "ICBC Taicang Branch",
+            })),
+        ),
         "POST /v1/treasury/approval-policy" => {
             let call = Call::post(
                 "/v1/treasury/approval-policy",
@@ -510,6 +532,11 @@ fn statement(
     };
     let xml = statement.to_xml().unwrap();
     (statement, xml)
+}
+
+/// Eleven digits that differ from call to call.
+fn rand_digits() -> u64 {
+    (Uuid::new_v4().as_u128() % 100_000_000_000) as u64
 }
 
 /// A new instruction of the maker, paid from `company`'s sub-account.

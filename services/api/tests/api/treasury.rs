@@ -16,6 +16,7 @@ testkit::scenarios!(
     a_forged_bank_callback_is_refused_and_changes_nothing,
     the_days_statement_matches_the_settled_instruction_and_an_unexplained_deposit_stays_open_until_resolved,
     an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_needs_two_of_the_named_checkers,
+    a_maker_registers_a_payout_account_once_and_other_details_for_it_conflict,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -459,4 +460,63 @@ async fn an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_need
     assert_eq!(status, 200, "{third}");
     assert_eq!(third["status"], "approved");
     assert_eq!(available(&app, "company-a").await, "994001.00", "both held");
+}
+
+async fn a_maker_registers_a_payout_account_once_and_other_details_for_it_conflict(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let register = |holder: &str| {
+        Call::post(
+            "/v1/treasury/external-accounts",
+            Some(json!({
+                "organisation_id": app.world.orgs["company-b"],
+                "holder_name": holder,
+                "account_number": "6222020200000007777",
+                "bank_code": "102100099996",
+                "branch_name": "ICBC Suzhou Branch",
+            })),
+        )
+    };
+    let (status, first) = body(
+        app.call(Some(Who::TreasuryMaker), &register("Huaxin B Ltd."))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = body(
+        app.call(Some(Who::TreasuryMaker), &register("Huaxin B Ltd."))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        again["id"], first["id"],
+        "the same account, registered once"
+    );
+    let (status, problem) = body(
+        app.call(Some(Who::TreasuryMaker), &register("Someone Else Ltd."))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    let bad = Call::post(
+        "/v1/treasury/external-accounts",
+        Some(json!({
+            "organisation_id": app.world.orgs["company-b"],
+            "holder_name": "X",
+            "account_number": "62-22",
+            "bank_code": "ICBC",
+            "branch_name": "Y",
+        })),
+    );
+    let (status, problem) = body(app.call(Some(Who::TreasuryMaker), &bad).await).await;
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["account_number", "bank_code"], "{problem}");
 }
