@@ -32,7 +32,9 @@ use serde_json::{Value, json};
 use treasury::execution::{ApprovalCheck, BankProgress, Executor, PlanOutcome};
 use uuid::Uuid;
 
-use crate::definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow};
+use crate::definition::{
+    ActivityError, Command, Event, RetryPolicy, Step, Workflow, WorkflowEvent,
+};
 use crate::engine::Registry;
 
 pub const CHECK_APPROVAL: &str = "treasury.check_approval";
@@ -289,8 +291,90 @@ impl BankInstructionState {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(output: &Value) -> Option<T> {
-    serde_json::from_value(output.clone()).ok()
+/// What the instance understands, typed: each activity's outcome, timers and signals.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BankEvent {
+    Signal {
+        name: String,
+        payload: Value,
+    },
+    Timer {
+        name: String,
+    },
+    ApprovalChecked {
+        step: String,
+        check: ApprovalCheck,
+    },
+    Planned {
+        step: String,
+        plan: PlanOutcome,
+    },
+    Synced {
+        step: String,
+        progress: BankProgress,
+    },
+    ReturnBooked {
+        step: String,
+        reason: String,
+    },
+    /// An activity failed for good, or answered something unreadable.
+    StepFailed {
+        step: String,
+        error: ActivityError,
+    },
+}
+
+impl WorkflowEvent for BankEvent {
+    fn from_engine(event: &Event) -> Option<Self> {
+        fn read<T: for<'de> Deserialize<'de>>(
+            step: &str,
+            output: &Value,
+            wrap: impl FnOnce(T) -> BankEvent,
+        ) -> BankEvent {
+            match serde_json::from_value(output.clone()) {
+                Ok(value) => wrap(value),
+                Err(e) => BankEvent::StepFailed {
+                    step: step.to_owned(),
+                    error: ActivityError::permanent("output", format!("unreadable outcome: {e}")),
+                },
+            }
+        }
+        Some(match event {
+            Event::Signal { name, payload } => BankEvent::Signal {
+                name: name.clone(),
+                payload: payload.clone(),
+            },
+            Event::TimerFired { name } => BankEvent::Timer { name: name.clone() },
+            Event::ActivityCompleted { step, output } => {
+                let s = step.clone();
+                match step.split(':').next()? {
+                    "approval" => read(step, output, |check| BankEvent::ApprovalChecked {
+                        step: s,
+                        check,
+                    }),
+                    "plan" => read(step, output, |plan| BankEvent::Planned { step: s, plan }),
+                    "sync" => read(step, output, |progress| BankEvent::Synced {
+                        step: s,
+                        progress,
+                    }),
+                    "return" => BankEvent::ReturnBooked {
+                        step: s,
+                        reason: output
+                            .get("reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or("returned")
+                            .to_owned(),
+                    },
+                    _ => return None,
+                }
+            }
+            Event::ActivityFailed { step, error, .. } => BankEvent::StepFailed {
+                step: step.clone(),
+                error: error.clone(),
+            },
+            Event::ChildFinished { .. } => return None,
+        })
+    }
 }
 
 impl Workflow for BankInstruction {
@@ -298,6 +382,7 @@ impl Workflow for BankInstruction {
     const VERSION: i32 = 1;
     type Input = BankInstructionInput;
     type State = BankInstructionState;
+    type Event = BankEvent;
 
     fn start(input: BankInstructionInput) -> Step<BankInstructionState> {
         let state = BankInstructionState {
@@ -311,44 +396,42 @@ impl Workflow for BankInstruction {
         state.wait_for_approval(0, "created; waiting for approval")
     }
 
-    fn on_event(state: &BankInstructionState, event: &Event) -> Option<Step<BankInstructionState>> {
+    fn on_event(
+        state: &BankInstructionState,
+        event: &BankEvent,
+    ) -> Option<Step<BankInstructionState>> {
+        use BankEvent as E;
         let s = state.clone();
         match (&state.phase, event) {
             // Approval: a signal or the poll looks at the chain.
-            (Phase::PendingApproval { waited_ms, .. }, Event::Signal { name, .. })
+            (Phase::PendingApproval { waited_ms, .. }, E::Signal { name, .. })
                 if name == SIGNAL_APPROVAL =>
             {
                 Some(s.check_approval(*waited_ms, "a checker acted"))
             }
-            (Phase::PendingApproval { waited_ms, timer }, Event::TimerFired { name })
-                if name == timer =>
-            {
+            (Phase::PendingApproval { waited_ms, timer }, E::Timer { name }) if name == timer => {
                 let waited = waited_ms + state.input.timing.approval_poll_ms;
                 Some(s.check_approval(waited, "no word from the checkers; looking again"))
             }
             (
                 Phase::CheckingApproval { waited_ms, step },
-                Event::ActivityCompleted { step: done, output },
-            ) if done == step => match parse::<ApprovalCheck>(output)? {
+                E::ApprovalChecked { step: done, check },
+            ) if done == step => Some(match check {
                 ApprovalCheck::Pending { .. } => {
-                    Some(s.wait_for_approval(*waited_ms, "still pending approval"))
+                    s.wait_for_approval(*waited_ms, "still pending approval")
                 }
-                ApprovalCheck::Approved => Some(s.plan("approved; the debtor's funds are held")),
+                ApprovalCheck::Approved => s.plan("approved; the debtor's funds are held"),
                 ApprovalCheck::Rejected { reason } => {
-                    Some(s.finish("rejected", format!("rejected: {reason}"), false))
+                    s.finish("rejected", format!("rejected: {reason}"), false)
                 }
                 ApprovalCheck::Expired => {
-                    Some(s.finish("expired", "approval did not complete in time".into(), false))
+                    s.finish("expired", "approval did not complete in time".into(), false)
                 }
-            },
-            (
-                Phase::CheckingApproval { waited_ms, step },
-                Event::ActivityFailed {
-                    step: done, error, ..
-                },
-            ) if done == step => {
+            }),
+            (Phase::CheckingApproval { step, .. }, E::StepFailed { step: done, error })
+                if done == step =>
+            {
                 // The store refused for good (an unknown instruction, a broken policy).
-                let _ = waited_ms;
                 Some(s.finish(
                     "failed",
                     format!("approval check failed: {}", error.message),
@@ -357,12 +440,10 @@ impl Workflow for BankInstruction {
             }
 
             // Planning: send now, or wait for the window.
-            (Phase::Planning { step }, Event::ActivityCompleted { step: done, output })
-                if done == step =>
-            {
-                match parse::<PlanOutcome>(output)? {
+            (Phase::Planning { step }, E::Planned { step: done, plan }) if done == step => {
+                Some(match plan {
                     PlanOutcome::SendNow { rail, .. } => {
-                        Some(s.sync(0, &format!("sending now on the {rail} rail")))
+                        s.sync(0, &format!("sending now on the {rail} rail"))
                     }
                     PlanOutcome::Wait { until, wait_ms, .. } => {
                         let mut s = s;
@@ -371,90 +452,80 @@ impl Workflow for BankInstruction {
                             until: until.clone(),
                             timer: timer.clone(),
                         };
-                        Some(
-                            Step::to(s, format!("no rail open for it; waiting until {until}"))
-                                .then(Command::StartTimer {
-                                    name: timer,
-                                    after_ms: wait_ms,
-                                }),
+                        Step::to(s, format!("no rail open for it; waiting until {until}")).then(
+                            Command::StartTimer {
+                                name: timer,
+                                after_ms: *wait_ms,
+                            },
                         )
                     }
                     PlanOutcome::Impossible { reason } => {
-                        Some(s.finish("failed", format!("cannot be sent: {reason}"), true))
+                        s.finish("failed", format!("cannot be sent: {reason}"), true)
                     }
-                }
+                })
             }
-            (
-                Phase::Planning { step },
-                Event::ActivityFailed {
-                    step: done, error, ..
-                },
-            ) if done == step => Some(s.finish(
-                "failed",
-                format!("planning failed: {}", error.message),
-                true,
-            )),
-            (Phase::WaitingForWindow { timer, .. }, Event::TimerFired { name })
-                if name == timer =>
-            {
+            (Phase::Planning { step }, E::StepFailed { step: done, error }) if done == step => {
+                Some(s.finish(
+                    "failed",
+                    format!("planning failed: {}", error.message),
+                    true,
+                ))
+            }
+            (Phase::WaitingForWindow { timer, .. }, E::Timer { name }) if name == timer => {
                 Some(s.plan("the window opened; planning again"))
             }
 
             // The bank: submit, then status by signal or by query.
-            (Phase::Syncing { polls, step }, Event::ActivityCompleted { step: done, output })
-                if done == step =>
-            {
-                let polls = *polls;
-                match parse::<BankProgress>(output)? {
-                    BankProgress::Settled => Some(s.settled()),
-                    BankProgress::Rejected { reason } => Some(s.finish(
-                        "rejected",
-                        format!("the bank rejected it ({reason}); the hold is voided"),
-                        false,
-                    )),
-                    BankProgress::Returned { reason } => Some(s.finish(
-                        "returned",
-                        format!("returned after settlement ({reason}); reversed"),
-                        false,
-                    )),
-                    BankProgress::InProgress { status } => {
-                        Some(s.await_status(polls, &status, &format!("the bank reports {status}")))
-                    }
-                    BankProgress::Unknown { reason } => Some(s.await_status(
-                        polls,
-                        "unknown",
-                        &format!("outcome unknown ({reason}); the bank will be asked"),
-                    )),
-                }
-            }
             (
                 Phase::Syncing { polls, step },
-                Event::ActivityFailed {
-                    step: done, error, ..
+                E::Synced {
+                    step: done,
+                    progress,
                 },
             ) if done == step => {
                 let polls = *polls;
+                Some(match progress {
+                    BankProgress::Settled => s.settled(),
+                    BankProgress::Rejected { reason } => s.finish(
+                        "rejected",
+                        format!("the bank rejected it ({reason}); the hold is voided"),
+                        false,
+                    ),
+                    BankProgress::Returned { reason } => s.finish(
+                        "returned",
+                        format!("returned after settlement ({reason}); reversed"),
+                        false,
+                    ),
+                    BankProgress::InProgress { status } => {
+                        s.await_status(polls, status, &format!("the bank reports {status}"))
+                    }
+                    BankProgress::Unknown { reason } => s.await_status(
+                        polls,
+                        "unknown",
+                        &format!("outcome unknown ({reason}); the bank will be asked"),
+                    ),
+                })
+            }
+            (Phase::Syncing { polls, step }, E::StepFailed { step: done, error })
+                if done == step =>
+            {
                 Some(s.await_status(
-                    polls,
+                    *polls,
                     "unknown",
                     &format!("sync failed ({}); the bank will be asked", error.message),
                 ))
             }
-            (Phase::Submitted { polls, .. }, Event::Signal { name, .. })
+            (Phase::Submitted { polls, .. }, E::Signal { name, .. })
                 if name == SIGNAL_BANK_STATUS || name == SIGNAL_RETURNED =>
             {
-                let polls = *polls;
-                Some(s.sync(polls, "a status report arrived"))
+                Some(s.sync(*polls, "a status report arrived"))
             }
-            (Phase::Submitted { polls, timer, .. }, Event::TimerFired { name })
-                if name == timer =>
-            {
-                let polls = polls + 1;
-                Some(s.sync(polls, "no final status yet; asking the bank"))
+            (Phase::Submitted { polls, timer, .. }, E::Timer { name }) if name == timer => {
+                Some(s.sync(polls + 1, "no final status yet; asking the bank"))
             }
 
             // After settlement: a return, or the window closes.
-            (Phase::Settled { .. }, Event::Signal { name, payload }) if name == SIGNAL_RETURNED => {
+            (Phase::Settled { .. }, E::Signal { name, payload }) if name == SIGNAL_RETURNED => {
                 let mut s = s;
                 let input = json!({
                     "instruction_id": s.input.instruction_id,
@@ -467,33 +538,23 @@ impl Workflow for BankInstruction {
                 s.phase = Phase::Returning { step: step.clone() };
                 Some(Step::to(s, "the bank reports a return").then(command))
             }
-            (Phase::Settled { timer }, Event::TimerFired { name }) if name == timer => {
+            (Phase::Settled { timer }, E::Timer { name }) if name == timer => {
                 Some(s.finish("settled", "settled; the return window closed".into(), false))
             }
-            (Phase::Returning { step }, Event::ActivityCompleted { step: done, output })
-                if done == step =>
-            {
-                let reason = output
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("returned")
-                    .to_owned();
+            (Phase::Returning { step }, E::ReturnBooked { step: done, reason }) if done == step => {
                 Some(s.finish(
                     "returned",
                     format!("returned after settlement ({reason}); reversed"),
                     false,
                 ))
             }
-            (
-                Phase::Returning { step },
-                Event::ActivityFailed {
-                    step: done, error, ..
-                },
-            ) if done == step => Some(s.finish(
-                "failed",
-                format!("a return could not be booked: {}", error.message),
-                true,
-            )),
+            (Phase::Returning { step }, E::StepFailed { step: done, error }) if done == step => {
+                Some(s.finish(
+                    "failed",
+                    format!("a return could not be booked: {}", error.message),
+                    true,
+                ))
+            }
             _ => None,
         }
     }
@@ -557,6 +618,11 @@ pub fn register_activities(registry: Registry, executor: Arc<Executor>) -> Regis
 mod tests {
     use super::*;
 
+    /// The transition on an engine event, read as the engine reads it.
+    fn on(state: &BankInstructionState, event: &Event) -> Option<Step<BankInstructionState>> {
+        BankInstruction::on_event(state, &BankEvent::from_engine(event)?)
+    }
+
     fn input() -> BankInstructionInput {
         BankInstructionInput {
             instruction_id: Uuid::nil(),
@@ -602,13 +668,11 @@ mod tests {
             name: SIGNAL_APPROVAL.into(),
             payload: Value::Null,
         };
-        let check = BankInstruction::on_event(&start.state, &signal).unwrap();
+        let check = on(&start.state, &signal).unwrap();
         let step = ran(&check, CHECK_APPROVAL);
-        let plan =
-            BankInstruction::on_event(&check.state, &done(&step, json!({ "outcome": "approved" })))
-                .unwrap();
+        let plan = on(&check.state, &done(&step, json!({ "outcome": "approved" }))).unwrap();
         let step = ran(&plan, PLAN);
-        BankInstruction::on_event(
+        on(
             &plan.state,
             &done(
                 &step,
@@ -623,9 +687,9 @@ mod tests {
         let start = BankInstruction::start(input());
         let (name, after) = timer(&start);
         assert_eq!(after, Timing::default().approval_poll_ms);
-        let polled = BankInstruction::on_event(&start.state, &Event::TimerFired { name }).unwrap();
+        let polled = on(&start.state, &Event::TimerFired { name }).unwrap();
         let step = ran(&polled, CHECK_APPROVAL);
-        let pending = BankInstruction::on_event(
+        let pending = on(
             &polled.state,
             &done(
                 &step,
@@ -646,7 +710,7 @@ mod tests {
             waited_ms: Timing::default().approval_deadline_ms - Timing::default().approval_poll_ms,
             timer: "approval-poll:9".into(),
         };
-        let step = BankInstruction::on_event(
+        let step = on(
             &state,
             &Event::TimerFired {
                 name: "approval-poll:9".into(),
@@ -657,7 +721,7 @@ mod tests {
             panic!("{:?}", step.commands)
         };
         assert_eq!(input["expire"], json!(true));
-        let expired = BankInstruction::on_event(
+        let expired = on(
             &step.state,
             &done(&ran(&step, CHECK_APPROVAL), json!({ "outcome": "expired" })),
         )
@@ -674,19 +738,34 @@ mod tests {
         let mut step = ran(&syncing, SYNC);
         let mut waits = Vec::new();
         for _ in 0..4 {
-            let after = BankInstruction::on_event(
+            let after = on(
                 &state,
                 &done(&step, json!({ "outcome": "unknown", "reason": "timeout" })),
             )
             .unwrap();
             let (name, ms) = timer(&after);
             waits.push(ms);
-            let next =
-                BankInstruction::on_event(&after.state, &Event::TimerFired { name }).unwrap();
+            let next = on(&after.state, &Event::TimerFired { name }).unwrap();
             step = ran(&next, SYNC);
             state = next.state;
         }
         assert_eq!(waits, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn an_unreadable_outcome_fails_the_step_instead_of_being_ignored() {
+        let syncing = approved_and_planned();
+        let garbled = on(
+            &syncing.state,
+            &done(&ran(&syncing, SYNC), json!({ "outcome": "paid_probably" })),
+        )
+        .unwrap();
+        // A failed sync is an unknown outcome: the bank is asked, nothing is sent blindly.
+        assert!(
+            matches!(garbled.state.phase, Phase::Submitted { ref status, .. } if status == "unknown"),
+            "{:?}",
+            garbled.state.phase
+        );
     }
 
     #[test]
@@ -695,25 +774,25 @@ mod tests {
         let stale = Event::TimerFired {
             name: "status-poll:1".into(),
         };
-        assert!(BankInstruction::on_event(&syncing.state, &stale).is_none());
+        assert!(on(&syncing.state, &stale).is_none());
         let early_return = Event::Signal {
             name: SIGNAL_RETURNED.into(),
             payload: Value::Null,
         };
-        assert!(BankInstruction::on_event(&syncing.state, &early_return).is_none());
+        assert!(on(&syncing.state, &early_return).is_none());
     }
 
     #[test]
     fn settlement_waits_out_the_return_window_then_completes() {
         let syncing = approved_and_planned();
-        let settled = BankInstruction::on_event(
+        let settled = on(
             &syncing.state,
             &done(&ran(&syncing, SYNC), json!({ "outcome": "settled" })),
         )
         .unwrap();
         let (name, after) = timer(&settled);
         assert_eq!(after, Timing::default().return_window_ms);
-        let end = BankInstruction::on_event(&settled.state, &Event::TimerFired { name }).unwrap();
+        let end = on(&settled.state, &Event::TimerFired { name }).unwrap();
         assert!(
             end.commands.iter().any(
                 |c| matches!(c, Command::Complete { output } if output["outcome"] == "settled")
@@ -724,12 +803,12 @@ mod tests {
     #[test]
     fn a_return_reported_inside_the_window_is_booked() {
         let syncing = approved_and_planned();
-        let settled = BankInstruction::on_event(
+        let settled = on(
             &syncing.state,
             &done(&ran(&syncing, SYNC), json!({ "outcome": "settled" })),
         )
         .unwrap();
-        let returned = BankInstruction::on_event(
+        let returned = on(
             &settled.state,
             &Event::Signal {
                 name: SIGNAL_RETURNED.into(),
@@ -738,7 +817,7 @@ mod tests {
         )
         .unwrap();
         let step = ran(&returned, RETURN);
-        let end = BankInstruction::on_event(
+        let end = on(
             &returned.state,
             &done(&step, json!({ "reason": "AC04 account closed" })),
         )

@@ -53,6 +53,7 @@ impl Workflow for Canary {
     const VERSION: i32 = 1;
     type Input = CanaryInput;
     type State = CanaryState;
+    type Event = Event;
 
     fn start(input: CanaryInput) -> Step<CanaryState> {
         let state = CanaryState {

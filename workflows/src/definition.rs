@@ -166,8 +166,23 @@ impl<S> Step<S> {
     }
 }
 
-/// A workflow type. Transitions are pure and deterministic: all I/O happens in activities.
-/// An event the current state does not expect returns `None` and is recorded as ignored.
+/// The events a workflow type understands, read from what the engine delivers: activity
+/// results as typed outcomes, timers and signals by name. A type that needs nothing more
+/// uses the engine's [`Event`] itself.
+pub trait WorkflowEvent: Sized + std::fmt::Debug {
+    /// The typed event, or `None` for one this type does not know (recorded as ignored).
+    fn from_engine(event: &Event) -> Option<Self>;
+}
+
+impl WorkflowEvent for Event {
+    fn from_engine(event: &Event) -> Option<Self> {
+        Some(event.clone())
+    }
+}
+
+/// A workflow type: typed input, state and events, and a pure, deterministic transition;
+/// all I/O happens in activities. An event the current state does not expect returns
+/// `None` and is recorded as ignored.
 pub trait Workflow: Send + Sync + 'static {
     /// The type's name, unique on the platform.
     const NAME: &'static str;
@@ -175,9 +190,10 @@ pub trait Workflow: Send + Sync + 'static {
     const VERSION: i32;
     type Input: Serialize + DeserializeOwned + Send;
     type State: Serialize + DeserializeOwned + Clone + Send + std::fmt::Debug;
+    type Event: WorkflowEvent;
 
     fn start(input: Self::Input) -> Step<Self::State>;
-    fn on_event(state: &Self::State, event: &Event) -> Option<Step<Self::State>>;
+    fn on_event(state: &Self::State, event: &Self::Event) -> Option<Step<Self::State>>;
 }
 
 /// A workflow with its types erased, as the registry keeps it.
@@ -207,8 +223,11 @@ impl<W: Workflow> DynWorkflow for Erased<W> {
         state: Value,
         event: &Event,
     ) -> Result<Option<Step<Value>>, serde_json::Error> {
+        let Some(event) = W::Event::from_engine(event) else {
+            return Ok(None);
+        };
         let state: W::State = serde_json::from_value(state)?;
-        match W::on_event(&state, event) {
+        match W::on_event(&state, &event) {
             None => Ok(None),
             Some(step) => Ok(Some(Step {
                 state: serde_json::to_value(step.state)?,

@@ -35,7 +35,7 @@ pub mod runtime;
 pub mod schedule;
 mod writes;
 
-pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow};
+pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow, WorkflowEvent};
 pub use engine::{
     ActivityContext, Delivered, Engine, EngineError, HistoryRow, Instance, Registry, Status,
 };

@@ -20,7 +20,7 @@ use payments::routing::RouteDecision;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::definition::{Command, Event, RetryPolicy, Step, Workflow};
+use crate::definition::{Command, Event, RetryPolicy, Step, Workflow, WorkflowEvent};
 
 pub const CHARGE: &str = "payments.charge";
 pub const QUERY: &str = "payments.query";
@@ -255,11 +255,37 @@ fn to_payment_event(event: &Event) -> Option<PaymentEvent> {
     }
 }
 
+/// What a payment instance understands: the payment machine's own events, and the booking
+/// of the sale.
+#[derive(Clone, Debug)]
+pub enum PosEvent {
+    Payment(PaymentEvent),
+    SaleBooked,
+    SaleNotBooked { error: String },
+}
+
+impl WorkflowEvent for PosEvent {
+    fn from_engine(event: &Event) -> Option<Self> {
+        match event {
+            Event::ActivityCompleted { step, .. } if step == POST_SALE_STEP => {
+                Some(PosEvent::SaleBooked)
+            }
+            Event::ActivityFailed { step, error, .. } if step == POST_SALE_STEP => {
+                Some(PosEvent::SaleNotBooked {
+                    error: error.message.clone(),
+                })
+            }
+            other => to_payment_event(other).map(PosEvent::Payment),
+        }
+    }
+}
+
 impl Workflow for PosPayment {
     const NAME: &'static str = "pos_payment";
     const VERSION: i32 = 1;
     type Input = PosPaymentInput;
     type State = PosPaymentState;
+    type Event = PosEvent;
 
     fn start(input: PosPaymentInput) -> Step<PosPaymentState> {
         let mut payment = Payment::new(input.payment.clone());
@@ -284,26 +310,24 @@ impl Workflow for PosPayment {
         step
     }
 
-    fn on_event(state: &PosPaymentState, event: &Event) -> Option<Step<PosPaymentState>> {
-        if let Event::ActivityCompleted { step, .. } = event
-            && step == POST_SALE_STEP
-        {
-            let command = state.finish();
-            return Some(Step::to(state.clone(), "sale booked").then(command));
-        }
-        if let Event::ActivityFailed { step, error, .. } = event
-            && step == POST_SALE_STEP
-        {
+    fn on_event(state: &PosPaymentState, event: &PosEvent) -> Option<Step<PosPaymentState>> {
+        let event = match event {
+            PosEvent::SaleBooked => {
+                let command = state.finish();
+                return Some(Step::to(state.clone(), "sale booked").then(command));
+            }
             // The money is taken but not booked: that is for an operator, loudly.
-            return Some(
-                Step::to(state.clone(), "the sale could not be booked").then(Command::Fail {
-                    reason: format!("charged but not booked: {}", error.message),
-                }),
-            );
-        }
-        let event = to_payment_event(event)?;
+            PosEvent::SaleNotBooked { error } => {
+                return Some(
+                    Step::to(state.clone(), "the sale could not be booked").then(Command::Fail {
+                        reason: format!("charged but not booked: {error}"),
+                    }),
+                );
+            }
+            PosEvent::Payment(event) => event,
+        };
         let mut next = state.clone();
-        let commands = next.payment.apply(&event, &next.input.policy);
+        let commands = next.payment.apply(event, &next.input.policy);
         if commands.is_empty() && next.payment == state.payment {
             return None;
         }

@@ -27,6 +27,7 @@ impl Workflow for StatusReports {
     const VERSION: i32 = 1;
     type Input = usize;
     type State = Reports;
+    type Event = Event;
 
     fn start(expected: usize) -> Step<Reports> {
         let state = Reports {

@@ -61,6 +61,7 @@ impl Workflow for FiveSteps {
     const VERSION: i32 = 1;
     type Input = ();
     type State = Progress;
+    type Event = Event;
 
     fn start(_: ()) -> Step<Progress> {
         Step::to(Progress { done: 0 }, "start step 1").then(run("1", "step", json!(1)))
@@ -110,6 +111,7 @@ impl Workflow for Saga {
     const VERSION: i32 = 1;
     type Input = ();
     type State = SagaState;
+    type Event = Event;
 
     fn start(_: ()) -> Step<SagaState> {
         Step::to(
@@ -185,6 +187,7 @@ impl Workflow for Approval {
     const VERSION: i32 = 1;
     type Input = u64;
     type State = ApprovalState;
+    type Event = Event;
 
     fn start(deadline_ms: u64) -> Step<ApprovalState> {
         Step::to(ApprovalState::Waiting, "waiting for the checker").then(Command::WaitSignal {
@@ -503,6 +506,7 @@ impl Workflow for Tick {
     const VERSION: i32 = 1;
     type Input = Value;
     type State = Value;
+    type Event = Event;
 
     fn start(input: Value) -> Step<Value> {
         Step::to(input, "ticked").then(Command::Complete {
@@ -627,6 +631,7 @@ impl Workflow for Batch {
     const VERSION: i32 = 1;
     type Input = Vec<String>;
     type State = BatchState;
+    type Event = Event;
 
     fn start(stations: Vec<String>) -> Step<BatchState> {
         let mut step = Step::to(
