@@ -20,6 +20,7 @@
 //! - [`treasury_statements`], [`treasury_exceptions`]: imported camt.053 statements and the
 //!   exceptions their reconciliation raised.
 //! - [`treasury_policies`]: versions of the approval policy.
+//! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
 //! `Decimal` column through `f64` on SQLite, so no table here has one. Timestamps are
@@ -45,6 +46,8 @@ pub mod treasury_statements;
 pub mod treasury_sub_accounts;
 pub mod user_sessions;
 pub mod users;
+pub mod webhook_deliveries;
+pub mod webhook_subscriptions;
 pub mod wf_canary_effects;
 pub mod wf_history;
 pub mod wf_inbox;

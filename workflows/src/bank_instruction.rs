@@ -17,6 +17,10 @@
 //! `returned` when the bank reports a return); every wait also has a durable timer that
 //! asks the store or the bank again, so a lost signal only costs time.
 //!
+//! Domain events (`Emit`, posted to webhook subscribers): `treasury.instruction.settled` when
+//! the bank settles, and `treasury.instruction.<outcome>` when the instance ends otherwise
+//! (`rejected`, `expired`, `returned`, `failed`); each carries `instruction_id`.
+//!
 //! Activities (registered with [`register_activities`], over a [`treasury::execution::Executor`]):
 //! - `treasury.check_approval`: where the approval chain stands (and expiry past the deadline);
 //! - `treasury.plan`: the rail now, or how long to wait for a window;
@@ -274,10 +278,11 @@ impl BankInstructionState {
         self.phase = Phase::Finished {
             outcome: outcome.to_owned(),
         };
-        let emit = Command::Emit {
+        // Settlement was announced when it happened; the window closing is no news.
+        let emit = (outcome != "settled").then(|| Command::Emit {
             topic: format!("treasury.instruction.{outcome}"),
             payload: json!({ "instruction_id": id, "reason": reason }),
-        };
+        });
         let end = if failed {
             Command::Fail {
                 reason: reason.clone(),
@@ -287,7 +292,11 @@ impl BankInstructionState {
                 output: json!({ "instruction_id": id, "outcome": outcome }),
             }
         };
-        Step::to(self, reason).then(emit).then(end)
+        let step = Step::to(self, reason);
+        match emit {
+            Some(emit) => step.then(emit).then(end),
+            None => step.then(end),
+        }
     }
 }
 

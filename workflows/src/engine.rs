@@ -608,8 +608,15 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let at = now();
         if message.destination == "events" {
-            // Domain events have no subscriber in this process yet; delivering them is logging.
-            tracing::info!(message = %message.id, payload = %message.payload, "domain event");
+            if !writes.consume(message.id, "events", at) {
+                return Ok(()); // fanned out before
+            }
+            if let Message::Published { topic, payload } =
+                serde_json::from_value::<Message>(message.payload.clone())?
+            {
+                let n = crate::webhooks::fan_out(txn, message.id, &topic, &payload, at).await?;
+                tracing::info!(message = %message.id, %topic, deliveries = n, "domain event");
+            }
             return Ok(());
         }
         if !writes.consume(message.id, "workflow", at) {

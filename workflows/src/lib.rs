@@ -33,6 +33,7 @@ pub mod engine;
 pub mod pos_payment;
 pub mod runtime;
 pub mod schedule;
+pub mod webhooks;
 mod writes;
 
 pub use definition::{ActivityError, Command, Event, RetryPolicy, Step, Workflow, WorkflowEvent};

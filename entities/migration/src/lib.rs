@@ -21,6 +21,7 @@ mod m20261124_000002_treasury_external_accounts;
 mod m20261125_000001_treasury_bank;
 mod m20261125_000002_treasury_statements;
 mod m20261125_000003_treasury_policies;
+mod m20261125_000004_webhooks;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_treasury_bank::Migration),
             Box::new(m20261125_000002_treasury_statements::Migration),
             Box::new(m20261125_000003_treasury_policies::Migration),
+            Box::new(m20261125_000004_webhooks::Migration),
         ]
     }
 }

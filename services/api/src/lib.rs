@@ -38,6 +38,7 @@ pub mod policy;
 pub mod routes;
 pub mod signature;
 pub mod state;
+pub mod webhooks;
 
 use std::future::Future;
 use std::time::Duration;
@@ -103,6 +104,8 @@ Lists page with `limit` (1 to 200, default 50) and the opaque `cursor` from the 
         (name = "api-keys", description = "Partner API keys for signed requests"),
         (name = "accounts", description = "Ledger accounts, balances and statements"),
         (name = "workflows", description = "Workflow instances and their history (platform admins)"),
+        (name = "treasury", description = "Instructions to the custodial bank, maker-checker approval, rails and calendar, statements and reconciliation exceptions, approval policies, the bank's callbacks"),
+        (name = "webhooks", description = "Domain events posted to subscribers, signed (platform operator's administrators)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -146,7 +149,8 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::accounts::router())
         .merge(routes::workflows::router())
-        .merge(routes::treasury::router());
+        .merge(routes::treasury::router())
+        .merge(routes::webhooks::router());
     if let Some(state) = state {
         // The last layer added runs first: authenticate, then claim the Idempotency-Key
         // in the caller's scope.
@@ -249,13 +253,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let deliveries = tokio::spawn(webhooks::run(
+        state.db.clone(),
+        state.keys.clone(),
+        WEBHOOKS_EVERY,
+        stopped,
+    ));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    let _ = stop.send(true);
+    let _ = deliveries.await;
     result
 }
 
+/// How often due webhook deliveries are looked for.
+const WEBHOOKS_EVERY: Duration = Duration::from_millis(500);
 /// How often expired nonces, idempotency records and sessions are deleted.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 /// Expired sessions are kept this long for the record, then deleted.

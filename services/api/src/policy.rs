@@ -144,6 +144,7 @@ pub enum Action {
     CheckInstructions,
     ImportStatements,
     ManageApprovalPolicy,
+    ManageWebhooks,
 }
 
 impl Action {
@@ -161,6 +162,7 @@ impl Action {
         Action::CheckInstructions,
         Action::ImportStatements,
         Action::ManageApprovalPolicy,
+        Action::ManageWebhooks,
     ];
 }
 
@@ -178,7 +180,7 @@ pub fn permits(role: Role, action: Action) -> bool {
         MakeInstructions => role == TreasuryMaker,
         CheckInstructions => role == TreasuryChecker,
         ImportStatements => matches!(role, TreasuryMaker | TreasuryChecker),
-        ManageApprovalPolicy => role == Admin,
+        ManageApprovalPolicy | ManageWebhooks => role == Admin,
     }
 }
 

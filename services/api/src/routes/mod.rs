@@ -14,6 +14,8 @@ pub mod organisations;
 pub mod treasury;
 /// Users and their roles.
 pub mod users;
+/// Webhook subscriptions and their deliveries.
+pub mod webhooks;
 /// Workflow instances and their history (read, platform admins).
 pub mod workflows;
 

@@ -10,3 +10,4 @@ mod reads;
 mod signatures;
 mod spec;
 mod treasury;
+mod webhooks;

@@ -241,6 +241,26 @@ const ROWS: &[Row] = &[
         allowed: ADMINS,
         ok: 201,
     },
+    Row {
+        operation: "GET /v1/webhooks",
+        allowed: ADMINS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/webhooks",
+        allowed: ADMINS,
+        ok: 201,
+    },
+    Row {
+        operation: "POST /v1/webhooks/{id}/revoke",
+        allowed: ADMINS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/webhooks/{id}/deliveries",
+        allowed: ADMINS,
+        ok: 200,
+    },
 ];
 
 /// Which resource a case is about.
@@ -299,6 +319,10 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/approval-policy"
                 | "POST /v1/treasury/approval-policy"
                 | "GET /v1/treasury/calendar"
+                | "GET /v1/webhooks"
+                | "POST /v1/webhooks"
+                | "POST /v1/webhooks/{id}/revoke"
+                | "GET /v1/webhooks/{id}/deliveries"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
         return None;
@@ -427,6 +451,28 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
         "GET /v1/treasury/exceptions" => Call::get("/v1/treasury/exceptions"),
         "GET /v1/treasury/approval-policy" => Call::get("/v1/treasury/approval-policy"),
         "GET /v1/treasury/calendar" => Call::get("/v1/treasury/calendar"),
+        "GET /v1/webhooks"
+        | "POST /v1/webhooks"
+        | "POST /v1/webhooks/{id}/revoke"
+        | "GET /v1/webhooks/{id}/deliveries" => {
+            let call = match op {
+                "GET /v1/webhooks" => Call::get("/v1/webhooks"),
+                "POST /v1/webhooks" => Call::post(
+                    "/v1/webhooks",
+                    Some(json!({"url": "http://127.0.0.1:9/events", "topics": ["treasury.*"]})),
+                ),
+                _ => {
+                    let id = webhook(app).await;
+                    if op.ends_with("revoke") {
+                        Call::post(format!("/v1/webhooks/{id}/revoke"), None)
+                    } else {
+                        Call::get(format!("/v1/webhooks/{id}/deliveries"))
+                    }
+                }
+            };
+            // A brand's administrators may not: webhooks are the platform operator's.
+            return Some((call, (who == BrandAdmin).then_some(403)));
+        }
         "POST /v1/treasury/external-accounts" => Call::post(
             "/v1/treasury/external-accounts",
             Some(json!({
@@ -532,6 +578,28 @@ fn statement(
     };
     let xml = statement.to_xml().unwrap();
     (statement, xml)
+}
+
+/// A webhook subscription of the platform operator.
+async fn webhook(app: &TestApp) -> Uuid {
+    let id = Uuid::now_v7();
+    entities::webhook_subscriptions::Entity::insert(entities::webhook_subscriptions::ActiveModel {
+        id: sea_orm::ActiveValue::Set(id),
+        organisation_id: sea_orm::ActiveValue::Set(app.world.orgs["root"]),
+        url: sea_orm::ActiveValue::Set("http://127.0.0.1:9/events".into()),
+        topics: sea_orm::ActiveValue::Set("treasury.*".into()),
+        secret_ciphertext: sea_orm::ActiveValue::Set(
+            app.state.keys.encrypt("fcw_matrix", id.as_bytes()).unwrap(),
+        ),
+        encryption_key_id: sea_orm::ActiveValue::Set(app.state.keys.id().to_owned()),
+        created_by: sea_orm::ActiveValue::Set("matrix".into()),
+        created_at: sea_orm::ActiveValue::Set(chrono::Utc::now()),
+        revoked_at: sea_orm::ActiveValue::Set(None),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    id
 }
 
 /// Eleven digits that differ from call to call.
