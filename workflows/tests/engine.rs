@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -73,9 +74,14 @@ impl Workflow for FiveSteps {
                 let done = state.done + 1;
                 let next = Progress { done };
                 Some(if done == 5 {
-                    Step::to(next, "all five steps done").then(Command::Complete {
-                        output: json!(done),
-                    })
+                    Step::to(next, "all five steps done")
+                        .then(Command::Emit {
+                            topic: "orders.order.completed".into(),
+                            payload: json!({ "steps": done }),
+                        })
+                        .then(Command::Complete {
+                            output: json!(done),
+                        })
                 } else {
                     Step::to(next, format!("step {done} done")).then(run(
                         &(done + 1).to_string(),
@@ -400,9 +406,38 @@ async fn an_approval_racing_its_deadline_has_exactly_one_winner(backend: Backend
 }
 
 async fn the_same_message_delivered_twice_is_processed_once(backend: Backend) {
+    use entities::{webhook_deliveries, webhook_subscriptions};
     let s = setup(backend).await;
+    let subscription = Uuid::now_v7();
+    webhook_subscriptions::Entity::insert(webhook_subscriptions::ActiveModel {
+        id: Set(subscription),
+        organisation_id: Set(Uuid::nil()),
+        url: Set("http://127.0.0.1:9/events".into()),
+        topics: Set("orders.*".into()),
+        secret_ciphertext: Set("unused".into()),
+        encryption_key_id: Set("unused".into()),
+        created_by: Set("test".into()),
+        created_at: Set(chrono::Utc::now()),
+        revoked_at: Set(None),
+    })
+    .exec_without_returning(s.engine.db())
+    .await
+    .unwrap();
     let id = s.engine.start::<FiveSteps>("order-2", ()).await.unwrap();
     let before = finished(&s.engine, id).await;
+    // The completion's domain event was fanned out to the subscription, once.
+    let mut fanned = 0;
+    for _ in 0..200 {
+        fanned = webhook_deliveries::Entity::find()
+            .count(s.engine.db())
+            .await
+            .unwrap();
+        if fanned > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fanned, 1);
     s.workers.shutdown().await;
     // Every message is delivered again, as a broker does after a lost acknowledgement.
     s.engine
@@ -426,6 +461,11 @@ async fn the_same_message_delivered_twice_is_processed_once(backend: Backend) {
         "a repeated message changed the history"
     );
     assert_eq!(after.state, before.state);
+    let deliveries = webhook_deliveries::Entity::find()
+        .count(s.engine.db())
+        .await
+        .unwrap();
+    assert_eq!(deliveries, 1, "a repeated event fanned out again");
 }
 
 async fn pruning_forgets_delivered_messages_but_never_an_unsent_one(backend: Backend) {
