@@ -745,15 +745,11 @@ impl Validate for CreateInstruction {
                 "the bank's rails carry CNY only",
             ));
         }
-        if let Some(p) = &self.purpose
-            && (p.is_empty() || p.chars().count() > 35)
-        {
-            errors.push(FieldError::new("purpose", "1 to 35 characters"));
+        if let Some(purpose) = &self.purpose {
+            check_text("purpose", purpose, 35, &mut errors);
         }
-        if let Some(r) = &self.remittance
-            && (r.is_empty() || r.chars().count() > 140)
-        {
-            errors.push(FieldError::new("remittance", "1 to 140 characters"));
+        if let Some(remittance) = &self.remittance {
+            check_text("remittance", remittance, 140, &mut errors);
         }
         if let Some(e2e) = &self.end_to_end_id
             && let Err(e) = EndToEndId::new(e2e.clone())
@@ -893,8 +889,8 @@ async fn create_instruction(
         creditor,
         amount: ledger::Money::new(body.amount, ledger::Currency::CNY)
             .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?,
-        purpose: body.purpose.clone(),
-        remittance: body.remittance.clone(),
+        purpose: body.purpose.as_deref().map(|p| p.trim().to_owned()),
+        remittance: body.remittance.as_deref().map(|r| r.trim().to_owned()),
         requested_execution_date: body.requested_execution_date.unwrap_or(today),
     };
     let key = format!("api:{}:{}", caller.org.id, claim.key());
@@ -1030,14 +1026,19 @@ pub struct RejectInstruction {
     pub reason: String,
 }
 
+/// A free text of 1 to `max` characters once trimmed.
+fn check_text(field: &str, value: &str, max: usize, errors: &mut Vec<FieldError>) {
+    let n = value.trim().chars().count();
+    if n == 0 || n > max {
+        errors.push(FieldError::new(field, format!("1 to {max} characters")));
+    }
+}
+
 impl Validate for RejectInstruction {
     fn validate(&self) -> Vec<FieldError> {
-        let n = self.reason.trim().chars().count();
-        if n == 0 || n > 500 {
-            vec![FieldError::new("reason", "1 to 500 characters")]
-        } else {
-            Vec::new()
-        }
+        let mut errors = Vec::new();
+        check_text("reason", &self.reason, 500, &mut errors);
+        errors
     }
 }
 
@@ -1558,12 +1559,9 @@ pub struct ResolveException {
 
 impl Validate for ResolveException {
     fn validate(&self) -> Vec<FieldError> {
-        let n = self.resolution.trim().chars().count();
-        if n == 0 || n > 500 {
-            vec![FieldError::new("resolution", "1 to 500 characters")]
-        } else {
-            Vec::new()
-        }
+        let mut errors = Vec::new();
+        check_text("resolution", &self.resolution, 500, &mut errors);
+        errors
     }
 }
 
@@ -1912,14 +1910,8 @@ impl Validate for RegisterExternalAccount {
         if let Err(e) = BankCode::new(self.bank_code.clone()) {
             errors.push(FieldError::new("bank_code", e.to_string()));
         }
-        let n = self.holder_name.trim().chars().count();
-        if n == 0 || n > 140 {
-            errors.push(FieldError::new("holder_name", "1 to 140 characters"));
-        }
-        let n = self.branch_name.trim().chars().count();
-        if n == 0 || n > 140 {
-            errors.push(FieldError::new("branch_name", "1 to 140 characters"));
-        }
+        check_text("holder_name", &self.holder_name, 140, &mut errors);
+        check_text("branch_name", &self.branch_name, 140, &mut errors);
         errors
     }
 }
