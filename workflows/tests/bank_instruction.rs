@@ -91,9 +91,12 @@ async fn callback(
     let Ok(incoming) = treasury::bank::verify_callback(&bank, &body, signature) else {
         return StatusCode::BAD_REQUEST;
     };
-    let signals = match incoming {
+    let signals: Vec<(Uuid, &str, serde_json::Value)> = match incoming {
         Incoming::StatusReport(report) => match executor.receive_report(&report).await {
-            Ok(id) => vec![(id, SIGNAL_BANK_STATUS, serde_json::Value::Null)],
+            Ok(id) => id
+                .map(|id| (id, SIGNAL_BANK_STATUS, serde_json::Value::Null))
+                .into_iter()
+                .collect(),
             Err(_) => return StatusCode::INTERNAL_SERVER_ERROR,
         },
         Incoming::Notification(notification) => {

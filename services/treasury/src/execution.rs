@@ -288,19 +288,26 @@ impl Executor {
     }
 
     /// Applies a status report the bank sent on its own (a callback, already verified) and
-    /// says which instruction it concerns, so that its workflow can be told.
-    pub async fn receive_report(&self, report: &StatusReport) -> Result<Uuid, ExecutionError> {
-        let message = treasury_messages::Entity::find_by_id(report.original_message_id.as_str())
-            .one(self.instructions.db())
-            .await?
-            .ok_or_else(|| {
-                ExecutionError::Treasury(TreasuryError::Corrupt(format!(
-                    "the bank reports on message {} which the platform never sent",
-                    report.original_message_id
-                )))
-            })?;
+    /// says which instruction it concerns, so that its workflow can be told; `None` for a
+    /// report on a message the platform never sent (logged; there is nothing to apply, and
+    /// refusing it would only make the bank send it again and again).
+    pub async fn receive_report(
+        &self,
+        report: &StatusReport,
+    ) -> Result<Option<Uuid>, ExecutionError> {
+        let Some(message) =
+            treasury_messages::Entity::find_by_id(report.original_message_id.as_str())
+                .one(self.instructions.db())
+                .await?
+        else {
+            tracing::error!(
+                message = %report.original_message_id,
+                "the bank reports on a message the platform never sent"
+            );
+            return Ok(None);
+        };
         self.apply(message.instruction_id, &message, report).await?;
-        Ok(message.instruction_id)
+        Ok(Some(message.instruction_id))
     }
 
     /// Applies a booking notification (camt.054, already verified): a reversal on the

@@ -1213,12 +1213,14 @@ async fn bank_callback(
         |e: treasury::execution::ExecutionError| ApiError::internal(anyhow::Error::new(e));
     match incoming {
         Incoming::StatusReport(report) => {
-            let id = ctx
+            let concerned = ctx
                 .executor
                 .receive_report(&report)
                 .await
                 .map_err(internal)?;
-            nudge(ctx, id, SIGNAL_BANK_STATUS, serde_json::Value::Null).await;
+            if let Some(id) = concerned {
+                nudge(ctx, id, SIGNAL_BANK_STATUS, serde_json::Value::Null).await;
+            }
         }
         Incoming::Notification(notification) => {
             let returned = ctx
