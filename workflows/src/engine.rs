@@ -203,6 +203,9 @@ pub struct Instance {
     pub history: Vec<HistoryRow>,
 }
 
+/// How long a message that failed on its own waits before it is tried again (in-process).
+const POISON_DELAY_MS: i64 = 30_000;
+
 /// How long a worker holds an activity beyond its timeout before another may take it over.
 const LEASE_MARGIN_MS: i64 = 5_000;
 
@@ -560,12 +563,68 @@ impl Engine {
         for message in &messages {
             writes.delivered(message.id);
         }
-        // On error the transaction is dropped, which rolls it back.
-        self.apply_all(&txn, &mut writes, &messages).await?;
-        writes.flush(&txn, now()).await?;
-        txn.commit().await?;
+        let applied = async {
+            self.apply_all(&txn, &mut writes, &messages).await?;
+            writes.flush(&txn, now()).await?;
+            Ok::<_, EngineError>(())
+        }
+        .await;
+        let committed = match applied {
+            Ok(()) => txn.commit().await.map_err(EngineError::from),
+            Err(err) => {
+                // Release the rows before they are taken one by one.
+                let _ = txn.rollback().await;
+                Err(err)
+            }
+        };
+        if let Err(err) = committed {
+            // One bad message must not hold up the others: each goes on its own, and one
+            // that fails alone waits a while before it is tried again.
+            tracing::warn!(error = %err, batch = messages.len(), "batch failed; one by one");
+            for message in &messages {
+                self.process_alone(message).await?;
+            }
+        }
         self.wake.notify_waiters();
         Ok(messages.len())
+    }
+
+    /// Processes one message in its own transaction; if that fails, the message is put
+    /// back `POISON_DELAY` later (it stays in the outbox, undelivered, and is logged).
+    async fn process_alone(&self, message: &Delivered) -> Result<(), EngineError> {
+        let txn = begin(&self.db).await?;
+        let mut writes = Writes::default();
+        writes.delivered(message.id);
+        let result = async {
+            self.apply_all(&txn, &mut writes, std::slice::from_ref(message))
+                .await?;
+            writes.flush(&txn, now()).await?;
+            Ok::<_, EngineError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(txn.commit().await?),
+            Err(err) => {
+                let _ = txn.rollback().await;
+                tracing::error!(
+                    message = %message.id,
+                    destination = %message.destination,
+                    error = %err,
+                    "message failed; tried again later"
+                );
+                let later = now() + chrono::Duration::milliseconds(POISON_DELAY_MS);
+                wf_outbox::Entity::update_many()
+                    .col_expr(
+                        wf_outbox::Column::AvailableAt,
+                        sea_orm::sea_query::Expr::value(later),
+                    )
+                    .filter(wf_outbox::Column::Id.eq(message.id))
+                    .filter(wf_outbox::Column::DeliveredAt.is_null())
+                    .exec(&self.db)
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     /// Processes a message a broker delivered, in one transaction. A message processed

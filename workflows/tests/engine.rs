@@ -27,6 +27,7 @@ testkit::scenarios!(
     a_schedule_after_downtime_fires_once_or_skips_as_configured,
     a_settlement_run_waits_for_its_child_workflows,
     pruning_forgets_delivered_messages_but_never_an_unsent_one,
+    a_message_for_an_unknown_workflow_type_does_not_hold_up_the_others,
 );
 
 fn fast_retry() -> RetryPolicy {
@@ -740,4 +741,42 @@ async fn a_settlement_run_waits_for_its_child_workflows(backend: Backend) {
         .collect();
     assert_eq!(children.len(), 2);
     s.workers.shutdown().await;
+}
+
+async fn a_message_for_an_unknown_workflow_type_does_not_hold_up_the_others(backend: Backend) {
+    use entities::wf_outbox;
+    let s = setup(backend).await;
+    // A message no process here can handle, due before everything else.
+    let poison = Uuid::now_v7();
+    let early = chrono::Utc::now() - chrono::Duration::seconds(60);
+    wf_outbox::Entity::insert(wf_outbox::ActiveModel {
+        id: Set(poison),
+        instance_id: Set(Uuid::now_v7()),
+        destination: Set("workflow:test.retired".into()),
+        payload: Set(json!({"message": "start", "workflow_type": "test.retired",
+                            "business_key": "x", "input": null, "parent_id": Uuid::nil()})),
+        available_at: Set(early),
+        leased_until: Set(None),
+        delivered_at: Set(None),
+        created_at: Set(early),
+    })
+    .exec_without_returning(s.engine.db())
+    .await
+    .unwrap();
+    let id = s.engine.start::<FiveSteps>("order-9", ()).await.unwrap();
+    let done = finished(&s.engine, id).await;
+    assert_eq!(done.status, Status::Completed, "{done:#?}");
+    let row = wf_outbox::Entity::find_by_id(poison)
+        .one(s.engine.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        row.delivered_at.is_none(),
+        "the bad message is kept, undelivered"
+    );
+    assert!(
+        row.available_at > chrono::Utc::now(),
+        "and put back for later"
+    );
 }
