@@ -27,10 +27,10 @@ use crate::iso20022::MessageError;
 use crate::iso20022::camt053::Direction;
 use crate::iso20022::camt054::Notification;
 use crate::iso20022::pain002::{PaymentStatus, StatusReport};
-use crate::planner::{PlanError, PlanRequest, TranchePolicy};
+use crate::planner::{Plan, PlanError, PlanRequest, TranchePolicy};
 use crate::rails::{Rail, Rails, TZ, shanghai};
 use crate::signing::{Signature, Signer, SigningError};
-use crate::store::{Clock, InstructionStatus, Instructions, TreasuryError};
+use crate::store::{Clock, InstructionStatus, Instructions, NewInstruction, TreasuryError};
 use crate::submission::{BatchError, ReportOutcome, batch_for};
 
 /// Where an approval chain stands, as the workflow needs it.
@@ -210,13 +210,7 @@ impl Executor {
         let now = self.now();
         let day_start = shanghai(c.requested_execution_date, NaiveTime::MIN).unwrap_or(now);
         let at = now.max(day_start);
-        let plan = match self.rails.plan(&PlanRequest {
-            amount: c.amount,
-            debtor_bank: c.debtor.bank.clone(),
-            creditor_bank: c.creditor.bank.clone(),
-            at,
-            tranches: TranchePolicy::Never,
-        }) {
+        let plan = match self.plan_at(c, at) {
             Ok(plan) => plan,
             Err(err) => {
                 return Ok(PlanOutcome::Impossible {
@@ -238,6 +232,18 @@ impl Executor {
                 wait_ms,
             })
         }
+    }
+
+    /// The rails' plan for an instruction at `at`. Tranches are never planned: the workflow
+    /// sends one transaction per instruction and waits for a window instead.
+    fn plan_at(&self, c: &NewInstruction, at: DateTime<Utc>) -> Result<Plan, PlanError> {
+        self.rails.plan(&PlanRequest {
+            amount: c.amount,
+            debtor_bank: c.debtor.bank.clone(),
+            creditor_bank: c.creditor.bank.clone(),
+            at,
+            tranches: TranchePolicy::Never,
+        })
     }
 
     /// Sends the instruction's message, or asks the bank about the one sent before, and
@@ -428,13 +434,7 @@ impl Executor {
         let instruction = self.instructions.get(id).await?;
         let now = self.now();
         let c = &instruction.content;
-        let planned = self.rails.plan(&PlanRequest {
-            amount: c.amount,
-            debtor_bank: c.debtor.bank.clone(),
-            creditor_bank: c.creditor.bank.clone(),
-            at: now,
-            tranches: TranchePolicy::Never,
-        })?;
+        let planned = self.plan_at(c, now)?;
         let message_id = message_id_for(id);
         let execution_date = planned
             .send_at

@@ -131,6 +131,27 @@ async fn org_of_owner(state: &AppState, owner: &str) -> Result<OrgRef, ApiError>
     org_ref(&org)
 }
 
+/// The organisation ids of ledger owners, for a page of rows, in one query.
+async fn org_ids_of_owners<'a>(
+    state: &AppState,
+    owners: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, Uuid>, ApiError> {
+    let owners: Vec<&str> = owners.collect();
+    Ok(organisations::Entity::find()
+        .filter(organisations::Column::LedgerOwner.is_in(owners))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|o| (o.ledger_owner, o.id))
+        .collect())
+}
+
+fn org_id(ids: &std::collections::HashMap<String, Uuid>, owner: &str) -> Result<Uuid, ApiError> {
+    ids.get(owner).copied().ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!("no organisation owns ledger owner {owner}"))
+    })
+}
+
 /// A sub-account at the custodial bank, with its balance in the ledger.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
@@ -209,9 +230,10 @@ async fn list_sub_accounts(
     }
     let rows = select.all(&state.db).await?;
     let (rows, next_cursor) = page::split(rows, limit, "sub-accounts", |r| r.id.to_string());
+    let orgs = org_ids_of_owners(&state, rows.iter().map(|r| r.owner_org.as_str())).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let org = org_of_owner(&state, &row.owner_org).await?;
+        let organisation_id = org_id(&orgs, &row.owner_org)?;
         let balance = state
             .ledger
             .balance(row.ledger_account_id)
@@ -219,7 +241,7 @@ async fn list_sub_accounts(
             .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
         items.push(SubAccount {
             id: row.id,
-            organisation_id: org.id,
+            organisation_id,
             holder_name: row.holder_name,
             account_number: row.account_number,
             bank_code: row.bank_code,
@@ -291,12 +313,12 @@ async fn list_external_accounts(
     }
     let rows = select.all(&state.db).await?;
     let (rows, next_cursor) = page::split(rows, limit, "external-accounts", |r| r.id.to_string());
+    let orgs = org_ids_of_owners(&state, rows.iter().map(|r| r.owner_org.as_str())).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let org = org_of_owner(&state, &row.owner_org).await?;
         items.push(ExternalAccount {
             id: row.id,
-            organisation_id: org.id,
+            organisation_id: org_id(&orgs, &row.owner_org)?,
             holder_name: row.holder_name,
             account_number: row.account_number,
             bank_code: row.bank_code,
