@@ -20,6 +20,8 @@
 //! - [`treasury_statements`], [`treasury_exceptions`]: imported camt.053 statements and the
 //!   exceptions their reconciliation raised.
 //! - [`treasury_policies`]: versions of the approval policy.
+//! - [`pos_terminals`], [`pos_channels`], [`pos_shifts`], [`pos_payments`], [`pos_refunds`]:
+//!   the retail tills, each station's channel terms, shifts, payments and refunds.
 //! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
@@ -35,6 +37,11 @@ pub mod ledger_entries;
 pub mod ledger_holds;
 pub mod ledger_postings;
 pub mod organisations;
+pub mod pos_channels;
+pub mod pos_payments;
+pub mod pos_refunds;
+pub mod pos_shifts;
+pub mod pos_terminals;
 pub mod treasury_approvals;
 pub mod treasury_events;
 pub mod treasury_exceptions;

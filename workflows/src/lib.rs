@@ -20,7 +20,8 @@
 //! - [`definition`]: the `Workflow` trait, commands, events, retry policies.
 //! - [`engine`]: starting, signalling, processing messages, running activities, queries.
 //! - [`runtime`]: in-process workers for the embedded mode.
-//! - [`pos_payment`], [`bank_instruction`]: the till payment and the instruction to the
+//! - [`pos_payment`], [`refund_approval`], [`bank_instruction`]: the till payment, its
+//!   refunds (with the station manager's approval across shifts) and the instruction to the
 //!   custodial bank.
 //! - `writes`: the writes of one transaction, gathered and written set-wise, so a batch of
 //!   messages commits like one.
@@ -31,6 +32,7 @@ pub mod canary;
 pub mod definition;
 pub mod engine;
 pub mod pos_payment;
+pub mod refund_approval;
 pub mod runtime;
 pub mod schedule;
 pub mod webhooks;

@@ -7,16 +7,22 @@
 //! - `payments.charge`, `payments.query`, `payments.reverse`: input `{channel, ...}`, output
 //!   the adapter's `Result` serialised as JSON. An activity that fails outright (a worker
 //!   lost, a timeout) counts as an unknown outcome, never as "not charged".
-//! - `payments.post_sale`: books the sale; the instance completes once it has.
+//! - `payments.post_sale`: books the sale in the ledger.
+//! - `payments.record`: records the final outcome on the payment's row, which the till, the
+//!   shift and the reports read; the instance completes once it has.
+//!
+//! [`register_store_activities`] registers the last two over the payments store and the
+//! ledger.
 //!
 //! Signals: `notification` (a verified [`payments::channels::PaymentNotification`]) and
 //! `abandon` (the till stopped waiting).
 
 use payments::channels::{ChannelError, ChargeRequest};
 use payments::flow::{
-    FlowPolicy, Payment, PaymentCommand, PaymentEvent, PaymentInput, PaymentState,
+    AttemptOutcome, FlowPolicy, Payment, PaymentCommand, PaymentEvent, PaymentInput, PaymentState,
 };
 use payments::routing::RouteDecision;
+use payments::sales::Outcome;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -26,7 +32,9 @@ pub const CHARGE: &str = "payments.charge";
 pub const QUERY: &str = "payments.query";
 pub const REVERSE: &str = "payments.reverse";
 pub const POST_SALE: &str = "payments.post_sale";
+pub const RECORD: &str = "payments.record";
 const POST_SALE_STEP: &str = "post-sale";
+const RECORD_STEP: &str = "record";
 
 /// What starts a payment: the payment, its stored routing decision, the flow's bounds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,6 +57,29 @@ pub struct PosPaymentState {
     /// Numbers every step and timer so that none repeats within the instance.
     pub seq: u64,
     pub posting: bool,
+}
+
+/// The row's outcome for a final payment state.
+pub fn outcome_of(payment: &Payment) -> Outcome {
+    let (status, txn) = match &payment.state {
+        PaymentState::Succeeded { channel_txn_id } => ("succeeded", Some(channel_txn_id.clone())),
+        PaymentState::Reversed => ("reversed", None),
+        PaymentState::NeedsAttention { .. } => ("needs_attention", None),
+        _ => ("failed", None),
+    };
+    let charged = payment
+        .attempts
+        .iter()
+        .find(|a| matches!(a.outcome, AttemptOutcome::Charged { .. }));
+    let last = charged.or(payment.attempts.last());
+    Outcome {
+        status: status.into(),
+        channel: last.map(|a| a.channel.clone()),
+        channel_txn_id: txn,
+        out_trade_no: charged.map(|a| a.out_trade_no.clone()),
+        fee_minor: None,
+        reason: payment.reason.clone(),
+    }
 }
 
 /// The workflow type.
@@ -160,10 +191,24 @@ impl PosPaymentState {
                 }
                 // With a posting under way the instance completes when it is booked.
                 PaymentCommand::Finish if self.posting => {}
-                PaymentCommand::Finish => out.push(self.finish()),
+                PaymentCommand::Finish => out.push(self.record()),
             }
         }
         out
+    }
+
+    /// Records the outcome on the payment's row; the instance finishes when it is recorded.
+    fn record(&self) -> Command {
+        Command::RunActivity {
+            step: RECORD_STEP.into(),
+            kind: RECORD.into(),
+            input: json!({
+                "payment_no": self.payment.input.payment_no,
+                "outcome": outcome_of(&self.payment),
+            }),
+            retry: posting_retry(),
+            timeout_ms: self.input.activity_timeout_ms,
+        }
     }
 
     fn finish(&self) -> Command {
@@ -262,6 +307,8 @@ pub enum PosEvent {
     Payment(PaymentEvent),
     SaleBooked,
     SaleNotBooked { error: String },
+    Recorded,
+    NotRecorded { error: String },
 }
 
 impl WorkflowEvent for PosEvent {
@@ -272,6 +319,14 @@ impl WorkflowEvent for PosEvent {
             }
             Event::ActivityFailed { step, error, .. } if step == POST_SALE_STEP => {
                 Some(PosEvent::SaleNotBooked {
+                    error: error.message.clone(),
+                })
+            }
+            Event::ActivityCompleted { step, .. } if step == RECORD_STEP => {
+                Some(PosEvent::Recorded)
+            }
+            Event::ActivityFailed { step, error, .. } if step == RECORD_STEP => {
+                Some(PosEvent::NotRecorded {
                     error: error.message.clone(),
                 })
             }
@@ -313,8 +368,21 @@ impl Workflow for PosPayment {
     fn on_event(state: &PosPaymentState, event: &PosEvent) -> Option<Step<PosPaymentState>> {
         let event = match event {
             PosEvent::SaleBooked => {
-                let command = state.finish();
+                let command = state.record();
                 return Some(Step::to(state.clone(), "sale booked").then(command));
+            }
+            PosEvent::Recorded => {
+                let command = state.finish();
+                return Some(Step::to(state.clone(), "outcome recorded").then(command));
+            }
+            PosEvent::NotRecorded { error } => {
+                return Some(
+                    Step::to(state.clone(), "the outcome could not be recorded").then(
+                        Command::Fail {
+                            reason: format!("outcome not recorded: {error}"),
+                        },
+                    ),
+                );
             }
             // The money is taken but not booked: that is for an operator, loudly.
             PosEvent::SaleNotBooked { error } => {
@@ -405,6 +473,102 @@ pub fn register_channel_activities(
                 let channel = adapter(&channels, &input)?;
                 let no: String = field(&input, "out_trade_no")?;
                 output(&channel.reverse(&no).await)
+            }
+        })
+}
+
+/// A store failure as an activity error: the database or the ledger may come back, so
+/// those are retried; bad or missing data is not.
+pub(crate) fn store_error(
+    error: payments::stations::StoreError,
+) -> crate::definition::ActivityError {
+    use payments::stations::StoreError;
+    match error {
+        StoreError::Db(_) | StoreError::Ledger(_) => {
+            crate::definition::ActivityError::retryable("store", error.to_string())
+        }
+        StoreError::NotFound(_) | StoreError::Invalid(_) | StoreError::Conflict(_) => {
+            crate::definition::ActivityError::permanent("store", error.to_string())
+        }
+    }
+}
+
+async fn payment_row(
+    ledger: &ledger::Ledger,
+    payment_no: &str,
+) -> Result<entities::pos_payments::Model, crate::definition::ActivityError> {
+    payments::sales::payment_by_no(ledger.db(), payment_no)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            crate::definition::ActivityError::permanent(
+                "unknown_payment",
+                format!("no payment {payment_no}"),
+            )
+        })
+}
+
+async fn station_channel(
+    ledger: &ledger::Ledger,
+    station_id: uuid::Uuid,
+    channel: &payments::model::ChannelId,
+) -> Result<payments::stations::StationChannel, crate::definition::ActivityError> {
+    payments::stations::channel(ledger.db(), station_id, channel)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            crate::definition::ActivityError::permanent(
+                "unknown_channel",
+                format!("the station has no channel {channel}"),
+            )
+        })
+}
+
+/// Registers `payments.post_sale` (books the sale in the ledger, idempotent by the payment
+/// number) and `payments.record` (records the outcome on the payment's row, once) over the
+/// payments store.
+pub fn register_store_activities(
+    registry: crate::engine::Registry,
+    ledger: ledger::Ledger,
+) -> crate::engine::Registry {
+    let for_record = ledger.clone();
+    registry
+        .activity(POST_SALE, move |_ctx, input| {
+            let ledger = ledger.clone();
+            async move {
+                let no: String = field(&input, "payment_no")?;
+                let channel: payments::model::ChannelId = field(&input, "channel")?;
+                let payment = payment_row(&ledger, &no).await?;
+                let terms = station_channel(&ledger, payment.station_id, &channel).await?;
+                let fee = payments::sales::book_channel_sale(&ledger, &payment, &terms)
+                    .await
+                    .map_err(store_error)?;
+                Ok(json!({ "fee": fee }))
+            }
+        })
+        .activity(RECORD, move |_ctx, input| {
+            let ledger = for_record.clone();
+            async move {
+                let no: String = field(&input, "payment_no")?;
+                let mut outcome: Outcome = field(&input, "outcome")?;
+                let payment = payment_row(&ledger, &no).await?;
+                if let (Some(channel), "succeeded") = (&outcome.channel, outcome.status.as_str()) {
+                    let terms = station_channel(&ledger, payment.station_id, channel).await?;
+                    let amount =
+                        payments::sales::stored_money(payment.amount_minor, &payment.currency)
+                            .map_err(store_error)?;
+                    let fee = terms.terms.fee_rate.fee_on(amount).map_err(|e| {
+                        crate::definition::ActivityError::permanent("fee", e.to_string())
+                    })?;
+                    outcome.fee_minor = Some(fee.minor_units().map_err(|e| {
+                        crate::definition::ActivityError::permanent("fee", e.to_string())
+                    })?);
+                }
+                let recorded =
+                    payments::sales::record_outcome(ledger.db(), &no, &outcome, chrono::Utc::now())
+                        .await
+                        .map_err(store_error)?;
+                Ok(json!({ "recorded": recorded }))
             }
         })
 }

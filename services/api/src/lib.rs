@@ -104,6 +104,7 @@ Lists page with `limit` (1 to 200, default 50) and the opaque `cursor` from the 
         (name = "api-keys", description = "Partner API keys for signed requests"),
         (name = "accounts", description = "Ledger accounts, balances and statements"),
         (name = "workflows", description = "Workflow instances and their history (platform admins)"),
+        (name = "payments", description = "Retail payments: stations' terminals and channel terms, cashiers' shifts, payments routed over several channels per method, refunds with the station manager's approval across shifts, the channels' signed notifications"),
         (name = "treasury", description = "Instructions to the custodial bank, maker-checker approval, rails and calendar, statements and reconciliation exceptions, approval policies, the bank's callbacks"),
         (name = "webhooks", description = "Domain events posted to subscribers, signed (platform operator's administrators)"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -150,6 +151,7 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::accounts::router())
         .merge(routes::workflows::router())
         .merge(routes::treasury::router())
+        .merge(routes::payments::router())
         .merge(routes::webhooks::router());
     if let Some(state) = state {
         // The last layer added runs first: authenticate, then claim the Idempotency-Key
@@ -162,6 +164,7 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::auth::router())
         .merge(routes::treasury::bank_router())
+        .merge(routes::payments::notifications_router())
         .merge(protected)
 }
 

@@ -145,6 +145,14 @@ pub enum Action {
     ImportStatements,
     ManageApprovalPolicy,
     ManageWebhooks,
+    /// See a station's tills, channels, shifts, payments and refunds.
+    ReadPayments,
+    /// Work a till: shifts, payments, refunds.
+    TakePayments,
+    /// Register terminals and set a station's channel terms.
+    ManageStations,
+    /// Decide refund requests and close shifts over unresolved payments.
+    ApproveRefunds,
 }
 
 impl Action {
@@ -163,6 +171,10 @@ impl Action {
         Action::ImportStatements,
         Action::ManageApprovalPolicy,
         Action::ManageWebhooks,
+        Action::ReadPayments,
+        Action::TakePayments,
+        Action::ManageStations,
+        Action::ApproveRefunds,
     ];
 }
 
@@ -181,6 +193,10 @@ pub fn permits(role: Role, action: Action) -> bool {
         CheckInstructions => role == TreasuryChecker,
         ImportStatements => matches!(role, TreasuryMaker | TreasuryChecker),
         ManageApprovalPolicy | ManageWebhooks => role == Admin,
+        ReadPayments => matches!(role, Admin | StationOwner | StationManager | Cashier),
+        TakePayments => matches!(role, StationManager | Cashier),
+        ManageStations => matches!(role, Admin | StationOwner),
+        ApproveRefunds => role == StationManager,
     }
 }
 

@@ -83,6 +83,8 @@ pub struct AppState {
     pub broker: Option<Arc<BrokerProbe>>,
     /// The treasury area, where a custodial bank is configured.
     pub treasury: Option<Arc<crate::routes::treasury::TreasuryContext>>,
+    /// The payments area, where channel adapters are configured.
+    pub payments: Option<Arc<crate::routes::payments::PaymentsContext>>,
 }
 
 impl AppState {
@@ -100,12 +102,19 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             broker: None,
             treasury: None,
+            payments: None,
         }
     }
 
     /// Enables the treasury area.
     pub fn with_treasury(mut self, treasury: crate::routes::treasury::TreasuryContext) -> Self {
         self.treasury = Some(Arc::new(treasury));
+        self
+    }
+
+    /// Enables the payments area.
+    pub fn with_payments(mut self, payments: crate::routes::payments::PaymentsContext) -> Self {
+        self.payments = Some(Arc::new(payments));
         self
     }
 

@@ -10,7 +10,7 @@
 //!
 //! The channel adapters in [`channels`] are HTTP clients of the outside parties and speak
 //! their real formats and signatures (WeChat Pay API v3, Alipay RSA2, a bank acquirer), all
-//! on openssl. This crate runs no server; the simulators of those parties live in the `sim`
+//! on openssl. This crate runs no server and speaks no AMQP; the simulators of those parties live in the `sim`
 //! crate and are used by the tests as real HTTP peers.
 //!
 //! # Layout
@@ -22,6 +22,10 @@
 //! - [`crypto`]: RSA-SHA256 signatures and AES-256-GCM, the primitives every party uses.
 //! - [`postings`]: the ledger entries a finished payment makes.
 //! - [`statements`]: the parties' T+1 statement files and the pure matching against our books.
+//! - [`stations`]: terminals with their keys, the channels each station signed with its
+//!   terms, and the station's ledger accounts.
+//! - [`shifts`]: cashiers' shifts, one open per terminal, closed with totals that reconcile.
+//! - [`sales`]: till payments and refunds in storage, the sale lines, the ledger bookings.
 
 pub mod channels;
 pub mod crypto;
@@ -29,4 +33,7 @@ pub mod flow;
 pub mod model;
 pub mod postings;
 pub mod routing;
+pub mod sales;
+pub mod shifts;
 pub mod statements;
+pub mod stations;

@@ -89,6 +89,25 @@ pub fn channel_refund(
     .description("channel refund")
 }
 
+/// The entry of a cash refund: the drawer pays back what the sale took.
+pub fn cash_refund(
+    payment_no: &str,
+    refund_no: &str,
+    drawer: Uuid,
+    sales: Uuid,
+    refund: Money,
+) -> NewEntry {
+    NewEntry::transfer(
+        format!("payment:{payment_no}:refund:{refund_no}"),
+        format!("payment:{payment_no}"),
+        sales,
+        drawer,
+        refund.amount(),
+        refund.currency(),
+    )
+    .description("cash refund")
+}
+
 /// The entry of a channel's settlement from its statement: the net amount arrives in the
 /// station's bank and clearing is emptied by as much.
 pub fn settlement(

@@ -10,7 +10,7 @@
 //! (503), and a T+1 statement file in each party's own format.
 //!
 //! A simulator is a test peer of the product, never a shortcut inside it: no product crate
-//! depends on this one.
+//! depends on this one (only the binary, for the embedded demo, and the tests).
 //!
 //! # Layout
 //! - [`core`]: what every party shares: the behaviour switches, the book of charges and
@@ -22,12 +22,15 @@
 //! - [`bank`]: the custodial bank's host-to-host interface (signed ISO 20022 messages,
 //!   callbacks, rails on a settable clock) around the core in `treasury::sim`.
 //! - [`keys`]: key generation for tests and demos.
+//! - [`retail`]: a station's six simulated channels (two per method) with the platform's
+//!   adapters pointed at them.
 
 pub mod acquirer;
 pub mod alipay;
 pub mod bank;
 pub mod core;
 pub mod keys;
+pub mod retail;
 pub mod wechat;
 
 pub use crate::core::{Behaviour, ChargeStatus, SimHandle, SimRecord};

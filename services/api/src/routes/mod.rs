@@ -10,6 +10,8 @@ pub mod auth;
 pub mod health;
 /// The organisation tree.
 pub mod organisations;
+/// Retail payments: terminals, channels, shifts, payments, refunds, channel notifications.
+pub mod payments;
 /// Treasury: instructions to the custodial bank, approvals, rails, the bank's callbacks.
 pub mod treasury;
 /// Users and their roles.

@@ -1,0 +1,970 @@
+//! Till payments and refunds in storage.
+//!
+//! A payment row is written once per terminal order number, before any channel is called:
+//! a retried request finds it (the same content is a replay, other content a conflict) and
+//! never makes a second payment. Its outcome is recorded once, by the payment's workflow,
+//! with a conditional update from `pending`.
+//!
+//! Refunds reserve what they take back with one conditional update of the payment
+//! (`refund_reserved + refunded + amount <= amount`, also a check constraint), so that
+//! concurrent partial refunds can never give back more than was paid.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use ledger::Ledger;
+use ledger::money::{Currency, Money};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use entities::{pos_payments, pos_refunds, pos_shifts, pos_terminals};
+
+use crate::model::{ChannelId, Method};
+use crate::routing::{PayerToken, RouteDecision};
+use crate::stations::{StoreError, digest_hex};
+
+/// The time zone of stations' business days.
+pub const BUSINESS_TZ: Tz = chrono_tz::Asia::Shanghai;
+
+/// The station's local date of an instant, `YYYY-MM-DD`.
+pub fn business_day(at: DateTime<Utc>) -> String {
+    at.with_timezone(&BUSINESS_TZ)
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// The fuel grades a station sells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FuelGrade {
+    /// 92# petrol.
+    #[serde(rename = "92")]
+    Petrol92,
+    /// 95# petrol.
+    #[serde(rename = "95")]
+    Petrol95,
+    /// 98# petrol.
+    #[serde(rename = "98")]
+    Petrol98,
+    /// 0# diesel.
+    #[serde(rename = "0")]
+    Diesel0,
+}
+
+impl FuelGrade {
+    pub fn label(self) -> &'static str {
+        match self {
+            FuelGrade::Petrol92 => "92#",
+            FuelGrade::Petrol95 => "95#",
+            FuelGrade::Petrol98 => "98#",
+            FuelGrade::Diesel0 => "0# diesel",
+        }
+    }
+}
+
+/// One line of a sale: fuel from a nozzle, or a shop item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SaleLine {
+    Fuel {
+        grade: FuelGrade,
+        /// Litres dispensed, at most three decimals.
+        litres: Decimal,
+        nozzle: u32,
+        amount: Decimal,
+    },
+    Item {
+        name: String,
+        quantity: u32,
+        amount: Decimal,
+    },
+}
+
+impl SaleLine {
+    pub fn amount(&self) -> Decimal {
+        match self {
+            SaleLine::Fuel { amount, .. } | SaleLine::Item { amount, .. } => *amount,
+        }
+    }
+}
+
+/// What a sale is, derived from its lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleKind {
+    Fuel,
+    NonFuel,
+    Mixed,
+}
+
+/// What was sold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sale {
+    pub lines: Vec<SaleLine>,
+}
+
+impl Sale {
+    pub fn kind(&self) -> SaleKind {
+        let fuel = self
+            .lines
+            .iter()
+            .any(|l| matches!(l, SaleLine::Fuel { .. }));
+        let item = self
+            .lines
+            .iter()
+            .any(|l| matches!(l, SaleLine::Item { .. }));
+        match (fuel, item) {
+            (true, true) => SaleKind::Mixed,
+            (true, false) => SaleKind::Fuel,
+            _ => SaleKind::NonFuel,
+        }
+    }
+
+    /// Checks the lines: at least one, each positive and exact to the fen, litres positive
+    /// with at most three decimals, names present, and the lines summing to `amount`.
+    pub fn validate(&self, amount: Money) -> Result<(), String> {
+        if self.lines.is_empty() {
+            return Err("a sale has at least one line".into());
+        }
+        if self.lines.len() > 50 {
+            return Err("a sale has at most 50 lines".into());
+        }
+        let mut total = Decimal::ZERO;
+        for (i, line) in self.lines.iter().enumerate() {
+            let value = line.amount();
+            if value <= Decimal::ZERO || value.normalize().scale() > 2 {
+                return Err(format!("line {i}: the amount must be positive, to the fen"));
+            }
+            match line {
+                SaleLine::Fuel { litres, nozzle, .. } => {
+                    if *litres <= Decimal::ZERO || litres.normalize().scale() > 3 {
+                        return Err(format!(
+                            "line {i}: litres must be positive, with at most three decimals"
+                        ));
+                    }
+                    if *nozzle == 0 || *nozzle > 64 {
+                        return Err(format!("line {i}: nozzle must be 1 to 64"));
+                    }
+                }
+                SaleLine::Item { name, quantity, .. } => {
+                    if name.trim().is_empty() || name.chars().count() > 64 {
+                        return Err(format!(
+                            "line {i}: an item has a name of 1 to 64 characters"
+                        ));
+                    }
+                    if *quantity == 0 {
+                        return Err(format!("line {i}: quantity must be at least 1"));
+                    }
+                }
+            }
+            total += value;
+        }
+        if total != amount.amount() {
+            return Err(format!(
+                "the lines sum to {total}, not to the amount {}",
+                amount.amount()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A payment the till asks for.
+#[derive(Clone, Debug)]
+pub struct NewPayment {
+    pub terminal_order_no: String,
+    pub method: Method,
+    pub amount: Money,
+    pub sale: Sale,
+    /// The customer's payment code or card token, when the terminal read one. Never stored:
+    /// only its fingerprint enters the request digest.
+    pub payer_code: Option<String>,
+}
+
+impl NewPayment {
+    /// Digest of everything that makes the request what it is.
+    pub fn request_hash(&self) -> String {
+        let payer = self.payer_code.as_deref().map(PayerToken::of);
+        let canonical = serde_json::json!({
+            "order": self.terminal_order_no,
+            "method": self.method,
+            "amount": self.amount,
+            "sale": self.sale,
+            "payer": payer,
+        });
+        digest_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// The stored text of a method.
+pub fn method_text(method: Method) -> String {
+    serde_json::to_value(method)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .expect("methods serialise to strings")
+}
+
+pub fn parse_method(text: &str) -> Result<Method, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Invalid(format!("unknown method {text:?}")))
+}
+
+/// A new payment number: 24 hex digits, time-ordered. Channel order numbers append
+/// `-<attempt>` and stay within every party's 32-character limit.
+pub fn new_payment_no() -> String {
+    let id = Uuid::now_v7().simple().to_string();
+    // 12 digits of milliseconds and 12 of the random part.
+    format!("{}{}", &id[..12], &id[20..])
+}
+
+/// What [`create_payment`] found or made.
+#[derive(Clone, Debug)]
+pub enum Created {
+    New(pos_payments::Model),
+    /// The same request came before: its payment.
+    Replay(pos_payments::Model),
+}
+
+impl Created {
+    pub fn payment(&self) -> &pos_payments::Model {
+        match self {
+            Created::New(p) | Created::Replay(p) => p,
+        }
+    }
+}
+
+/// The payment a terminal order number already made, if any: the same request is a replay,
+/// another one under the same number a conflict.
+pub async fn existing_payment(
+    db: &impl ConnectionTrait,
+    terminal_id: Uuid,
+    new: &NewPayment,
+) -> Result<Option<pos_payments::Model>, StoreError> {
+    let found = pos_payments::Entity::find()
+        .filter(pos_payments::Column::TerminalId.eq(terminal_id))
+        .filter(pos_payments::Column::TerminalOrderNo.eq(new.terminal_order_no.as_str()))
+        .one(db)
+        .await?;
+    match found {
+        Some(p) if p.request_hash == new.request_hash() => Ok(Some(p)),
+        Some(_) => Err(StoreError::Conflict(format!(
+            "order {} was already used for a different payment",
+            new.terminal_order_no
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Writes the payment, pending, in the terminal's open shift, with its routing decision;
+/// or finds the one the same order number made.
+pub async fn create_payment(
+    db: &impl ConnectionTrait,
+    terminal: &pos_terminals::Model,
+    shift: &pos_shifts::Model,
+    new: &NewPayment,
+    route: Option<&RouteDecision>,
+    now: DateTime<Utc>,
+) -> Result<Created, StoreError> {
+    if let Some(existing) = existing_payment(db, terminal.id, new).await? {
+        return Ok(Created::Replay(existing));
+    }
+    let row = pos_payments::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        payment_no: Set(new_payment_no()),
+        station_id: Set(terminal.station_id),
+        terminal_id: Set(terminal.id),
+        shift_id: Set(shift.id),
+        terminal_order_no: Set(new.terminal_order_no.clone()),
+        request_hash: Set(new.request_hash()),
+        method: Set(method_text(new.method)),
+        amount_minor: Set(new
+            .amount
+            .minor_units()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?),
+        currency: Set(new.amount.currency().to_string()),
+        sale: Set(serde_json::to_string(&new.sale).expect("sales serialise")),
+        status: Set("pending".into()),
+        channel_id: Set(None),
+        channel_txn_id: Set(None),
+        out_trade_no: Set(None),
+        fee_minor: Set(None),
+        route: Set(route.map(|r| serde_json::to_string(r).expect("decisions serialise"))),
+        reason: Set("created".into()),
+        refund_reserved_minor: Set(0),
+        refunded_minor: Set(0),
+        business_day: Set(business_day(now)),
+        created_at: Set(now),
+        finished_at: Set(None),
+    };
+    let inserted = pos_payments::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                pos_payments::Column::TerminalId,
+                pos_payments::Column::TerminalOrderNo,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    // Inserted, or a concurrent request with the same number won: read what is there.
+    let stored = existing_payment(db, terminal.id, new)
+        .await?
+        .ok_or(StoreError::NotFound("payment"))?;
+    Ok(if inserted == 1 {
+        Created::New(stored)
+    } else {
+        Created::Replay(stored)
+    })
+}
+
+pub async fn payment_by_no(
+    db: &impl ConnectionTrait,
+    payment_no: &str,
+) -> Result<Option<pos_payments::Model>, StoreError> {
+    Ok(pos_payments::Entity::find()
+        .filter(pos_payments::Column::PaymentNo.eq(payment_no))
+        .one(db)
+        .await?)
+}
+
+pub async fn payment_by_order(
+    db: &impl ConnectionTrait,
+    terminal_id: Uuid,
+    terminal_order_no: &str,
+) -> Result<Option<pos_payments::Model>, StoreError> {
+    Ok(pos_payments::Entity::find()
+        .filter(pos_payments::Column::TerminalId.eq(terminal_id))
+        .filter(pos_payments::Column::TerminalOrderNo.eq(terminal_order_no))
+        .one(db)
+        .await?)
+}
+
+/// What a channel has taken for the station today, per channel, counting payments still
+/// pending (they may yet be charged) — the daily limits' view.
+pub async fn used_today(
+    db: &impl ConnectionTrait,
+    station_id: Uuid,
+    day: &str,
+) -> Result<std::collections::BTreeMap<ChannelId, Money>, StoreError> {
+    let rows: Vec<(Option<String>, Option<i64>)> = pos_payments::Entity::find()
+        .select_only()
+        .column(pos_payments::Column::ChannelId)
+        .column_as(pos_payments::Column::AmountMinor.sum(), "total")
+        .filter(pos_payments::Column::StationId.eq(station_id))
+        .filter(pos_payments::Column::BusinessDay.eq(day))
+        .filter(pos_payments::Column::Status.is_in(["pending", "succeeded"]))
+        .filter(pos_payments::Column::ChannelId.is_not_null())
+        .group_by(pos_payments::Column::ChannelId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut out = std::collections::BTreeMap::new();
+    for (channel, total) in rows {
+        if let (Some(channel), Some(total)) = (channel, total)
+            && let Ok(id) = ChannelId::new(channel)
+        {
+            out.insert(id, Money::from_minor(total, Currency::CNY));
+        }
+    }
+    Ok(out)
+}
+
+/// A payment's final outcome, recorded once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `succeeded`, `failed`, `reversed` or `needs_attention`.
+    pub status: String,
+    pub channel: Option<ChannelId>,
+    pub channel_txn_id: Option<String>,
+    pub out_trade_no: Option<String>,
+    pub fee_minor: Option<i64>,
+    pub reason: String,
+}
+
+/// Records the outcome of a pending payment. A payment already final is left as it is
+/// (a repeated activity); returns whether this call recorded it.
+pub async fn record_outcome(
+    db: &impl ConnectionTrait,
+    payment_no: &str,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    if !matches!(
+        outcome.status.as_str(),
+        "succeeded" | "failed" | "reversed" | "needs_attention"
+    ) {
+        return Err(StoreError::Invalid(format!(
+            "{} is not a final status",
+            outcome.status
+        )));
+    }
+    let mut update = pos_payments::Entity::update_many()
+        .col_expr(
+            pos_payments::Column::Status,
+            Expr::value(outcome.status.clone()),
+        )
+        .col_expr(
+            pos_payments::Column::Reason,
+            Expr::value(outcome.reason.clone()),
+        )
+        .col_expr(pos_payments::Column::FinishedAt, Expr::value(now));
+    if let Some(channel) = &outcome.channel {
+        update = update.col_expr(
+            pos_payments::Column::ChannelId,
+            Expr::value(channel.to_string()),
+        );
+    }
+    if let Some(txn) = &outcome.channel_txn_id {
+        update = update.col_expr(pos_payments::Column::ChannelTxnId, Expr::value(txn.clone()));
+    }
+    if let Some(no) = &outcome.out_trade_no {
+        update = update.col_expr(pos_payments::Column::OutTradeNo, Expr::value(no.clone()));
+    }
+    if let Some(fee) = outcome.fee_minor {
+        update = update.col_expr(pos_payments::Column::FeeMinor, Expr::value(fee));
+    }
+    let result = update
+        .filter(pos_payments::Column::PaymentNo.eq(payment_no))
+        .filter(pos_payments::Column::Status.eq("pending"))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Payments of a shift, oldest first.
+pub async fn shift_payments(
+    db: &impl ConnectionTrait,
+    shift_id: Uuid,
+) -> Result<Vec<pos_payments::Model>, StoreError> {
+    Ok(pos_payments::Entity::find()
+        .filter(pos_payments::Column::ShiftId.eq(shift_id))
+        .order_by_asc(pos_payments::Column::CreatedAt)
+        .all(db)
+        .await?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Refunds
+// ---------------------------------------------------------------------------------------
+
+/// A refund someone asks for.
+#[derive(Clone, Debug)]
+pub struct NewRefund {
+    pub terminal_refund_no: String,
+    pub amount: Money,
+    pub reason: String,
+    pub requested_by: String,
+}
+
+impl NewRefund {
+    fn request_hash(&self, payment_id: Uuid) -> String {
+        let canonical = serde_json::json!({
+            "payment": payment_id,
+            "no": self.terminal_refund_no,
+            "amount": self.amount,
+            "reason": self.reason,
+        });
+        digest_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// Why a refund cannot be made.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RefundRefusal {
+    #[error("only a succeeded payment can be refunded; this one is {0}")]
+    NotRefundable(String),
+    #[error("the refund exceeds what remains refundable ({remaining} of {paid})")]
+    Exceeds { remaining: Money, paid: Money },
+    #[error("the refund is in {refund} but the payment in {payment}")]
+    Currency { refund: String, payment: String },
+}
+
+/// What [`request_refund`] did.
+#[derive(Clone, Debug)]
+pub enum RefundCreated {
+    New(pos_refunds::Model),
+    Replay(pos_refunds::Model),
+    Refused(RefundRefusal),
+}
+
+fn remaining(payment: &pos_payments::Model) -> i64 {
+    payment.amount_minor - payment.refund_reserved_minor - payment.refunded_minor
+}
+
+/// Reserves and writes a refund of `payment`, in one transaction; or finds the refund the
+/// same number made before.
+pub async fn request_refund(
+    db: &DatabaseConnection,
+    payment: &pos_payments::Model,
+    new: &NewRefund,
+    shift_id: Option<Uuid>,
+    needs_approval: bool,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<RefundCreated, StoreError> {
+    let hash = new.request_hash(payment.id);
+    let txn = entities::db::begin_write(db).await?;
+    let found = pos_refunds::Entity::find()
+        .filter(pos_refunds::Column::PaymentId.eq(payment.id))
+        .filter(pos_refunds::Column::TerminalRefundNo.eq(new.terminal_refund_no.as_str()))
+        .one(&txn)
+        .await?;
+    if let Some(found) = found {
+        txn.rollback().await?;
+        return if found.request_hash == hash {
+            Ok(RefundCreated::Replay(found))
+        } else {
+            Err(StoreError::Conflict(format!(
+                "refund number {} was already used for a different refund",
+                new.terminal_refund_no
+            )))
+        };
+    }
+    if new.amount.currency().to_string() != payment.currency {
+        txn.rollback().await?;
+        return Ok(RefundCreated::Refused(RefundRefusal::Currency {
+            refund: new.amount.currency().to_string(),
+            payment: payment.currency.clone(),
+        }));
+    }
+    let amount = new
+        .amount
+        .minor_units()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let reserved = pos_payments::Entity::update_many()
+        .col_expr(
+            pos_payments::Column::RefundReservedMinor,
+            Expr::col(pos_payments::Column::RefundReservedMinor).add(amount),
+        )
+        .filter(pos_payments::Column::Id.eq(payment.id))
+        .filter(pos_payments::Column::Status.eq("succeeded"))
+        .filter(
+            Expr::col(pos_payments::Column::RefundReservedMinor)
+                .add(Expr::col(pos_payments::Column::RefundedMinor))
+                .add(amount)
+                .lte(Expr::col(pos_payments::Column::AmountMinor)),
+        )
+        .exec(&txn)
+        .await?;
+    if reserved.rows_affected != 1 {
+        let current = pos_payments::Entity::find_by_id(payment.id)
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound("payment"))?;
+        txn.rollback().await?;
+        let currency: Currency = current
+            .currency
+            .parse()
+            .map_err(|_| StoreError::Invalid("stored currency".into()))?;
+        let refusal = if current.status != "succeeded" {
+            RefundRefusal::NotRefundable(current.status)
+        } else {
+            RefundRefusal::Exceeds {
+                remaining: Money::from_minor(remaining(&current), currency),
+                paid: Money::from_minor(current.amount_minor, currency),
+            }
+        };
+        return Ok(RefundCreated::Refused(refusal));
+    }
+    let row = pos_refunds::Model {
+        id: Uuid::now_v7(),
+        refund_no: format!("R{}", new_payment_no()),
+        payment_id: payment.id,
+        station_id: payment.station_id,
+        terminal_refund_no: new.terminal_refund_no.clone(),
+        request_hash: hash,
+        shift_id,
+        amount_minor: amount,
+        currency: payment.currency.clone(),
+        reason: new.reason.clone(),
+        status: if needs_approval {
+            "pending_approval"
+        } else {
+            "refunding"
+        }
+        .into(),
+        needs_approval,
+        requested_by: new.requested_by.clone(),
+        decided_by: None,
+        decision_note: None,
+        channel_refund_id: None,
+        status_reason: if needs_approval {
+            "the sale belongs to another shift: waiting for the station manager"
+        } else {
+            "refunding"
+        }
+        .into(),
+        business_day: business_day(now),
+        created_at: now,
+        expires_at,
+        finished_at: None,
+    };
+    pos_refunds::Entity::insert(pos_refunds::ActiveModel {
+        id: Set(row.id),
+        refund_no: Set(row.refund_no.clone()),
+        payment_id: Set(row.payment_id),
+        station_id: Set(row.station_id),
+        terminal_refund_no: Set(row.terminal_refund_no.clone()),
+        request_hash: Set(row.request_hash.clone()),
+        shift_id: Set(row.shift_id),
+        amount_minor: Set(row.amount_minor),
+        currency: Set(row.currency.clone()),
+        reason: Set(row.reason.clone()),
+        status: Set(row.status.clone()),
+        needs_approval: Set(row.needs_approval),
+        requested_by: Set(row.requested_by.clone()),
+        decided_by: Set(None),
+        decision_note: Set(None),
+        channel_refund_id: Set(None),
+        status_reason: Set(row.status_reason.clone()),
+        business_day: Set(row.business_day.clone()),
+        created_at: Set(row.created_at),
+        expires_at: Set(row.expires_at),
+        finished_at: Set(None),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(RefundCreated::New(row))
+}
+
+pub async fn refund_by_no(
+    db: &impl ConnectionTrait,
+    refund_no: &str,
+) -> Result<Option<pos_refunds::Model>, StoreError> {
+    Ok(pos_refunds::Entity::find()
+        .filter(pos_refunds::Column::RefundNo.eq(refund_no))
+        .one(db)
+        .await?)
+}
+
+pub async fn refund(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<pos_refunds::Model>, StoreError> {
+    Ok(pos_refunds::Entity::find_by_id(id).one(db).await?)
+}
+
+/// The refunds of a payment, oldest first.
+pub async fn payment_refunds(
+    db: &impl ConnectionTrait,
+    payment_id: Uuid,
+) -> Result<Vec<pos_refunds::Model>, StoreError> {
+    Ok(pos_refunds::Entity::find()
+        .filter(pos_refunds::Column::PaymentId.eq(payment_id))
+        .order_by_asc(pos_refunds::Column::CreatedAt)
+        .all(db)
+        .await?)
+}
+
+/// The manager's decision on a refund waiting for approval. Returns the refund as decided,
+/// or `None` when it was no longer waiting (decided before, or expired).
+pub async fn decide_refund(
+    db: &DatabaseConnection,
+    refund_id: Uuid,
+    approve: bool,
+    decided_by: &str,
+    note: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<pos_refunds::Model>, StoreError> {
+    let txn = entities::db::begin_write(db).await?;
+    let (status, reason) = if approve {
+        ("refunding", format!("approved by {decided_by}"))
+    } else {
+        ("rejected", format!("rejected by {decided_by}: {note}"))
+    };
+    let mut update = pos_refunds::Entity::update_many()
+        .col_expr(pos_refunds::Column::Status, Expr::value(status))
+        .col_expr(pos_refunds::Column::StatusReason, Expr::value(reason))
+        .col_expr(pos_refunds::Column::DecidedBy, Expr::value(decided_by))
+        .col_expr(pos_refunds::Column::DecisionNote, Expr::value(note));
+    if !approve {
+        update = update.col_expr(pos_refunds::Column::FinishedAt, Expr::value(now));
+    }
+    let changed = update
+        .filter(pos_refunds::Column::Id.eq(refund_id))
+        .filter(pos_refunds::Column::Status.eq("pending_approval"))
+        .exec(&txn)
+        .await?;
+    if changed.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let row = pos_refunds::Entity::find_by_id(refund_id)
+        .one(&txn)
+        .await?
+        .ok_or(StoreError::NotFound("refund"))?;
+    if !approve {
+        release(&txn, &row, false).await?;
+    }
+    txn.commit().await?;
+    Ok(Some(row))
+}
+
+/// Moves the refund's reservation on the payment: into `refunded` when it was paid back,
+/// back to what remains otherwise.
+async fn release(
+    db: &impl ConnectionTrait,
+    refund: &pos_refunds::Model,
+    paid: bool,
+) -> Result<(), StoreError> {
+    let mut update = pos_payments::Entity::update_many().col_expr(
+        pos_payments::Column::RefundReservedMinor,
+        Expr::col(pos_payments::Column::RefundReservedMinor).sub(refund.amount_minor),
+    );
+    if paid {
+        update = update.col_expr(
+            pos_payments::Column::RefundedMinor,
+            Expr::col(pos_payments::Column::RefundedMinor).add(refund.amount_minor),
+        );
+    }
+    update
+        .filter(pos_payments::Column::Id.eq(refund.payment_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The end of a refund: `succeeded`, `failed`, `expired` or `needs_attention`, from
+/// `refunding` (or, for `expired`, from `pending_approval`). Applied once; returns the
+/// refund as it now stands.
+pub async fn finish_refund(
+    db: &DatabaseConnection,
+    refund_no: &str,
+    status: &str,
+    channel_refund_id: Option<&str>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<pos_refunds::Model, StoreError> {
+    let from = match status {
+        "succeeded" | "failed" | "needs_attention" => "refunding",
+        "expired" => "pending_approval",
+        other => {
+            return Err(StoreError::Invalid(format!(
+                "{other} does not end a refund"
+            )));
+        }
+    };
+    let txn = entities::db::begin_write(db).await?;
+    let mut update = pos_refunds::Entity::update_many()
+        .col_expr(pos_refunds::Column::Status, Expr::value(status))
+        .col_expr(pos_refunds::Column::StatusReason, Expr::value(reason))
+        .col_expr(pos_refunds::Column::FinishedAt, Expr::value(now));
+    if let Some(id) = channel_refund_id {
+        update = update.col_expr(pos_refunds::Column::ChannelRefundId, Expr::value(id));
+    }
+    let changed = update
+        .filter(pos_refunds::Column::RefundNo.eq(refund_no))
+        .filter(pos_refunds::Column::Status.eq(from))
+        .exec(&txn)
+        .await?;
+    let row = pos_refunds::Entity::find()
+        .filter(pos_refunds::Column::RefundNo.eq(refund_no))
+        .one(&txn)
+        .await?
+        .ok_or(StoreError::NotFound("refund"))?;
+    if changed.rows_affected == 1 && status != "needs_attention" {
+        release(&txn, &row, status == "succeeded").await?;
+    }
+    txn.commit().await?;
+    Ok(row)
+}
+
+/// Books a finished channel sale in the ledger (idempotent by the payment number).
+pub async fn book_channel_sale(
+    ledger: &Ledger,
+    payment: &pos_payments::Model,
+    channel: &crate::stations::StationChannel,
+) -> Result<Money, StoreError> {
+    let amount = stored_money(payment.amount_minor, &payment.currency)?;
+    let station = crate::stations::station_account_ids(payment.station_id);
+    let accounts = crate::stations::channel_accounts(&station, channel.clearing_account_id);
+    let entry = crate::postings::channel_sale(
+        &payment.payment_no,
+        &accounts,
+        amount,
+        channel.terms.fee_rate,
+        channel.terms.fee_mode,
+    )
+    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    // The same entry posted again is a replay: the ledger returns the first receipt.
+    ledger.post_entry(entry).await?;
+    channel
+        .terms
+        .fee_rate
+        .fee_on(amount)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Books a cash sale: the drawer takes the money (idempotent by the payment number).
+pub async fn book_cash_sale(
+    ledger: &Ledger,
+    payment: &pos_payments::Model,
+) -> Result<(), StoreError> {
+    let amount = stored_money(payment.amount_minor, &payment.currency)?;
+    let station = crate::stations::station_account_ids(payment.station_id);
+    let entry =
+        crate::postings::cash_sale(&payment.payment_no, station.cash, station.sales, amount);
+    ledger.post_entry(entry).await?;
+    Ok(())
+}
+
+/// Books a refund paid back: through the channel's clearing account for a channel payment,
+/// out of the drawer for cash (idempotent by the refund number).
+pub async fn book_refund(
+    ledger: &Ledger,
+    payment: &pos_payments::Model,
+    refund: &pos_refunds::Model,
+    clearing: Option<Uuid>,
+) -> Result<(), StoreError> {
+    let amount = stored_money(refund.amount_minor, &refund.currency)?;
+    let station = crate::stations::station_account_ids(payment.station_id);
+    let entry = match clearing {
+        Some(clearing) => crate::postings::channel_refund(
+            &payment.payment_no,
+            &refund.refund_no,
+            &crate::stations::channel_accounts(&station, clearing),
+            amount,
+        ),
+        None => crate::postings::cash_refund(
+            &payment.payment_no,
+            &refund.refund_no,
+            station.cash,
+            station.sales,
+            amount,
+        ),
+    };
+    ledger.post_entry(entry).await?;
+    Ok(())
+}
+
+/// Minor units and a stored currency code as money.
+pub fn stored_money(minor: i64, currency: &str) -> Result<Money, StoreError> {
+    let currency: Currency = currency
+        .parse()
+        .map_err(|_| StoreError::Invalid(format!("stored currency {currency:?}")))?;
+    Ok(Money::from_minor(minor, currency))
+}
+
+/// Why paying a refund back did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    /// Try again later (the channel's answer is unknown, or storage is down); the channel
+    /// is idempotent on the refund number, so a retry never pays twice.
+    #[error("retry: {0}")]
+    Retry(String),
+    /// Cannot be done as configured.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for RefundError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Db(_) | StoreError::Ledger(_) => RefundError::Retry(error.to_string()),
+            other => RefundError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// The channel the refunded payment was charged on, if it went through one.
+pub async fn payment_channel(
+    db: &impl ConnectionTrait,
+    refund: &pos_refunds::Model,
+) -> Result<Option<ChannelId>, StoreError> {
+    let payment = pos_payments::Entity::find_by_id(refund.payment_id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound("payment"))?;
+    Ok(payment.channel_id.and_then(|c| ChannelId::new(c).ok()))
+}
+
+/// Pays back a refund that is `refunding`: through the payment's channel (the adapter given),
+/// or out of the drawer for cash; books it and records it. A refund already finished is
+/// returned as it is. Returns the refund's final row.
+pub async fn execute_refund(
+    ledger: &Ledger,
+    refund_no: &str,
+    channel: Option<&dyn crate::channels::Channel>,
+    now: DateTime<Utc>,
+) -> Result<pos_refunds::Model, RefundError> {
+    use crate::channels::{ChannelError, RefundRequest, RefundResult};
+    let db = ledger.db();
+    let refund = refund_by_no(db, refund_no)
+        .await?
+        .ok_or(StoreError::NotFound("refund"))?;
+    if refund.status != "refunding" {
+        return Ok(refund);
+    }
+    let payment = pos_payments::Entity::find_by_id(refund.payment_id)
+        .one(db)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(StoreError::NotFound("payment"))?;
+    let method = parse_method(&payment.method)?;
+    if !method.uses_channel() {
+        book_refund(ledger, &payment, &refund, None).await?;
+        return Ok(finish_refund(
+            db,
+            refund_no,
+            "succeeded",
+            None,
+            "paid back from the drawer",
+            now,
+        )
+        .await?);
+    }
+    let (Some(channel_id), Some(out_trade_no)) = (&payment.channel_id, &payment.out_trade_no)
+    else {
+        return Err(RefundError::Permanent(
+            "the payment has no charged channel order to refund".into(),
+        ));
+    };
+    let channel = channel
+        .ok_or_else(|| RefundError::Permanent(format!("no adapter for channel {channel_id}")))?;
+    let request = RefundRequest {
+        out_trade_no: out_trade_no.clone(),
+        out_refund_no: refund.refund_no.clone(),
+        refund: stored_money(refund.amount_minor, &refund.currency)?,
+        total: stored_money(payment.amount_minor, &payment.currency)?,
+        reason: refund.reason.clone(),
+    };
+    match channel.refund(&request).await {
+        Ok(RefundResult::Accepted { channel_refund_id }) => {
+            let id = ChannelId::new(channel_id.clone())
+                .map_err(|e| RefundError::Permanent(e.to_string()))?;
+            let terms = crate::stations::channel(db, payment.station_id, &id)
+                .await?
+                .ok_or(StoreError::NotFound("station channel"))?;
+            book_refund(ledger, &payment, &refund, Some(terms.clearing_account_id)).await?;
+            Ok(finish_refund(
+                db,
+                refund_no,
+                "succeeded",
+                Some(&channel_refund_id),
+                &format!("refunded by {channel_id} as {channel_refund_id}"),
+                now,
+            )
+            .await?)
+        }
+        Ok(RefundResult::Refused { code, message }) => Ok(finish_refund(
+            db,
+            refund_no,
+            "failed",
+            None,
+            &format!("{channel_id} refused the refund: {code} {message}"),
+            now,
+        )
+        .await?),
+        Err(ChannelError::Local { reason }) => Err(RefundError::Permanent(reason)),
+        Err(e @ (ChannelError::NotSent { .. } | ChannelError::Unknown { .. })) => {
+            Err(RefundError::Retry(e.to_string()))
+        }
+    }
+}
