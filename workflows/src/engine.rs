@@ -299,6 +299,36 @@ impl Engine {
         Ok(id)
     }
 
+    /// Starts an instance of `W` inside the caller's transaction, beside the caller's own
+    /// writes (the row the instance is about): both commit, or neither does. Call
+    /// [`Engine::wake`] after the commit so that in-process workers look at once.
+    pub async fn start_in<W: Workflow>(
+        &self,
+        txn: &DatabaseTransaction,
+        business_key: &str,
+        input: W::Input,
+    ) -> Result<Uuid, EngineError> {
+        let mut writes = Writes::default();
+        let id = self
+            .create_instance(
+                txn,
+                &mut writes,
+                W::NAME,
+                W::VERSION,
+                business_key,
+                serde_json::to_value(input)?,
+                None,
+            )
+            .await?;
+        writes.flush(txn, now()).await?;
+        Ok(id)
+    }
+
+    /// Tells in-process workers that new messages are waiting.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
     /// Creates an instance in `txn`, or finds the one the business key created before.
     #[allow(clippy::too_many_arguments)]
     async fn create_instance(

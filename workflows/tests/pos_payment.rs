@@ -6,22 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ledger::{Currency, Ledger, LedgerConfig, Money, NewAccount, Side};
+use ledger::{Currency, Ledger, LedgerConfig, Money};
 use payments::channels::wechat::{WechatPay, WechatPayConfig};
 use payments::channels::{Channel, Timeouts};
 use payments::crypto::ApiV3Key;
 use payments::flow::{FlowPolicy, PaymentInput};
 use payments::model::{ChannelConfig, ChannelId, FeeMode, FeeRate, Method, Party};
-use payments::postings::{ChannelAccounts, channel_sale};
+use payments::postings::ChannelAccounts;
 use payments::routing::{RouteRequest, RoutingSnapshot, route};
 use rust_decimal_macros::dec;
-use serde_json::Value;
 use sim::SimHandle;
 use testkit::{Backend, TestDb};
 use workflows::pos_payment::{
-    Channels, POST_SALE, PosPayment, PosPaymentInput, register_channel_activities,
+    Channels, PosPayment, PosPaymentInput, register_channel_activities, register_store_activities,
 };
-use workflows::{ActivityError, Engine, Registry, Status, Workers};
+use workflows::{Engine, Registry, Status, Workers};
 
 testkit::scenarios!(
     channel_a_times_out_after_charging_the_query_finds_it_b_is_never_called_and_the_sale_is_booked_once,
@@ -88,6 +87,8 @@ struct Till {
     accounts: ChannelAccounts,
     configs: Vec<ChannelConfig>,
     sims: Vec<SimHandle>,
+    terminal: entities::pos_terminals::Model,
+    shift: entities::pos_shifts::Model,
     _db: TestDb,
 }
 
@@ -100,69 +101,51 @@ async fn till(backend: Backend) -> Till {
             ..LedgerConfig::default()
         },
     );
-    let open = |code: &str, side| {
-        NewAccount::new(
+    let station = uuid::Uuid::now_v7();
+    let configs = vec![config("wxpay-direct", 1), config("wxpay-via-bank-a", 2)];
+    let mut clearing = Vec::new();
+    for terms in &configs {
+        let stored = payments::stations::set_channel(
+            &ledger,
+            station,
             "station-1",
-            code.to_owned(),
-            code.to_owned(),
-            Currency::CNY,
-            side,
+            terms.clone(),
+            Utc::now(),
         )
-    };
-    let accounts = ChannelAccounts {
-        clearing: ledger
-            .create_account(open("clearing", Side::Debit))
+        .await
+        .unwrap();
+        clearing.push(stored.clearing_account_id);
+    }
+    let accounts = payments::stations::channel_accounts(
+        &payments::stations::station_account_ids(station),
+        clearing[0],
+    );
+    let terminal =
+        payments::stations::register_terminal(ledger.db(), station, "till-1", "Till 1", Utc::now())
             .await
             .unwrap()
-            .id,
-        sales: ledger
-            .create_account(open("sales", Side::Credit))
-            .await
-            .unwrap()
-            .id,
-        fees: ledger
-            .create_account(open("fees", Side::Debit))
-            .await
-            .unwrap()
-            .id,
-        bank: ledger
-            .create_account(open("bank", Side::Debit))
-            .await
-            .unwrap()
-            .id,
-    };
+            .terminal;
+    let shift = payments::shifts::open_shift(
+        ledger.db(),
+        &terminal,
+        uuid::Uuid::now_v7(),
+        "cashier",
+        Money::from_minor(0, Currency::CNY),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let (a, sim_a) = wechat("1900000001").await;
     let (b, sim_b) = wechat("1900000002").await;
-    let configs = vec![config("wxpay-direct", 1), config("wxpay-via-bank-a", 2)];
     let channels: Channels =
         BTreeMap::from([(configs[0].id.clone(), a), (configs[1].id.clone(), b)]);
-    let by_id: BTreeMap<ChannelId, ChannelConfig> =
-        configs.iter().map(|c| (c.id.clone(), c.clone())).collect();
-    let post_ledger = ledger.clone();
-    let registry = register_channel_activities(
-        Registry::default().workflow::<PosPayment>(),
-        Arc::new(channels),
-    )
-    .activity(POST_SALE, move |_ctx, input: Value| {
-        let ledger = post_ledger.clone();
-        let by_id = by_id.clone();
-        async move {
-            let bad = |e: String| ActivityError::permanent("bad_input", e);
-            let channel: ChannelId =
-                serde_json::from_value(input["channel"].clone()).map_err(|e| bad(e.to_string()))?;
-            let amount: Money =
-                serde_json::from_value(input["amount"].clone()).map_err(|e| bad(e.to_string()))?;
-            let no = input["payment_no"].as_str().unwrap_or_default();
-            let terms = &by_id[&channel];
-            let entry = channel_sale(no, &accounts, amount, terms.fee_rate, terms.fee_mode)
-                .map_err(|e| bad(e.to_string()))?;
-            let receipt = ledger
-                .post_entry(entry)
-                .await
-                .map_err(|e| ActivityError::retryable("ledger", e.to_string()))?;
-            Ok(serde_json::json!({ "entry_id": receipt.entry_id }))
-        }
-    });
+    let registry = register_store_activities(
+        register_channel_activities(
+            Registry::default().workflow::<PosPayment>(),
+            Arc::new(channels),
+        ),
+        ledger.clone(),
+    );
     let engine = Engine::new(db.db.clone(), registry);
     let workers = Workers::spawn(&engine, 2, 2);
     Till {
@@ -172,12 +155,19 @@ async fn till(backend: Backend) -> Till {
         accounts,
         configs,
         sims: vec![sim_a, sim_b],
+        terminal,
+        shift,
         _db: db,
     }
 }
 
 impl Till {
-    async fn pay(&self, no: &str, fen: i64) -> workflows::Instance {
+    /// Writes the payment row as the API does, starts its workflow, and waits for it.
+    async fn pay(
+        &self,
+        order: &str,
+        fen: i64,
+    ) -> (workflows::Instance, entities::pos_payments::Model) {
         let amount = Money::from_minor(fen, Currency::CNY);
         let signed: Vec<ChannelId> = self.configs.iter().map(|c| c.id.clone()).collect();
         let decision = route(
@@ -191,9 +181,34 @@ impl Till {
             &self.configs,
             &RoutingSnapshot::default(),
         );
+        let new = payments::sales::NewPayment {
+            terminal_order_no: order.into(),
+            method: Method::WechatPayCode,
+            amount,
+            sale: payments::sales::Sale {
+                lines: vec![payments::sales::SaleLine::Fuel {
+                    grade: payments::sales::FuelGrade::Petrol92,
+                    litres: rust_decimal::Decimal::new(3974, 2),
+                    nozzle: 3,
+                    amount: amount.amount(),
+                }],
+            },
+            payer_code: Some("134567890123456789".into()),
+        };
+        let created = payments::sales::create_payment(
+            self.ledger.db(),
+            &self.terminal,
+            &self.shift,
+            &new,
+            Some(&decision),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        let no = created.payment().payment_no.clone();
         let input = PosPaymentInput {
             payment: PaymentInput {
-                payment_no: no.into(),
+                payment_no: no.clone(),
                 method: Method::WechatPayCode,
                 amount,
             },
@@ -207,14 +222,18 @@ impl Till {
                 max_attempts: 3,
             },
             description: "92# fuel".into(),
-            payer_code: Some("134567890123456789".into()),
+            payer_code: new.payer_code.clone(),
             activity_timeout_ms: 5_000,
         };
-        let id = self.engine.start::<PosPayment>(no, input).await.unwrap();
+        let id = self.engine.start::<PosPayment>(&no, input).await.unwrap();
         for _ in 0..400 {
             let instance = self.engine.instance(id).await.unwrap();
             if instance.status != Status::Running {
-                return instance;
+                let row = payments::sales::payment_by_no(self.ledger.db(), &no)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                return (instance, row);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -230,8 +249,11 @@ async fn channel_a_times_out_after_charging_the_query_finds_it_b_is_never_called
         b.timeout_after_charge_next = 1;
         b.hang_ms = 1_500;
     });
-    let instance = till.pay("PAY-1", 30_000).await;
+    let (instance, row) = till.pay("PAY-1", 30_000).await;
     assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(row.status, "succeeded");
+    assert_eq!(row.channel_id.as_deref(), Some("wxpay-direct"));
+    assert_eq!(row.fee_minor, Some(114));
     assert_eq!(till.sims[1].charge_calls(), 0, "channel B is never called");
     assert_eq!(till.sims[0].taken().len(), 1, "one charge");
     let sales = till.ledger.balance(till.accounts.sales).await.unwrap();
@@ -250,8 +272,13 @@ async fn channel_a_times_out_after_charging_the_query_finds_it_b_is_never_called
 async fn a_declined_payment_fails_over_to_channel_b(backend: Backend) {
     let till = till(backend).await;
     till.sims[0].set(|b| b.decline_next = 1);
-    let instance = till.pay("PAY-2", 8_800).await;
+    let (instance, row) = till.pay("PAY-2", 8_800).await;
     assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(row.channel_id.as_deref(), Some("wxpay-via-bank-a"));
+    assert_eq!(
+        row.out_trade_no.as_deref(),
+        Some(format!("{}-2", row.payment_no).as_str())
+    );
     assert!(till.sims[0].taken().is_empty());
     assert_eq!(till.sims[1].taken().len(), 1);
     let sales = till.ledger.balance(till.accounts.sales).await.unwrap();

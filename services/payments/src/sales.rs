@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use ledger::Ledger;
 use ledger::money::{Currency, Money};
 use rust_decimal::Decimal;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Alias, Expr, Func, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -355,7 +355,12 @@ pub async fn used_today(
     let rows: Vec<(Option<String>, Option<i64>)> = pos_payments::Entity::find()
         .select_only()
         .column(pos_payments::Column::ChannelId)
-        .column_as(pos_payments::Column::AmountMinor.sum(), "total")
+        // SUM of a bigint is numeric on PostgreSQL: cast back to read an i64 on both backends.
+        .column_as(
+            Expr::expr(Func::sum(Expr::col(pos_payments::Column::AmountMinor)))
+                .cast_as(Alias::new("BIGINT")),
+            "total",
+        )
         .filter(pos_payments::Column::StationId.eq(station_id))
         .filter(pos_payments::Column::BusinessDay.eq(day))
         .filter(pos_payments::Column::Status.is_in(["pending", "succeeded"]))
@@ -497,10 +502,10 @@ fn remaining(payment: &pos_payments::Model) -> i64 {
     payment.amount_minor - payment.refund_reserved_minor - payment.refunded_minor
 }
 
-/// Reserves and writes a refund of `payment`, in one transaction; or finds the refund the
-/// same number made before.
+/// Reserves and writes a refund of `payment` in the caller's transaction (which also starts
+/// the refund's workflow); or finds the refund the same number made before.
 pub async fn request_refund(
-    db: &DatabaseConnection,
+    txn: &sea_orm::DatabaseTransaction,
     payment: &pos_payments::Model,
     new: &NewRefund,
     shift_id: Option<Uuid>,
@@ -509,14 +514,12 @@ pub async fn request_refund(
     now: DateTime<Utc>,
 ) -> Result<RefundCreated, StoreError> {
     let hash = new.request_hash(payment.id);
-    let txn = entities::db::begin_write(db).await?;
     let found = pos_refunds::Entity::find()
         .filter(pos_refunds::Column::PaymentId.eq(payment.id))
         .filter(pos_refunds::Column::TerminalRefundNo.eq(new.terminal_refund_no.as_str()))
-        .one(&txn)
+        .one(txn)
         .await?;
     if let Some(found) = found {
-        txn.rollback().await?;
         return if found.request_hash == hash {
             Ok(RefundCreated::Replay(found))
         } else {
@@ -527,7 +530,6 @@ pub async fn request_refund(
         };
     }
     if new.amount.currency().to_string() != payment.currency {
-        txn.rollback().await?;
         return Ok(RefundCreated::Refused(RefundRefusal::Currency {
             refund: new.amount.currency().to_string(),
             payment: payment.currency.clone(),
@@ -550,14 +552,13 @@ pub async fn request_refund(
                 .add(amount)
                 .lte(Expr::col(pos_payments::Column::AmountMinor)),
         )
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if reserved.rows_affected != 1 {
         let current = pos_payments::Entity::find_by_id(payment.id)
-            .one(&txn)
+            .one(txn)
             .await?
             .ok_or(StoreError::NotFound("payment"))?;
-        txn.rollback().await?;
         let currency: Currency = current
             .currency
             .parse()
@@ -628,9 +629,8 @@ pub async fn request_refund(
         expires_at: Set(row.expires_at),
         finished_at: Set(None),
     })
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await?;
-    txn.commit().await?;
     Ok(RefundCreated::New(row))
 }
 

@@ -1373,7 +1373,7 @@ async fn create_payment(
         .await
         .map_err(store_error)?
     {
-        let existing = ensure_started(&state, ctx, existing, &new).await?;
+        let existing = book_cash(&state, existing).await?;
         let waited = wait_for_outcome(&state, ctx, existing).await?;
         return Ok((
             StatusCode::OK,
@@ -1412,80 +1412,67 @@ async fn create_payment(
     } else {
         None
     };
-    let created = sales::create_payment(&state.db, &terminal, &shift, &new, route.as_ref(), at)
+    // The row and its workflow commit together: no payment is left without its instance.
+    let txn = entities::db::begin_write(&state.db).await?;
+    let created = sales::create_payment(&txn, &terminal, &shift, &new, route.as_ref(), at)
         .await
         .map_err(store_error)?;
+    if let (Created::New(payment), Some(decision)) = (&created, route) {
+        let input = PosPaymentInput {
+            payment: PaymentInput {
+                payment_no: payment.payment_no.clone(),
+                method: new.method,
+                amount,
+            },
+            decision,
+            policy: ctx.flow,
+            description: "Fuel and shop".into(),
+            payer_code: new.payer_code.clone(),
+            activity_timeout_ms: ctx.activity_timeout_ms,
+        };
+        ctx.engine
+            .start_in::<PosPayment>(&txn, &payment.payment_no, input)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+    }
+    txn.commit().await?;
+    ctx.engine.wake();
     let status = match created {
         Created::New(_) => StatusCode::CREATED,
         Created::Replay(_) => StatusCode::OK,
     };
-    let payment = ensure_started(&state, ctx, created.payment().clone(), &new).await?;
+    let payment = book_cash(&state, created.payment().clone()).await?;
     let payment = wait_for_outcome(&state, ctx, payment).await?;
     Ok((status, axum::Json(payment_view(&state, payment).await?)).into_response())
 }
 
-/// Makes sure the payment is under way: cash is booked and recorded; a channel payment has
-/// its workflow (started again after a crash between the row and the start: the business
-/// key makes the start idempotent).
-async fn ensure_started(
+/// Books a pending cash payment and records it (again after a crash: the booking is
+/// idempotent by the payment number). Other payments are left to their workflow.
+async fn book_cash(
     state: &AppState,
-    ctx: &PaymentsContext,
     payment: pos_payments::Model,
-    new: &NewPayment,
 ) -> Result<pos_payments::Model, ApiError> {
-    if payment.status != "pending" {
+    if payment.status != "pending" || payment.method != sales::method_text(Method::Cash) {
         return Ok(payment);
     }
-    let method = sales::parse_method(&payment.method).map_err(store_error)?;
-    match method {
-        Method::Cash => {
-            sales::book_cash_sale(&state.ledger, &payment)
-                .await
-                .map_err(store_error)?;
-            sales::record_outcome(
-                &state.db,
-                &payment.payment_no,
-                &sales::Outcome {
-                    status: "succeeded".into(),
-                    channel: None,
-                    channel_txn_id: None,
-                    out_trade_no: None,
-                    fee_minor: None,
-                    reason: "cash into the drawer".into(),
-                },
-                now(),
-            )
-            .await
-            .map_err(store_error)?;
-        }
-        _ => {
-            let decision = match &payment.route {
-                Some(text) => serde_json::from_str(text).map_err(ApiError::internal)?,
-                None => {
-                    return Err(ApiError::internal(anyhow::anyhow!(
-                        "a channel payment without a routing decision"
-                    )));
-                }
-            };
-            let input = PosPaymentInput {
-                payment: PaymentInput {
-                    payment_no: payment.payment_no.clone(),
-                    method,
-                    amount: sales::stored_money(payment.amount_minor, &payment.currency)
-                        .map_err(store_error)?,
-                },
-                decision,
-                policy: ctx.flow,
-                description: "Fuel and shop".into(),
-                payer_code: new.payer_code.clone(),
-                activity_timeout_ms: ctx.activity_timeout_ms,
-            };
-            ctx.engine
-                .start::<PosPayment>(&payment.payment_no, input)
-                .await
-                .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
-        }
-    }
+    sales::book_cash_sale(&state.ledger, &payment)
+        .await
+        .map_err(store_error)?;
+    sales::record_outcome(
+        &state.db,
+        &payment.payment_no,
+        &sales::Outcome {
+            status: "succeeded".into(),
+            channel: None,
+            channel_txn_id: None,
+            out_trade_no: None,
+            fee_minor: None,
+            reason: "cash into the drawer".into(),
+        },
+        now(),
+    )
+    .await
+    .map_err(store_error)?;
     sales::payment_by_no(&state.db, &payment.payment_no)
         .await
         .map_err(store_error)?
@@ -1780,8 +1767,10 @@ async fn create_refund(
         reason: body.reason.trim().to_owned(),
         requested_by: name,
     };
+    // The refund, its reservation on the payment and its workflow commit together.
+    let txn = entities::db::begin_write(&state.db).await?;
     let created = sales::request_refund(
-        &state.db,
+        &txn,
         &payment,
         &new,
         Some(shift.id),
@@ -1792,7 +1781,22 @@ async fn create_refund(
     .await
     .map_err(store_error)?;
     let (status, refund) = match created {
-        RefundCreated::New(r) => (StatusCode::CREATED, r),
+        RefundCreated::New(r) => {
+            ctx.engine
+                .start_in::<RefundApproval>(
+                    &txn,
+                    &r.refund_no,
+                    RefundInput {
+                        refund_no: r.refund_no.clone(),
+                        needs_approval: r.needs_approval,
+                        approval_deadline_ms: ctx.approval_deadline.as_millis() as u64,
+                        activity_timeout_ms: ctx.activity_timeout_ms,
+                    },
+                )
+                .await
+                .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+            (StatusCode::CREATED, r)
+        }
         RefundCreated::Replay(r) => (StatusCode::OK, r),
         RefundCreated::Refused(refusal) => {
             return Err(ApiError::validation(vec![FieldError::new(
@@ -1801,18 +1805,8 @@ async fn create_refund(
             )]));
         }
     };
-    ctx.engine
-        .start::<RefundApproval>(
-            &refund.refund_no,
-            RefundInput {
-                refund_no: refund.refund_no.clone(),
-                needs_approval: refund.needs_approval,
-                approval_deadline_ms: ctx.approval_deadline.as_millis() as u64,
-                activity_timeout_ms: ctx.activity_timeout_ms,
-            },
-        )
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+    txn.commit().await?;
+    ctx.engine.wake();
     let refund = wait_for_refund(&state, ctx, refund).await?;
     Ok((status, axum::Json(refund_view(refund, payment.payment_no))).into_response())
 }

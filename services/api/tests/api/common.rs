@@ -124,6 +124,9 @@ pub struct World {
     pub sub_accounts: HashMap<&'static str, Uuid>,
     /// A payout account of `company-a` and of `company-b`.
     pub external_accounts: HashMap<&'static str, Uuid>,
+    /// A till of `station-a1` and of `station-b1`: id and key. Both stations have signed
+    /// the six simulated channels on their default terms.
+    pub terminals: HashMap<&'static str, (Uuid, String)>,
 }
 
 /// The custodial bank of the test world: the simulator (callbacks to this app), and the
@@ -148,6 +151,8 @@ pub struct TestApp {
     pub state: AppState,
     pub world: World,
     pub treasury: TreasuryWorld,
+    /// The six simulated payment channels (notifications come to this app).
+    pub retail: sim::retail::Retail,
     /// Kept for as long as the app runs: dropping it removes a SQLite file.
     _db: TestDb,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -157,6 +162,12 @@ impl TestApp {
     /// In-process workers for the treasury workflow; they stop when dropped.
     pub fn run_treasury_workers(&self) -> workflows::Workers {
         workflows::Workers::spawn(&self.treasury.engine, 1, 1)
+    }
+
+    /// In-process workers for every workflow (one engine runs them all); they stop when
+    /// dropped.
+    pub fn run_workers(&self) -> workflows::Workers {
+        workflows::Workers::spawn(&self.treasury.engine, 2, 2)
     }
 }
 
@@ -190,8 +201,15 @@ pub async fn spawn_app_with(backend: Backend, config: ApiConfig) -> TestApp {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (context, treasury) = treasury_context(&state, &base).await;
-    let state = state.with_treasury(context);
+    let retail = sim::retail::start(payments::channels::Timeouts {
+        connect_ms: 500,
+        request_ms: 1_000,
+    })
+    .await
+    .expect("channel simulators");
+    retail.notify_to(&format!("{base}/v1/payments/notifications"));
+    let (context, treasury, payments) = treasury_context(&state, &base, &retail).await;
+    let state = state.with_treasury(context).with_payments(payments);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = state.clone();
     tokio::spawn(async move {
@@ -210,6 +228,7 @@ pub async fn spawn_app_with(backend: Backend, config: ApiConfig) -> TestApp {
         state,
         world,
         treasury,
+        retail,
         _db: db,
         stop: Some(stop),
     }
@@ -357,7 +376,33 @@ async fn seed(state: &AppState) -> World {
         .expect("external account");
         external_accounts.insert(key, account.id);
     }
+    let mut terminals = HashMap::new();
+    for station in ["station-a1", "station-b1"] {
+        let retail_terms = retail_terms();
+        for terms in retail_terms {
+            payments::stations::set_channel(
+                &state.ledger,
+                orgs[station],
+                &orgs[station].to_string(),
+                terms,
+                Utc::now(),
+            )
+            .await
+            .expect("channel terms");
+        }
+        let registered = payments::stations::register_terminal(
+            db,
+            orgs[station],
+            "till-1",
+            "Forecourt till 1",
+            Utc::now(),
+        )
+        .await
+        .expect("terminal");
+        terminals.insert(station, (registered.terminal.id, registered.key));
+    }
     World {
+        terminals,
         orgs,
         users,
         tokens,
@@ -368,6 +413,38 @@ async fn seed(state: &AppState) -> World {
         sub_accounts: sub_accounts.into_iter().map(|(k, v)| (k, v.id)).collect(),
         external_accounts,
     }
+}
+
+/// The default terms of the six simulated channels, without starting them.
+fn retail_terms() -> Vec<payments::model::ChannelConfig> {
+    use payments::model::{ChannelConfig, ChannelId, FeeMode, FeeRate, Method};
+    let channel = |id: &str, methods: Vec<Method>, bp: i64, priority: u32| ChannelConfig {
+        id: ChannelId::new(id).expect("id"),
+        party: match id {
+            i if i.starts_with("wxpay") => payments::model::Party::WechatPay,
+            i if i.starts_with("alipay") => payments::model::Party::Alipay,
+            _ => payments::model::Party::Acquirer,
+        },
+        methods,
+        currency: Currency::CNY,
+        fee_rate: FeeRate::new(rust_decimal::Decimal::new(bp, 4)).expect("rate"),
+        fee_mode: FeeMode::DeductedAtPayment,
+        single_limit: ledger::Money::from_minor(5_000_000, Currency::CNY),
+        daily_limit: ledger::Money::from_minor(500_000_000, Currency::CNY),
+        priority,
+        maintenance: vec![],
+        enabled: true,
+    };
+    let wx = || vec![Method::WechatPayCode, Method::WechatPayQr];
+    let ali = || vec![Method::AlipayCode, Method::AlipayQr];
+    vec![
+        channel("wxpay-direct", wx(), 38, 1),
+        channel("wxpay-via-bank-a", wx(), 38, 2),
+        channel("alipay-direct", ali(), 38, 1),
+        channel("alipay-via-acquirer-b", ali(), 38, 2),
+        channel("card-acquirer-a", vec![Method::BankCard], 50, 1),
+        channel("card-acquirer-b", vec![Method::BankCard], 50, 2),
+    ]
 }
 
 fn key_pair() -> (treasury::signing::Signer, treasury::signing::Verifier) {
@@ -385,7 +462,12 @@ fn key_pair() -> (treasury::signing::Signer, treasury::signing::Verifier) {
 async fn treasury_context(
     state: &AppState,
     base: &str,
-) -> (api::routes::treasury::TreasuryContext, TreasuryWorld) {
+    retail: &sim::retail::Retail,
+) -> (
+    api::routes::treasury::TreasuryContext,
+    TreasuryWorld,
+    api::routes::payments::PaymentsContext,
+) {
     use std::sync::Arc;
     let rails = || {
         treasury::rails::Rails::new(
@@ -450,10 +532,37 @@ async fn treasury_context(
     let registry = workflows::bank_instruction::register_activities(
         // Every type of the database: the world's canary too, or workers stall on it.
         workflows::canary::register(workflows::Registry::default(), state.db.clone())
-            .workflow::<workflows::bank_instruction::BankInstruction>(),
+            .workflow::<workflows::bank_instruction::BankInstruction>()
+            .workflow::<workflows::pos_payment::PosPayment>()
+            .workflow::<workflows::refund_approval::RefundApproval>(),
         executor.clone(),
     );
+    let channels = Arc::new(retail.adapters());
+    let registry = workflows::pos_payment::register_channel_activities(registry, channels.clone());
+    let registry =
+        workflows::pos_payment::register_store_activities(registry, state.ledger.clone());
+    let registry = workflows::refund_approval::register_refund_activities(
+        registry,
+        state.ledger.clone(),
+        channels.clone(),
+    );
     let engine = workflows::Engine::new(state.db.clone(), registry);
+    let payments = api::routes::payments::PaymentsContext {
+        engine: engine.clone(),
+        channels,
+        parties: retail.parties(),
+        flow: payments::flow::FlowPolicy {
+            first_query_ms: 100,
+            max_query_ms: 400,
+            max_queries: 10,
+            max_reversals: 5,
+            reversal_retry_ms: 100,
+            max_attempts: 3,
+        },
+        wait: Duration::from_secs(3),
+        activity_timeout_ms: 3_000,
+        approval_deadline: Duration::from_secs(600),
+    };
     let timing = workflows::bank_instruction::Timing {
         approval_poll_ms: 500,
         status_poll_ms: 200,
@@ -469,6 +578,7 @@ async fn treasury_context(
             timing,
         },
         TreasuryWorld { bank, engine },
+        payments,
     )
 }
 
@@ -518,6 +628,7 @@ pub struct Call {
     pub path: String,
     pub body: Option<Value>,
     pub idempotency_key: Option<String>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Call {
@@ -527,6 +638,7 @@ impl Call {
             path: path.into(),
             body: None,
             idempotency_key: None,
+            headers: Vec::new(),
         }
     }
 
@@ -537,7 +649,19 @@ impl Call {
             path: path.into(),
             body,
             idempotency_key: Some(Uuid::new_v4().to_string()),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same call with a header added.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Call {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The same call made by a till: with the terminal's key.
+    pub fn at_till(self, key: &str) -> Call {
+        self.header("forecourt-terminal-key", key)
     }
 }
 
@@ -602,6 +726,9 @@ impl TestApp {
         }
         if let Some(key) = &call.idempotency_key {
             builder = builder.header("idempotency-key", key);
+        }
+        for (name, value) in &call.headers {
+            builder = builder.header(*name, value);
         }
         builder = match who {
             None => builder,

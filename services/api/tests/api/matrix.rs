@@ -44,6 +44,9 @@ const USER_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationMana
 const KEY_READERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser, PartnerKey];
 const KEY_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser];
 const TREASURY_READERS: &[Who] = &[RootAdmin, BrandAdmin, TreasuryMaker, TreasuryChecker];
+const PAYMENT_READERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationManager, Cashier];
+const STATION_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner];
+const TILL_STAFF: &[Who] = &[StationManager, Cashier];
 
 const ROWS: &[Row] = &[
     Row {
@@ -207,6 +210,91 @@ const ROWS: &[Row] = &[
         ok: 204,
     },
     Row {
+        operation: "GET /v1/stations/{station_id}/terminals",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/terminals",
+        allowed: STATION_MANAGERS,
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/stations/{station_id}/channels",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/channels",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/stations/{station_id}/shifts",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/stations/{station_id}/shifts/{shift_id}/receipt",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/stations/{station_id}/refunds",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/refunds/{refund_id}/approve",
+        allowed: &[StationManager],
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/refunds/{refund_id}/reject",
+        allowed: &[StationManager],
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/shifts",
+        allowed: TILL_STAFF,
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/terminals/{terminal_id}/shifts/current",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/shifts/current/close",
+        allowed: TILL_STAFF,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/payments",
+        allowed: TILL_STAFF,
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/terminals/{terminal_id}/payments/{order_no}",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/payments/{order_no}/cancel",
+        allowed: TILL_STAFF,
+        ok: 202,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/refunds",
+        allowed: TILL_STAFF,
+        ok: 201,
+    },
+    Row {
+        operation: "POST /v1/payments/notifications/{channel_id}",
+        allowed: EVERYONE,
+        ok: 200,
+    },
+    Row {
         operation: "POST /v1/treasury/statements",
         allowed: &[TreasuryMaker, TreasuryChecker],
         ok: 201,
@@ -296,7 +384,11 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
     let w = &app.world;
     let public = matches!(
         op,
-        "GET /healthz" | "GET /readyz" | "GET /metrics" | "POST /v1/treasury/bank/callbacks"
+        "GET /healthz"
+            | "GET /readyz"
+            | "GET /metrics"
+            | "POST /v1/treasury/bank/callbacks"
+            | "POST /v1/payments/notifications/{channel_id}"
     );
     let unscoped = public
         || matches!(
@@ -521,6 +613,15 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
         "POST /v1/treasury/bank/callbacks" => {
             return Some((Call::post("/v1/treasury/bank/callbacks", None), Some(401)));
         }
+        // Unsigned: the channel's signature is the only credential, and this one is forged.
+        "POST /v1/payments/notifications/{channel_id}" => {
+            let mut call = Call::post("/v1/payments/notifications/alipay-direct", None);
+            call.body = None;
+            return Some((call, Some(401)));
+        }
+        op if op.contains("/v1/stations/") || op.contains("/v1/terminals/") => {
+            return Some((retail_case(app, op, station_of(org_key)).await, None));
+        }
         other => panic!("no case for {other}: add one"),
     };
     // A brand admin's role may read workflows, but they belong to the platform operator,
@@ -662,6 +763,319 @@ async fn instruction(app: &TestApp, company: &str) -> Uuid {
         .id
 }
 
+/// The station of a retail case about `org_key`: A's for A's side of the tree (and for
+/// callers whose role is refused before the station matters), B's for B's side.
+fn station_of(org_key: &str) -> &'static str {
+    match org_key {
+        "brand-b" | "company-b" | "station-b1" | "fleet-g" | "partner-q" => "station-b1",
+        _ => "station-a1",
+    }
+}
+
+/// A new till of `station`, with its key, and optionally an open shift.
+async fn fresh_till(app: &TestApp, station: &str, shift: bool) -> (Uuid, String) {
+    let station_id = app.world.orgs[station];
+    let registered = payments::stations::register_terminal(
+        &app.state.db,
+        station_id,
+        &format!("t-{}", &Uuid::new_v4().simple().to_string()[..12]),
+        "matrix till",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    if shift {
+        payments::shifts::open_shift(
+            &app.state.db,
+            &registered.terminal,
+            app.world.users[&Cashier],
+            "cashier",
+            ledger::Money::from_minor(0, ledger::Currency::CNY),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    (registered.terminal.id, registered.key)
+}
+
+/// A cash payment taken on the till (through the store, as the API does).
+async fn cash_payment(app: &TestApp, terminal: Uuid, order: &str) -> entities::pos_payments::Model {
+    let terminal = payments::stations::terminal(&app.state.db, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let shift = payments::shifts::current_shift(&app.state.db, terminal.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let amount = ledger::Money::from_minor(1_000, ledger::Currency::CNY);
+    let new = payments::sales::NewPayment {
+        terminal_order_no: order.into(),
+        method: payments::model::Method::Cash,
+        amount,
+        sale: payments::sales::Sale {
+            lines: vec![payments::sales::SaleLine::Item {
+                name: "water".into(),
+                quantity: 1,
+                amount: amount.amount(),
+            }],
+        },
+        payer_code: None,
+    };
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let created =
+        payments::sales::create_payment(&txn, &terminal, &shift, &new, None, chrono::Utc::now())
+            .await
+            .unwrap();
+    txn.commit().await.unwrap();
+    let payment = created.payment().clone();
+    payments::sales::book_cash_sale(&app.state.ledger, &payment)
+        .await
+        .unwrap();
+    let outcome = payments::sales::Outcome {
+        status: "succeeded".into(),
+        channel: None,
+        channel_txn_id: None,
+        out_trade_no: None,
+        fee_minor: None,
+        reason: "cash".into(),
+    };
+    payments::sales::record_outcome(
+        &app.state.db,
+        &payment.payment_no,
+        &outcome,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    payment
+}
+
+/// A refund request of a sale of a closed shift, waiting for the manager.
+async fn refund_request(app: &TestApp, station: &str) -> Uuid {
+    let (till, _) = fresh_till(app, station, true).await;
+    let payment = cash_payment(app, till, "R-1").await;
+    let payment = payments::sales::payment_by_no(&app.state.db, &payment.payment_no)
+        .await
+        .unwrap()
+        .unwrap();
+    let ctx = app.state.payments.as_ref().unwrap();
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let created = payments::sales::request_refund(
+        &txn,
+        &payment,
+        &payments::sales::NewRefund {
+            terminal_refund_no: "RF-1".into(),
+            amount: ledger::Money::from_minor(500, ledger::Currency::CNY),
+            reason: "matrix".into(),
+            requested_by: "cashier".into(),
+        },
+        None,
+        true,
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let payments::sales::RefundCreated::New(refund) = created else {
+        panic!("{created:?}");
+    };
+    ctx.engine
+        .start_in::<workflows::refund_approval::RefundApproval>(
+            &txn,
+            &refund.refund_no,
+            workflows::refund_approval::RefundInput {
+                refund_no: refund.refund_no.clone(),
+                needs_approval: true,
+                approval_deadline_ms: 600_000,
+                activity_timeout_ms: 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    refund.id
+}
+
+/// The call of a retail case at `station`.
+async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
+    let id = app.world.orgs[station];
+    match op {
+        "GET /v1/stations/{station_id}/terminals" => {
+            Call::get(format!("/v1/stations/{id}/terminals"))
+        }
+        "POST /v1/stations/{station_id}/terminals" => Call::post(
+            format!("/v1/stations/{id}/terminals"),
+            Some(
+                json!({"code": format!("t-{}", &Uuid::new_v4().simple().to_string()[..12]), "name": "Till"}),
+            ),
+        ),
+        "GET /v1/stations/{station_id}/channels" => {
+            Call::get(format!("/v1/stations/{id}/channels"))
+        }
+        "POST /v1/stations/{station_id}/channels" => Call::post(
+            format!("/v1/stations/{id}/channels"),
+            Some(json!({
+                "channel_id": "card-acquirer-b",
+                "methods": ["bank_card"],
+                "fee_rate": "0.005",
+                "fee_mode": "billed_later",
+                "single_limit": "50000.00",
+                "daily_limit": "5000000.00",
+                "priority": 2,
+                "enabled": true
+            })),
+        ),
+        "GET /v1/stations/{station_id}/shifts" => Call::get(format!("/v1/stations/{id}/shifts")),
+        "GET /v1/stations/{station_id}/shifts/{shift_id}/receipt" => {
+            let (till, _) = fresh_till(app, station, true).await;
+            let shift = payments::shifts::current_shift(&app.state.db, till)
+                .await
+                .unwrap()
+                .unwrap();
+            Call::get(format!("/v1/stations/{id}/shifts/{}/receipt", shift.id))
+        }
+        "GET /v1/stations/{station_id}/refunds" => Call::get(format!("/v1/stations/{id}/refunds")),
+        "POST /v1/stations/{station_id}/refunds/{refund_id}/approve"
+        | "POST /v1/stations/{station_id}/refunds/{refund_id}/reject" => {
+            let refund = refund_request(app, station).await;
+            let verb = if op.ends_with("approve") {
+                "approve"
+            } else {
+                "reject"
+            };
+            Call::post(
+                format!("/v1/stations/{id}/refunds/{refund}/{verb}"),
+                Some(json!({"note": "matrix"})),
+            )
+        }
+        "POST /v1/terminals/{terminal_id}/shifts" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            Call::post(
+                format!("/v1/terminals/{till}/shifts"),
+                Some(json!({"opening_float": "100.00"})),
+            )
+            .at_till(&key)
+        }
+        "GET /v1/terminals/{terminal_id}/shifts/current" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            Call::get(format!("/v1/terminals/{till}/shifts/current")).at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/shifts/current/close" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            Call::post(
+                format!("/v1/terminals/{till}/shifts/current/close"),
+                Some(json!({"declared_cash": "0.00"})),
+            )
+            .at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/payments" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            Call::post(
+                format!("/v1/terminals/{till}/payments"),
+                Some(json!({
+                    "order_no": "M-1",
+                    "method": "cash",
+                    "amount": "10.00",
+                    "lines": [{"kind": "item", "name": "water", "quantity": 1, "amount": "10.00"}]
+                })),
+            )
+            .at_till(&key)
+        }
+        "GET /v1/terminals/{terminal_id}/payments/{order_no}" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            cash_payment(app, till, "G-1").await;
+            Call::get(format!("/v1/terminals/{till}/payments/G-1")).at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/payments/{order_no}/cancel" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            pending_card_payment(app, till, "C-1").await;
+            Call::post(format!("/v1/terminals/{till}/payments/C-1/cancel"), None).at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/refunds" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            let payment = cash_payment(app, till, "F-1").await;
+            Call::post(
+                format!("/v1/terminals/{till}/refunds"),
+                Some(json!({
+                    "payment_no": payment.payment_no,
+                    "refund_no": "RF-1",
+                    "amount": "1.00",
+                    "reason": "matrix"
+                })),
+            )
+            .at_till(&key)
+        }
+        other => panic!("no retail case for {other}"),
+    }
+}
+
+/// A card payment under way (its workflow started, no worker running).
+async fn pending_card_payment(app: &TestApp, terminal: Uuid, order: &str) {
+    let ctx = app.state.payments.as_ref().unwrap();
+    let terminal = payments::stations::terminal(&app.state.db, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let shift = payments::shifts::current_shift(&app.state.db, terminal.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let amount = ledger::Money::from_minor(1_000, ledger::Currency::CNY);
+    let new = payments::sales::NewPayment {
+        terminal_order_no: order.into(),
+        method: payments::model::Method::BankCard,
+        amount,
+        sale: payments::sales::Sale {
+            lines: vec![payments::sales::SaleLine::Item {
+                name: "water".into(),
+                quantity: 1,
+                amount: amount.amount(),
+            }],
+        },
+        payer_code: Some("6222000011112222".into()),
+    };
+    let decision = payments::routing::RouteDecision {
+        at: chrono::Utc::now(),
+        method: payments::model::Method::BankCard,
+        amount,
+        candidates: vec![],
+        excluded: vec![],
+    };
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let created = payments::sales::create_payment(
+        &txn,
+        &terminal,
+        &shift,
+        &new,
+        Some(&decision),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    ctx.engine
+        .start_in::<workflows::pos_payment::PosPayment>(
+            &txn,
+            &created.payment().payment_no,
+            workflows::pos_payment::PosPaymentInput {
+                payment: payments::flow::PaymentInput {
+                    payment_no: created.payment().payment_no.clone(),
+                    method: payments::model::Method::BankCard,
+                    amount,
+                },
+                decision,
+                policy: ctx.flow,
+                description: "matrix".into(),
+                payer_code: new.payer_code.clone(),
+                activity_timeout_ms: 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+}
+
 /// The organisation to put a new user in, below `org_key`: a station, where cashiers are.
 fn user_org(org_key: &str) -> &'static str {
     match org_key {
@@ -698,7 +1112,8 @@ async fn run_matrix(backend: Backend) {
                     || row.operation.starts_with("GET /readyz")
                     || row.operation.starts_with("GET /metrics")
                     || row.operation == "POST /v1/auth/login"
-                    || row.operation == "POST /v1/treasury/bank/callbacks";
+                    || row.operation == "POST /v1/treasury/bank/callbacks"
+                    || row.operation == "POST /v1/payments/notifications/{channel_id}";
                 let allowed = row.allowed.contains(&who);
                 let expected = overridden.unwrap_or(match (allowed, target) {
                     (true, Target::Own) => row.ok,
@@ -816,7 +1231,14 @@ async fn a_cashier_cannot_read_another_stations_accounts_and_cannot_tell_they_ex
         .iter()
         .map(|a| a["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [app.world.accounts["station-a1"].to_string()]);
+    // The station's own accounts: the world's, and its retail accounts (sales, fees, cash,
+    // bank, one clearing account per channel), and nothing of station B's.
+    let mut expected = owned_by(&app, &["station-a1"]).await;
+    expected.sort();
+    let mut ids: Vec<String> = ids.into_iter().map(str::to_owned).collect();
+    ids.sort();
+    assert!(ids.contains(&app.world.accounts["station-a1"].to_string()));
+    assert_eq!(ids, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -842,12 +1264,15 @@ async fn a_station_owner_sees_the_accounts_of_the_company_and_its_stations_only(
             .await
             .unwrap()
             .unwrap();
-    let mut expected = vec![
-        app.world.accounts["company-a"].to_string(),
-        app.world.accounts["station-a1"].to_string(),
-        sub_account.ledger_account_id.to_string(),
-    ];
+    let mut expected = owned_by(&app, &["company-a", "station-a1"]).await;
     expected.sort();
+    for id in [
+        app.world.accounts["company-a"],
+        app.world.accounts["station-a1"],
+        sub_account.ledger_account_id,
+    ] {
+        assert!(expected.contains(&id.to_string()));
+    }
     assert_eq!(ids, expected);
 }
 
@@ -893,4 +1318,18 @@ async fn a_station_manager_cannot_create_a_station_owner_and_nobody_grants_beyon
         )
         .await;
     assert_eq!(response.status(), 201);
+}
+
+/// The ids of every ledger account owned by the organisations `keys`.
+async fn owned_by(app: &TestApp, keys: &[&str]) -> Vec<String> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let owners: Vec<String> = keys.iter().map(|k| app.world.orgs[k].to_string()).collect();
+    entities::ledger_accounts::Entity::find()
+        .filter(entities::ledger_accounts::Column::OwnerOrg.is_in(owners))
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id.to_string())
+        .collect()
 }
