@@ -55,11 +55,26 @@ pub struct SchedulerArgs {
     relays: usize,
 }
 
-/// The workflows and activities this binary runs. The treasury's activities need the bank:
-/// they are added where it is configured ([`with_treasury`]).
+/// The workflows and activities this binary runs. The treasury's activities need the bank
+/// and the payments' the channels: they are added where those are configured
+/// ([`with_treasury`], [`with_payments`]).
 pub fn registry(db: &DatabaseConnection) -> Registry {
     workflows::canary::register(Registry::default(), db.clone())
         .workflow::<workflows::bank_instruction::BankInstruction>()
+        .workflow::<workflows::pos_payment::PosPayment>()
+        .workflow::<workflows::refund_approval::RefundApproval>()
+}
+
+/// The registry with the payments' activities: the channel adapters, the store and the
+/// ledger.
+pub fn with_payments(
+    registry: Registry,
+    ledger: ledger::Ledger,
+    channels: Arc<workflows::pos_payment::Channels>,
+) -> Registry {
+    let registry = workflows::pos_payment::register_channel_activities(registry, channels.clone());
+    let registry = workflows::pos_payment::register_store_activities(registry, ledger.clone());
+    workflows::refund_approval::register_refund_activities(registry, ledger, channels)
 }
 
 /// The registry with the treasury's activities over `executor`.

@@ -1,6 +1,8 @@
 //! The embedded mode's demo world, seeded once: an organisation tree (platform operator, a
 //! brand with a station company and two stations, a fleet, a depot, a freight-app partner),
-//! one user per role, and ledger accounts with some movements.
+//! one user per role, ledger accounts with some movements, and the retail side: both
+//! stations signed on the six simulated channels, and a till at No. 1 whose key is kept in
+//! `<data dir>/demo-terminal.txt`.
 //!
 //! Passwords are random, generated at the first seeding and written to
 //! `<data dir>/demo-credentials.txt` (readable by the owner only), which every start prints:
@@ -348,4 +350,59 @@ async fn seed_ledger(ledger: &Ledger) -> anyhow::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// Signs both stations on every simulated channel (their default terms; setting them again
+/// changes nothing) and registers No. 1's till once. Returns what to print about the till.
+pub async fn seed_retail(
+    ledger: &Ledger,
+    retail: &sim::retail::Retail,
+    dir: &Path,
+) -> anyhow::Result<String> {
+    for station in ["station-1", "station-2"] {
+        for channel in &retail.channels {
+            payments::stations::set_channel(
+                ledger,
+                org_id(station),
+                &org_id(station).to_string(),
+                sim::retail::default_terms(channel),
+                chrono::Utc::now(),
+            )
+            .await?;
+        }
+    }
+    let path = dir.join("demo-terminal.txt");
+    let station = org_id("station-1");
+    if payments::stations::terminals(ledger.db(), station)
+        .await?
+        .is_empty()
+    {
+        let registered = payments::stations::register_terminal(
+            ledger.db(),
+            station,
+            "till-1",
+            "Forecourt till 1",
+            chrono::Utc::now(),
+        )
+        .await?;
+        write_private(
+            &path,
+            &format!(
+                "TERMINAL={}\nTERMINAL_KEY={}\n",
+                registered.terminal.id, registered.key
+            ),
+        )?;
+    }
+    Ok(match std::fs::read_to_string(&path) {
+        Ok(text) => format!(
+            "Till 1 of {} ({}; send the key as Forecourt-Terminal-Key):\n{text}",
+            org_name("station-1"),
+            path.display()
+        ),
+        Err(_) => format!(
+            "The demo till's key file {} is missing: delete {} to seed the demo again.\n",
+            path.display(),
+            dir.display()
+        ),
+    })
 }

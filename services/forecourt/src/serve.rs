@@ -139,12 +139,23 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let custodian =
         crate::custodian::embedded(&db, &ledger, &args.data_dir, &format!("http://{addr}")).await?;
+    // The payment channels' simulators, in process; their notifications come to this API.
+    let retail = sim::retail::start(payments::channels::Timeouts {
+        connect_ms: 1_000,
+        request_ms: 5_000,
+    })
+    .await
+    .context("cannot start the payment channel simulators")?;
+    retail.notify_to(&format!("http://{addr}/v1/payments/notifications"));
+    let channels = std::sync::Arc::new(retail.adapters());
     let registry = crate::run::with_treasury(crate::run::registry(&db), custodian.executor.clone());
+    let registry = crate::run::with_payments(registry, ledger.clone(), channels.clone());
     let engine = Engine::new(db.clone(), registry);
     let credentials = crate::seed::seed(&db, &ledger, &engine, &args.data_dir).await?;
+    let till = crate::seed::seed_retail(&ledger, &retail, &args.data_dir).await?;
     let workers = Workers::spawn(&engine, 2, 2);
-    let state = AppState::new(db, ledger, config, keys).with_treasury(
-        api::routes::treasury::TreasuryContext {
+    let state = AppState::new(db, ledger, config, keys)
+        .with_treasury(api::routes::treasury::TreasuryContext {
             executor: custodian.executor.clone(),
             engine: engine.clone(),
             bank: custodian.bank_key.clone(),
@@ -155,12 +166,33 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
                 status_poll_max_ms: 30_000,
                 ..Default::default()
             },
-        },
-    );
+        })
+        .with_payments(api::routes::payments::PaymentsContext {
+            engine: engine.clone(),
+            channels,
+            parties: retail.parties(),
+            flow: payments::flow::FlowPolicy {
+                first_query_ms: 1_000,
+                max_query_ms: 10_000,
+                max_queries: 30,
+                max_reversals: 10,
+                reversal_retry_ms: 2_000,
+                max_attempts: 3,
+            },
+            wait: Duration::from_secs(10),
+            activity_timeout_ms: 10_000,
+            approval_deadline: Duration::from_secs(24 * 60 * 60),
+        });
     let shutdown = shutdown_signal();
     println!("Forecourt (embedded: SQLite at {url}, in-process workflow workers and scheduler)");
     println!();
     println!("{credentials}");
+    println!("{till}");
+    println!("Payment channel simulators (two per method):");
+    for channel in &retail.channels {
+        println!("  {:<22} {}", channel.id.as_str(), channel.sim.base_url());
+    }
+    println!();
     println!(
         "Custodial bank simulator: {} (treasury keys in {})",
         custodian.bank.base_url(),
@@ -176,6 +208,7 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     let served = api::serve(listener, state, shutdown).await;
     workers.shutdown().await;
     drop(custodian);
+    drop(retail);
     served.context("the HTTP server failed")
 }
 
