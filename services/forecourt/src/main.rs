@@ -22,6 +22,7 @@ mod run;
 mod seed;
 mod serve;
 mod simulate;
+mod tills;
 
 use clap::{Parser, Subcommand};
 use entities::db::{EMBEDDED_URL, PoolSettings};
@@ -160,6 +161,13 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn every_subcommand_has_well_formed_arguments() {
+        // clap checks names, ids and defaults only when a subcommand is parsed: check all.
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 
     #[test]
     fn passwords_never_reach_the_terminal() {

@@ -31,6 +31,8 @@ pub struct WorkerArgs {
     transport: Transport,
     #[command(flatten)]
     treasury: crate::custodian::TreasuryArgs,
+    #[command(flatten)]
+    payments: crate::tills::PaymentsArgs,
     /// Also run the scheduler (relays, timers and cron) in this process.
     #[arg(long)]
     scheduler: bool,
@@ -104,6 +106,10 @@ pub async fn worker(args: WorkerArgs, db: DatabaseConnection) -> anyhow::Result<
     let registry = match args.treasury.executor(&ledger)? {
         Some((executor, _)) => with_treasury(registry(&db), executor),
         None => registry(&db),
+    };
+    let registry = match args.payments.configured()? {
+        Some(configured) => with_payments(registry, ledger.clone(), configured.channels),
+        None => registry,
     };
     let engine = Engine::new(db.clone(), registry);
     let (stop, stopped) = watch::channel(false);

@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// The custodial bank (production mode; the embedded mode runs a simulator).
     #[command(flatten)]
     treasury: crate::custodian::TreasuryArgs,
+    /// The payment channels (production mode; the embedded mode runs simulators).
+    #[command(flatten)]
+    payments: crate::tills::PaymentsArgs,
 }
 
 impl ServeArgs {
@@ -229,8 +232,14 @@ async fn production(args: ServeArgs, config: ApiConfig, url: &str) -> anyhow::Re
         },
     );
     let treasury = args.treasury.executor(&ledger)?;
+    let channels = args.payments.configured()?;
     let engine = Engine::new(db.clone(), crate::run::registry(&db));
     let mut state = AppState::new(db, ledger, config, keys);
+    if let Some(channels) = &channels {
+        state = state.with_payments(args.payments.context(engine.clone(), channels));
+    } else {
+        eprintln!("serve: no PAYMENTS_CHANNELS: the payments routes answer 503");
+    }
     if let Some((executor, bank)) = treasury {
         state = state.with_treasury(api::routes::treasury::TreasuryContext {
             executor,

@@ -1,9 +1,10 @@
 //! `forecourt sim`: the outside parties' simulators as standalone HTTP servers, for a demo or a
 //! developer's machine.
 //!
-//! - `sim payments`: WeChat Pay, Alipay and a card acquirer. Each start makes fresh keys and
-//!   writes the halves the merchant side needs (merchant private keys, the parties' public
-//!   keys) as PEM files.
+//! - `sim payments`: two channels per method (WeChat Pay, Alipay, card acquirers) on
+//!   ephemeral ports. Each start makes fresh keys and writes a `PAYMENTS_CHANNELS` file for
+//!   `serve` and `worker`, with the halves the merchant side needs (merchant private keys,
+//!   the parties' public keys) as PEM files beside it.
 //! - `sim bank`: the custodial bank's host-to-host interface (see `treasury::bank`). Its key
 //!   pair and, unless `--platform-public-key` is given, a demo key pair of the platform are
 //!   generated once in the keys directory and kept across restarts: the platform signs with
@@ -39,113 +40,37 @@ impl Sim {
 
 #[derive(clap::Args)]
 pub struct PaymentsArgs {
-    /// Address of the WeChat Pay API v3 simulator.
-    #[arg(long, default_value = "127.0.0.1:7701")]
-    wechat: SocketAddr,
-    /// Address of the Alipay gateway simulator (`/gateway.do`).
-    #[arg(long, default_value = "127.0.0.1:7702")]
-    alipay: SocketAddr,
-    /// Address of the card acquirer simulator.
-    #[arg(long, default_value = "127.0.0.1:7703")]
-    acquirer: SocketAddr,
-    /// Where to write the keys the merchant side needs.
-    #[arg(long, default_value = "data/sim-keys")]
+    /// Where to write the `PAYMENTS_CHANNELS` file (`channels.json`) and the keys it names.
+    #[arg(long, default_value = "data/sim-payments")]
     keys_dir: PathBuf,
-    /// WeChat Pay's APIv3 key (32 characters) for encrypted notifications.
-    #[arg(long, default_value = "forecourt-sim-apiv3-key-32-bytes")]
-    api_v3_key: String,
+    /// Where the simulators post their notifications: the API's
+    /// `/v1/payments/notifications`, to which each channel's id is appended.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080/v1/payments/notifications"
+    )]
+    notify_base: String,
 }
 
 pub async fn payments(args: PaymentsArgs) -> anyhow::Result<()> {
-    let api_v3_key: [u8; 32] = args
-        .api_v3_key
-        .as_bytes()
-        .try_into()
-        .context("--api-v3-key must be exactly 32 bytes")?;
-    std::fs::create_dir_all(&args.keys_dir)
-        .with_context(|| format!("creating {}", args.keys_dir.display()))?;
-    let write = |name: &str, pem: Vec<u8>| -> anyhow::Result<()> {
-        let path = args.keys_dir.join(name);
-        std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))
+    let timeouts = payments::channels::Timeouts {
+        connect_ms: 1_000,
+        request_ms: 5_000,
     };
-
-    let (wx_merchant, wx_merchant_public) = sim::keys::rsa_pair();
-    let (wx_platform, wx_platform_public) = sim::keys::rsa_pair();
-    write(
-        "wechat-merchant-key.pem",
-        wx_merchant.private_key_to_pem_pkcs8()?,
-    )?;
-    write(
-        "wechat-platform-public.pem",
-        wx_platform_public.public_key_to_pem()?,
-    )?;
-    let wechat = sim::wechat::start(
-        sim::wechat::WechatSimConfig {
-            mchid: "1900000001".into(),
-            appid: "wx8888888888888888".into(),
-            merchant_serial_no: "SIM-MERCHANT-SERIAL".into(),
-            merchant_public_key: wx_merchant_public,
-            platform_serial_no: "PUB_KEY_ID_SIM".into(),
-            platform_key: wx_platform,
-            api_v3_key,
-            fee_rate_bp: 38,
-        },
-        args.wechat,
-    )
-    .await
-    .context("starting the WeChat Pay simulator")?;
-
-    let (ali_app, ali_app_public) = sim::keys::rsa_pair();
-    let (ali_platform, ali_platform_public) = sim::keys::rsa_pair();
-    write("alipay-app-key.pem", ali_app.private_key_to_pem_pkcs8()?)?;
-    write(
-        "alipay-public.pem",
-        ali_platform_public.public_key_to_pem()?,
-    )?;
-    let alipay = sim::alipay::start(
-        sim::alipay::AlipaySimConfig {
-            app_id: "2021000000000001".into(),
-            app_public_key: ali_app_public,
-            alipay_key: ali_platform,
-            fee_rate_bp: 38,
-        },
-        args.alipay,
-    )
-    .await
-    .context("starting the Alipay simulator")?;
-
-    let (acq_merchant, acq_merchant_public) = sim::keys::rsa_pair();
-    let (acq_key, acq_public) = sim::keys::rsa_pair();
-    write(
-        "acquirer-merchant-key.pem",
-        acq_merchant.private_key_to_pem_pkcs8()?,
-    )?;
-    write("acquirer-public.pem", acq_public.public_key_to_pem()?)?;
-    let acquirer = sim::acquirer::start(
-        sim::acquirer::AcquirerSimConfig {
-            merchant_id: "M-SIM-0001".into(),
-            merchant_public_key: acq_merchant_public,
-            acquirer_key: acq_key,
-            fee_rate_bp: 50,
-        },
-        args.acquirer,
-    )
-    .await
-    .context("starting the acquirer simulator")?;
-
+    let retail = sim::retail::start(timeouts)
+        .await
+        .context("starting the payment simulators")?;
+    retail.notify_to(&args.notify_base);
+    let path = retail
+        .write_config(&args.keys_dir, &args.notify_base, timeouts)
+        .with_context(|| format!("writing into {}", args.keys_dir.display()))?;
+    for channel in &retail.channels {
+        println!("{:<22} {}", channel.id.as_str(), channel.sim.base_url());
+    }
     println!(
-        "WeChat Pay v3  {}  mchid 1900000001, merchant serial SIM-MERCHANT-SERIAL, platform key id PUB_KEY_ID_SIM",
-        wechat.base_url()
+        "PAYMENTS_CHANNELS={} (fresh keys at every start); Ctrl-C to stop",
+        path.display()
     );
-    println!(
-        "Alipay         {}/gateway.do  app_id 2021000000000001",
-        alipay.base_url()
-    );
-    println!(
-        "Acquirer       {}  merchant M-SIM-0001",
-        acquirer.base_url()
-    );
-    println!("keys in {}; Ctrl-C to stop", args.keys_dir.display());
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

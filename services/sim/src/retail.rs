@@ -35,6 +35,11 @@ pub struct SimulatedChannel {
     pub party: Party,
     pub sim: SimHandle,
     pub adapter: Arc<dyn Channel>,
+    /// The merchant side's private key and the party's public key (PEM), and the entry of
+    /// the channel in a `PAYMENTS_CHANNELS` file without its key paths.
+    merchant_key_pem: Vec<u8>,
+    party_key_pem: Vec<u8>,
+    entry: serde_json::Value,
 }
 
 /// Every channel of [the table above](self).
@@ -67,6 +72,54 @@ impl Retail {
             .sim
     }
 
+    /// Writes a `PAYMENTS_CHANNELS` file for these simulators into `dir` (the merchant keys,
+    /// the parties' public keys and the APIv3 key beside it), with notifications addressed to
+    /// `notify_base/<channel id>`. Returns the file's path.
+    pub fn write_config(
+        &self,
+        dir: &std::path::Path,
+        notify_base: &str,
+        timeouts: Timeouts,
+    ) -> std::io::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("wechat-apiv3.key"), API_V3_KEY)?;
+        let mut entries = Vec::new();
+        for channel in &self.channels {
+            let merchant = format!("{}-merchant-key.pem", channel.id);
+            let party = format!("{}-party-public.pem", channel.id);
+            std::fs::write(dir.join(&merchant), &channel.merchant_key_pem)?;
+            std::fs::write(dir.join(&party), &channel.party_key_pem)?;
+            let mut entry = channel.entry.clone();
+            let notify = format!("{}/{}", notify_base.trim_end_matches('/'), channel.id);
+            match channel.party {
+                Party::WechatPay => {
+                    entry["merchant_key"] = merchant.into();
+                    entry["platform_keys"] =
+                        serde_json::json!([{"serial": "PUB_KEY_ID_0001", "public_key": party}]);
+                    entry["api_v3_key_file"] = "wechat-apiv3.key".into();
+                    entry["notify_url"] = notify.into();
+                }
+                Party::Alipay => {
+                    entry["app_key"] = merchant.into();
+                    entry["alipay_public_key"] = party.into();
+                    entry["notify_url"] = notify.into();
+                }
+                Party::Acquirer => {
+                    entry["merchant_key"] = merchant.into();
+                    entry["acquirer_public_key"] = party.into();
+                }
+            }
+            entries.push(entry);
+        }
+        let file = serde_json::json!({ "timeouts": timeouts, "channels": entries });
+        let path = dir.join("channels.json");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&file).expect("JSON serialises"),
+        )?;
+        Ok(path)
+    }
+
     /// Tells every simulator to post its notifications to `base/<channel id>`.
     pub fn notify_to(&self, base: &str) {
         for channel in &self.channels {
@@ -97,6 +150,13 @@ async fn wechat(id: &str, mchid: &str, timeouts: Timeouts) -> std::io::Result<Si
         local(),
     )
     .await?;
+    let entry = serde_json::json!({
+        "id": id, "party": "wechat_pay", "base_url": sim.base_url(),
+        "appid": "wx8888888888888888", "mchid": mchid,
+        "merchant_serial_no": format!("SERIAL-{mchid}"),
+    });
+    let merchant_key_pem = merchant_key.private_key_to_pem_pkcs8().expect("PEM");
+    let party_key_pem = platform_public.public_key_to_pem().expect("PEM");
     let adapter = WechatPay::new(WechatPayConfig {
         base_url: sim.base_url(),
         appid: "wx8888888888888888".into(),
@@ -113,6 +173,9 @@ async fn wechat(id: &str, mchid: &str, timeouts: Timeouts) -> std::io::Result<Si
         party: Party::WechatPay,
         sim,
         adapter: Arc::new(adapter),
+        merchant_key_pem,
+        party_key_pem,
+        entry,
     })
 }
 
@@ -129,6 +192,12 @@ async fn alipay(id: &str, app_id: &str, timeouts: Timeouts) -> std::io::Result<S
         local(),
     )
     .await?;
+    let entry = serde_json::json!({
+        "id": id, "party": "alipay", "gateway_url": format!("{}/gateway.do", sim.base_url()),
+        "app_id": app_id,
+    });
+    let merchant_key_pem = app_key.private_key_to_pem_pkcs8().expect("PEM");
+    let party_key_pem = alipay_public.public_key_to_pem().expect("PEM");
     let adapter = Alipay::new(AlipayConfig {
         gateway_url: format!("{}/gateway.do", sim.base_url()),
         app_id: app_id.into(),
@@ -142,6 +211,9 @@ async fn alipay(id: &str, app_id: &str, timeouts: Timeouts) -> std::io::Result<S
         party: Party::Alipay,
         sim,
         adapter: Arc::new(adapter),
+        merchant_key_pem,
+        party_key_pem,
+        entry,
     })
 }
 
@@ -162,6 +234,12 @@ async fn acquirer(
         local(),
     )
     .await?;
+    let entry = serde_json::json!({
+        "id": id, "party": "acquirer", "base_url": sim.base_url(),
+        "merchant_id": merchant_id, "terminal_id": "T0001",
+    });
+    let merchant_key_pem = merchant_key.private_key_to_pem_pkcs8().expect("PEM");
+    let party_key_pem = acquirer_public.public_key_to_pem().expect("PEM");
     let adapter = Acquirer::new(AcquirerConfig {
         base_url: sim.base_url(),
         merchant_id: merchant_id.into(),
@@ -175,6 +253,9 @@ async fn acquirer(
         party: Party::Acquirer,
         sim,
         adapter: Arc::new(adapter),
+        merchant_key_pem,
+        party_key_pem,
+        entry,
     })
 }
 

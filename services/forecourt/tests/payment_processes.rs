@@ -1,0 +1,300 @@
+//! Retail payments across OS processes on PostgreSQL and RabbitMQ: the API (`forecourt
+//! serve`), the scheduler and workers with the six simulated channels configured through a
+//! `PAYMENTS_CHANNELS` file. A till takes payments through the API while workers (and now and
+//! then the scheduler) are SIGKILLed again and again; every payment ends charged exactly once
+//! at exactly one channel and booked exactly once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use api::directory::{self, NewOrganisation, NewUser};
+use api::policy::{OrgKind, Role};
+use chrono::Utc;
+use common::{Deployment, kill};
+use ledger::{Ledger, LedgerConfig};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const PASSWORD: &str = "a long demo passphrase";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exactly_once() {
+    let d = Deployment::new().await;
+    let db = d.db.db.clone();
+    let ledger = Ledger::start(
+        db.clone(),
+        LedgerConfig {
+            hold_sweep_every: None,
+            ..LedgerConfig::default()
+        },
+    );
+
+    // A station with a cashier, signed on the six simulated channels, and a till.
+    let org = |id, parent, kind, name: &str| NewOrganisation {
+        id,
+        parent_id: parent,
+        kind,
+        name: name.into(),
+        ledger_owner: None,
+    };
+    let (root, company, station) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for (id, parent, kind, name) in [
+        (root, None, OrgKind::PlatformOperator, "Platform"),
+        (company, Some(root), OrgKind::StationCompany, "Huaxin"),
+        (station, Some(company), OrgKind::Station, "Huaxin No. 1"),
+    ] {
+        directory::create_organisation(&db, org(id, parent, kind, name))
+            .await
+            .unwrap();
+    }
+    directory::create_user(
+        &db,
+        NewUser {
+            id: Uuid::now_v7(),
+            organisation_id: station,
+            username: "cashier".into(),
+            display_name: "cashier".into(),
+            role: Role::Cashier,
+        },
+        api::crypto::hash_password(PASSWORD).unwrap(),
+    )
+    .await
+    .unwrap();
+    let timeouts = payments::channels::Timeouts {
+        connect_ms: 500,
+        request_ms: 2_000,
+    };
+    let retail = sim::retail::start(timeouts).await.unwrap();
+    for channel in &retail.channels {
+        payments::stations::set_channel(
+            &ledger,
+            station,
+            &station.to_string(),
+            sim::retail::default_terms(channel),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    let till = payments::stations::register_terminal(&db, station, "till-1", "Till", Utc::now())
+        .await
+        .unwrap();
+
+    // The channels file, and the processes.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let notify = format!("{base}/v1/payments/notifications");
+    retail.notify_to(&notify);
+    let dir = std::env::temp_dir().join(format!("forecourt-tills-{}", Uuid::new_v4().simple()));
+    let channels = retail.write_config(&dir, &notify, timeouts).unwrap();
+    let env = vec![
+        ("PAYMENTS_CHANNELS", channels.display().to_string()),
+        ("PAYMENTS_ACTIVITY_TIMEOUT_MS", "3000".to_owned()),
+        ("PAYMENTS_WAIT_MS", "1500".to_owned()),
+        (
+            "API_KEY_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned(),
+        ),
+    ];
+    let _serve = d.spawn_with(&["serve", "--listen", &format!("127.0.0.1:{port}")], &env);
+    let mut scheduler = d.spawn_with(&["scheduler"], &env);
+    let worker = || d.spawn_with(&["worker", "--concurrency", "2"], &env);
+    let mut workers = vec![worker(), worker()];
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let login: Value = http
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"username": "cashier", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let at_till = |request: reqwest::RequestBuilder| {
+        request
+            .bearer_auth(&token)
+            .header("forecourt-terminal-key", &till.key)
+            .header("idempotency-key", Uuid::new_v4().to_string())
+    };
+    let terminal = till.terminal.id;
+    let opened = at_till(http.post(format!("{base}/v1/terminals/{terminal}/shifts")))
+        .json(&json!({"opening_float": "0.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 201);
+
+    // Forty payments over three methods; now and then a channel takes the money and then
+    // hangs past the adapter's timeout. Workers die all along.
+    let methods = ["wechat_pay_code", "alipay_code", "bank_card"];
+    let n = 40;
+    let mut orders = Vec::new();
+    let mut total = Decimal::ZERO;
+    let mut kills = 0usize;
+    for i in 0..n {
+        if i % 7 == 3 {
+            retail.sim("wxpay-direct").set(|b| {
+                b.timeout_after_charge_next = 1;
+                b.hang_ms = 3_000;
+            });
+        }
+        let amount = Decimal::new(10_000 + i as i64 * 37, 2);
+        total += amount;
+        let order = format!("K-{i:03}");
+        let body = json!({
+            "order_no": order,
+            "method": methods[i % methods.len()],
+            "amount": amount.to_string(),
+            "payer_code": format!("13456789012345{i:04}"),
+            "lines": [{"kind": "fuel", "grade": "95", "litres": "12.500", "nozzle": 1,
+                       "amount": amount.to_string()}],
+        });
+        // A till retries until it gets an answer: a request cut short is sent again with the
+        // same order number.
+        loop {
+            let sent = at_till(http.post(format!("{base}/v1/terminals/{terminal}/payments")))
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        orders.push(order);
+        if i % 2 == 1 {
+            let victim = kills % workers.len();
+            kill(&mut workers[victim]);
+            workers[victim] = worker();
+            kills += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut payments: Vec<Value>;
+    loop {
+        payments = Vec::new();
+        for order in &orders {
+            let got: Value =
+                at_till(http.get(format!("{base}/v1/terminals/{terminal}/payments/{order}")))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            payments.push(got);
+        }
+        let pending = payments.iter().filter(|p| p["status"] == "pending").count();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} payments still pending"
+        );
+        let victim = kills % workers.len();
+        kill(&mut workers[victim]);
+        workers[victim] = worker();
+        if kills % 3 == 2 {
+            kill(&mut scheduler);
+            scheduler = d.spawn_with(&["scheduler"], &env);
+        }
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    eprintln!("{kills} kills while {n} payments were taken");
+    assert!(kills >= 10, "only {kills} kills: too few to prove anything");
+
+    // Every payment succeeded, on one channel, charged once there and nowhere else, and
+    // booked once.
+    let mut booked = Decimal::ZERO;
+    for payment in &payments {
+        assert_eq!(payment["status"], "succeeded", "{payment:#}");
+        let no = payment["payment_no"].as_str().unwrap();
+        let charges: Vec<(String, sim::SimRecord)> = retail
+            .channels
+            .iter()
+            .flat_map(|c| {
+                c.sim
+                    .taken()
+                    .into_iter()
+                    .filter(|r| r.out_trade_no.starts_with(&format!("{no}-")))
+                    .map(|r| (c.id.to_string(), r))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(charges.len(), 1, "{no}: {charges:?}");
+        assert_eq!(Some(charges[0].0.as_str()), payment["channel"].as_str());
+        let entries = ledger
+            .entries_by_reference(&format!("payment:{no}"))
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1, "{no} booked {} times", entries.len());
+        booked += payment["amount"]
+            .as_str()
+            .unwrap()
+            .parse::<Decimal>()
+            .unwrap();
+    }
+    assert_eq!(booked, total);
+    let sales = payments::stations::station_account_ids(station).sales;
+    assert_eq!(
+        ledger.balance(sales).await.unwrap().posted.amount(),
+        total,
+        "the station's sales are the sum of the payments"
+    );
+    let audit = ledger.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+
+    for w in &mut workers {
+        kill(w);
+    }
+    kill(&mut scheduler);
+    let mut destinations = d.engine.destinations();
+    destinations.extend(
+        [
+            "workflow:pos_payment",
+            "workflow:refund_approval",
+            "workflow:bank_instruction",
+            "activity:payments.charge",
+            "activity:payments.query",
+            "activity:payments.reverse",
+            "activity:payments.post_sale",
+            "activity:payments.record",
+            "activity:payments.refund",
+            "activity:payments.refund_expire",
+            "activity:payments.refund_attention",
+        ]
+        .map(String::from),
+    );
+    let broker = workflows::amqp::Broker::connect(common::AMQP_URL, &d.prefix, "test cleanup")
+        .await
+        .unwrap();
+    broker.delete(&destinations).await.unwrap();
+    broker.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
