@@ -22,6 +22,7 @@
 //! - [`treasury_policies`]: versions of the approval policy.
 //! - [`pos_terminals`], [`pos_channels`], [`pos_shifts`], [`pos_payments`], [`pos_refunds`]:
 //!   the retail tills, each station's channel terms, shifts, payments and refunds.
+//! - [`pos_channel_attempts`]: what each channel did with each attempt (routing's health).
 //! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
@@ -37,6 +38,7 @@ pub mod ledger_entries;
 pub mod ledger_holds;
 pub mod ledger_postings;
 pub mod organisations;
+pub mod pos_channel_attempts;
 pub mod pos_channels;
 pub mod pos_payments;
 pub mod pos_refunds;

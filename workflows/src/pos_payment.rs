@@ -21,7 +21,9 @@ use payments::channels::{ChannelError, ChargeRequest};
 use payments::flow::{
     AttemptOutcome, FlowPolicy, Payment, PaymentCommand, PaymentEvent, PaymentInput, PaymentState,
 };
+use payments::health::AttemptSignal;
 use payments::routing::RouteDecision;
+use payments::routing::{PayerToken, Signal};
 use payments::sales::Outcome;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,6 +59,27 @@ pub struct PosPaymentState {
     /// Numbers every step and timer so that none repeats within the instance.
     pub seq: u64,
     pub posting: bool,
+}
+
+/// What each attempt told about its channel: charged, declined (the payer's problem), or
+/// failed (a refusal before sending, an unknown outcome, a timeout: the channel's).
+pub fn signals_of(payment: &Payment, payer: Option<&str>) -> Vec<AttemptSignal> {
+    let payer = payer.map(PayerToken::of);
+    payment
+        .attempts
+        .iter()
+        .map(|a| AttemptSignal {
+            channel: a.channel.clone(),
+            signal: match &a.outcome {
+                AttemptOutcome::Charged { .. } => Signal::Succeeded,
+                AttemptOutcome::NotCharged { reason } if reason.starts_with("declined") => {
+                    Signal::Declined
+                }
+                _ => Signal::Failed,
+            },
+            payer: payer.clone(),
+        })
+        .collect()
 }
 
 /// The row's outcome for a final payment state.
@@ -205,6 +228,7 @@ impl PosPaymentState {
             input: json!({
                 "payment_no": self.payment.input.payment_no,
                 "outcome": outcome_of(&self.payment),
+                "attempts": signals_of(&self.payment, self.input.payer_code.as_deref()),
             }),
             retry: posting_retry(),
             timeout_ms: self.input.activity_timeout_ms,
@@ -564,6 +588,15 @@ pub fn register_store_activities(
                         crate::definition::ActivityError::permanent("fee", e.to_string())
                     })?);
                 }
+                // Instances started before attempts were recorded carry none.
+                let signals: Vec<AttemptSignal> = if input["attempts"].is_null() {
+                    Vec::new()
+                } else {
+                    field(&input, "attempts")?
+                };
+                payments::health::record_attempts(ledger.db(), &no, chrono::Utc::now(), &signals)
+                    .await
+                    .map_err(store_error)?;
                 let recorded =
                     payments::sales::record_outcome(ledger.db(), &no, &outcome, chrono::Utc::now())
                         .await

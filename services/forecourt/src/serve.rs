@@ -185,6 +185,7 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
             wait: Duration::from_secs(10),
             activity_timeout_ms: 10_000,
             approval_deadline: Duration::from_secs(24 * 60 * 60),
+            health: payments::health::HealthBook::new(api::routes::payments::BREAKER).into(),
         });
     let shutdown = shutdown_signal();
     println!("Forecourt (embedded: SQLite at {url}, in-process workflow workers and scheduler)");

@@ -265,6 +265,7 @@ impl PaymentsArgs {
             wait: std::time::Duration::from_millis(self.wait_ms),
             activity_timeout_ms: self.activity_timeout_ms,
             approval_deadline: std::time::Duration::from_secs(self.approval_hours * 3600),
+            health: payments::health::HealthBook::new(api::routes::payments::BREAKER).into(),
         }
     }
 }

@@ -22,6 +22,8 @@
 //! - [`crypto`]: RSA-SHA256 signatures and AES-256-GCM, the primitives every party uses.
 //! - [`postings`]: the ledger entries a finished payment makes.
 //! - [`statements`]: the parties' T+1 statement files and the pure matching against our books.
+//! - [`health`]: what each channel did with each attempt, in storage, read back into the
+//!   breakers and success rates routing uses.
 //! - [`stations`]: terminals with their keys, the channels each station signed with its
 //!   terms, and the station's ledger accounts.
 //! - [`shifts`]: cashiers' shifts, one open per terminal, closed with totals that reconcile.
@@ -30,6 +32,7 @@
 pub mod channels;
 pub mod crypto;
 pub mod flow;
+pub mod health;
 pub mod model;
 pub mod postings;
 pub mod routing;

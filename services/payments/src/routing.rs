@@ -24,6 +24,15 @@ impl PayerToken {
         let digest = sha256(code_or_card.trim().as_bytes());
         PayerToken(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
+
+    /// A fingerprint as stored (never a code: only what [`PayerToken::of`] made).
+    pub fn from_stored(digest: String) -> Self {
+        PayerToken(digest)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// What a channel did with one attempt, as the circuit breaker and the success rate see it.

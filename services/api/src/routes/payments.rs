@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use payments::channels::InboundRequest;
 use payments::flow::{FlowPolicy, PaymentInput};
+use payments::health::HealthBook;
 use payments::model::{
     ChannelConfig, ChannelId, FeeMode, FeeRate, MaintenanceWindow, Method, Party,
 };
-use payments::routing::{PayerToken, RouteRequest, RoutingSnapshot};
+use payments::routing::{BreakerPolicy, PayerToken, RouteRequest, RoutingSnapshot};
 use payments::sales::{self, Created, NewPayment, NewRefund, RefundCreated, Sale, SaleLine};
 use payments::shifts::{self, CloseOverride, CloseRefusal};
 use payments::stations::{self, StoreError};
@@ -66,7 +67,19 @@ pub struct PaymentsContext {
     pub activity_timeout_ms: u64,
     /// How long a refund request waits for the station manager.
     pub approval_deadline: Duration,
+    /// The channels' health (breakers, success rates, payers that just failed), as recorded
+    /// by every process.
+    pub health: tokio::sync::Mutex<HealthBook>,
 }
+
+/// The breakers' terms: five failures within a minute open a channel for thirty seconds;
+/// success rates look at the last fifty attempts.
+pub const BREAKER: BreakerPolicy = BreakerPolicy {
+    failures_to_open: 5,
+    window_ms: 60_000,
+    open_ms: 30_000,
+    history: 50,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -1392,8 +1405,15 @@ async fn create_payment(
             .collect();
         let ids: Vec<ChannelId> = configs.iter().map(|c| c.id.clone()).collect();
         let payer = new.payer_code.as_deref().map(PayerToken::of);
+        let health = ctx
+            .health
+            .lock()
+            .await
+            .snapshot(&state.db, at)
+            .await
+            .map_err(store_error)?;
         let snapshot = RoutingSnapshot {
-            health: Default::default(),
+            health,
             used_today: sales::used_today(&state.db, terminal.station_id, &sales::business_day(at))
                 .await
                 .map_err(store_error)?,

@@ -562,6 +562,7 @@ async fn treasury_context(
         wait: Duration::from_secs(3),
         activity_timeout_ms: 3_000,
         approval_deadline: Duration::from_secs(600),
+        health: payments::health::HealthBook::new(api::routes::payments::BREAKER).into(),
     };
     let timing = workflows::bank_instruction::Timing {
         approval_poll_ms: 500,

@@ -18,6 +18,7 @@ testkit::scenarios!(
     a_cross_shift_refund_needs_the_station_managers_approval_and_then_goes_back_through_the_channel,
     partial_refunds_in_the_open_shift_stop_at_the_original_amount,
     shift_totals_are_exact_and_an_unresolved_payment_holds_the_close_until_a_manager_overrides,
+    a_channel_failing_again_and_again_is_cut_off_and_a_declined_payer_is_sent_elsewhere,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -562,4 +563,55 @@ async fn shift_totals_are_exact_and_an_unresolved_payment_holds_the_close_until_
     // The payment completes once workers run again.
     let _workers = app.run_workers();
     assert_eq!(settled(&app, "S-4").await["status"], "succeeded");
+}
+
+async fn a_channel_failing_again_and_again_is_cut_off_and_a_declined_payer_is_sent_elsewhere(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_workers();
+    open_shift(&app, Who::Cashier, "0.00").await;
+    // WeChat direct is down without notice: each payment finds it out and fails over.
+    app.retail.sim("wxpay-direct").set(|b| b.unavailable = true);
+    for i in 0..5 {
+        let (_, payment) = pay(&app, fuel(&format!("B-{i}"), "wechat_pay_code", "10.00")).await;
+        assert_eq!(payment["channel"], "wxpay-via-bank-a", "{payment}");
+    }
+    // The failures are on record for every process: the breaker opens (routing reloads the
+    // channels' health at most once a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (_, payment) = pay(&app, fuel("B-5", "wechat_pay_code", "10.00")).await;
+    assert_eq!(payment["status"], "succeeded", "{payment}");
+    assert_eq!(payment["channel"], "wxpay-via-bank-a");
+    let excluded = payment["route"]["excluded"].as_array().unwrap();
+    assert!(
+        excluded
+            .iter()
+            .any(|e| e[0] == "wxpay-direct" && e[1]["reason"] == "circuit_open"),
+        "{excluded:?}"
+    );
+    assert_eq!(payment["route"]["candidates"].as_array().unwrap().len(), 1);
+
+    // A card declined on acquirer A is not tried there again for a while.
+    app.retail
+        .sim("card-acquirer-a")
+        .set(|b| b.decline_next = 1);
+    let mut card = fuel("D-1", "bank_card", "66.00");
+    card["payer_code"] = json!("6222020200112233445");
+    let (_, first) = pay(&app, card.clone()).await;
+    assert_eq!(first["channel"], "card-acquirer-b", "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    card["order_no"] = json!("D-2");
+    let (_, second) = pay(&app, card).await;
+    assert_eq!(second["channel"], "card-acquirer-b", "{second}");
+    let excluded = second["route"]["excluded"].as_array().unwrap();
+    assert!(
+        excluded
+            .iter()
+            .any(|e| e[0] == "card-acquirer-a" && e[1]["reason"] == "payer_failed_here"),
+        "{excluded:?}"
+    );
+    // Another card still goes to A first.
+    let (_, other) = pay(&app, fuel("D-3", "bank_card", "66.00")).await;
+    assert_eq!(other["channel"], "card-acquirer-a", "{other}");
 }
