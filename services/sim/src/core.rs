@@ -168,11 +168,14 @@ impl SimState {
         Ok(record.clone())
     }
 
-    /// The charges taken on a day (UTC date), for the statement.
+    /// The charges taken on a day, for the statement. The parties count days in China
+    /// Standard Time (UTC+8), as their statement files do.
     pub fn charges_on(&self, date: chrono::NaiveDate) -> Vec<SimRecord> {
+        let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
         self.records
             .values()
-            .filter(|r| r.at.date_naive() == date && r.status != ChargeStatus::Declined)
+            .filter(|r| r.at.with_timezone(&china).date_naive() == date)
+            .filter(|r| r.status != ChargeStatus::Declined)
             .filter(|r| !r.txn_id.is_empty())
             .cloned()
             .collect()
