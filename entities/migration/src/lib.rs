@@ -23,6 +23,7 @@ mod m20261125_000002_treasury_statements;
 mod m20261125_000003_treasury_policies;
 mod m20261125_000004_webhooks;
 mod m20261126_000001_pos;
+mod m20261126_000002_pos_close;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_treasury_policies::Migration),
             Box::new(m20261125_000004_webhooks::Migration),
             Box::new(m20261126_000001_pos::Migration),
+            Box::new(m20261126_000002_pos_close::Migration),
         ]
     }
 }

@@ -1,0 +1,741 @@
+//! T+1 reconciliation of one channel's statement of one day with our payments, the ledger
+//! entries it settles, and the exception queue it leaves for people.
+//!
+//! A run ([`reconcile_day`]) downloads the statement through the channel's adapter, matches
+//! it by order number with our payments on that channel (the pure
+//! [`crate::statements::reconcile`]), and asks the channel about every order that does not
+//! match. The channel's answer settles only what needs nobody: an order both sides now say
+//! took nothing (the statement was written before a reversal). Everything else is a real
+//! difference and is queued as an exception, with what the statement, our books and the
+//! query said; in particular a payment we recorded as failed that the channel took is raised,
+//! never booked quietly.
+//!
+//! Matched orders settle per station: the statement's fees replace our rounding of them
+//! (fees deducted at payment) or are booked as owed (fees billed later), the day's channel
+//! refunds are netted, and the net moves from the channel's clearing account to the
+//! station's bank. Every entry's idempotency key names the channel, day and station, and
+//! exceptions are unique per channel, day and order, so a second run of the same day posts
+//! nothing twice and raises nothing twice; it updates the run's row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger::money::{Currency, Money};
+use ledger::{Ledger, LedgerError};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use entities::{pos_payments, pos_recon_exceptions, pos_recon_runs, pos_refunds};
+
+use crate::channels::{Channel, ChannelError, QueryResult};
+use crate::model::{ChannelId, FeeMode};
+use crate::statements::{BookedPayment, Match, StatementLine};
+use crate::stations::StoreError;
+
+/// Why a run did not finish. The statement download and the channel's answers are worth
+/// retrying; the run writes nothing until it has the statement.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconError {
+    #[error("the channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sea_orm::DbErr> for ReconError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        ReconError::Store(StoreError::Db(error))
+    }
+}
+
+impl From<LedgerError> for ReconError {
+    fn from(error: LedgerError) -> Self {
+        ReconError::Store(StoreError::Ledger(error))
+    }
+}
+
+/// What kind of difference an exception is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExceptionKind {
+    /// The channel took money on an order we have no payment for.
+    MissingHere,
+    /// We booked a sale the channel's statement does not have.
+    MissingThere,
+    AmountMismatch,
+    /// One side says paid, the other not.
+    StatusMismatch,
+}
+
+impl ExceptionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExceptionKind::MissingHere => "missing_here",
+            ExceptionKind::MissingThere => "missing_there",
+            ExceptionKind::AmountMismatch => "amount_mismatch",
+            ExceptionKind::StatusMismatch => "status_mismatch",
+        }
+    }
+}
+
+/// The statement day of a business day `YYYY-MM-DD`.
+pub fn parse_day(day: &str) -> Result<NaiveDate, StoreError> {
+    NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map_err(|_| StoreError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)")))
+}
+
+fn day_text(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+fn fen(money: Money) -> i64 {
+    money.minor_units().expect("channel amounts fit in fen")
+}
+
+/// One station's settlement of the day on the channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationSettlement {
+    pub station_id: Uuid,
+    pub matched: u32,
+    pub gross_minor: i64,
+    /// Fees as the statement charged them.
+    pub fees_minor: i64,
+    /// Our fees booked with the sales (zero for fees billed later).
+    pub booked_fees_minor: i64,
+    /// The station's channel refunds of the day, netted by the channel.
+    pub refunds_minor: i64,
+    /// What moved from clearing to the bank (negative: from the bank to the channel).
+    pub net_minor: i64,
+    /// Set when an entry of the day was posted before with other amounts: the first one
+    /// stands and finance must look.
+    pub warning: Option<String>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct ReconReport {
+    pub run: pos_recon_runs::Model,
+    /// Every comparison of the run, sorted by order number.
+    pub matches: Vec<Match>,
+    pub settlements: Vec<StationSettlement>,
+    /// The day's exceptions as they stand after the run (open and resolved).
+    pub exceptions: Vec<pos_recon_exceptions::Model>,
+}
+
+/// One difference to store.
+struct Draft {
+    kind: ExceptionKind,
+    station_id: Option<Uuid>,
+    out_trade_no: String,
+    payment_no: Option<String>,
+    channel_txn_id: Option<String>,
+    ours_minor: Option<i64>,
+    theirs_minor: Option<i64>,
+    detail: String,
+    /// Set when the channel's answer explains the difference.
+    resolved: Option<String>,
+}
+
+/// Our payments on the channel that the statement is matched with: those of the business
+/// day, and those of any day whose order numbers the statement lists (a charge taken just
+/// after midnight is on the next day's statement).
+async fn our_payments(
+    db: &impl ConnectionTrait,
+    channel: &ChannelId,
+    day: &str,
+    statement: &[StatementLine],
+) -> Result<BTreeMap<String, pos_payments::Model>, StoreError> {
+    let mut out = BTreeMap::new();
+    let of_day = pos_payments::Entity::find()
+        .filter(pos_payments::Column::ChannelId.eq(channel.as_str()))
+        .filter(pos_payments::Column::BusinessDay.eq(day))
+        .filter(pos_payments::Column::OutTradeNo.is_not_null())
+        .all(db)
+        .await?;
+    for p in of_day {
+        let no = p.out_trade_no.clone().expect("filtered on not null");
+        out.insert(no, p);
+    }
+    let listed: Vec<String> = statement
+        .iter()
+        .map(|l| l.out_trade_no.clone())
+        .filter(|no| !out.contains_key(no))
+        .collect();
+    for chunk in listed.chunks(500) {
+        let found = pos_payments::Entity::find()
+            .filter(pos_payments::Column::ChannelId.eq(channel.as_str()))
+            .filter(pos_payments::Column::OutTradeNo.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?;
+        for p in found {
+            let no = p.out_trade_no.clone().expect("matched on the order number");
+            out.insert(no, p);
+        }
+    }
+    Ok(out)
+}
+
+fn booked(
+    payments: &BTreeMap<String, pos_payments::Model>,
+) -> Result<Vec<BookedPayment>, StoreError> {
+    payments
+        .iter()
+        .map(|(no, p)| {
+            Ok(BookedPayment {
+                out_trade_no: no.clone(),
+                amount: crate::sales::stored_money(p.amount_minor, &p.currency)?,
+                succeeded: p.status == "succeeded",
+            })
+        })
+        .collect()
+}
+
+fn query_text(answer: &Result<QueryResult, ChannelError>) -> String {
+    match answer {
+        Ok(QueryResult::Succeeded {
+            channel_txn_id,
+            amount,
+        }) => format!("the channel's query says paid ({amount}, {channel_txn_id})"),
+        Ok(QueryResult::Pending) => "the channel's query says not paid yet".into(),
+        Ok(QueryResult::NotCharged { reason }) => {
+            format!("the channel's query says nothing was taken ({reason})")
+        }
+        Ok(QueryResult::Reversed) => "the channel's query says reversed".into(),
+        Err(e) => format!("the channel could not be queried: {e}"),
+    }
+}
+
+fn nothing_taken(answer: &Result<QueryResult, ChannelError>) -> bool {
+    matches!(
+        answer,
+        Ok(QueryResult::NotCharged { .. } | QueryResult::Reversed)
+    )
+}
+
+/// Turns a difference into an exception, with the channel's answer to a query on it.
+async fn draft(
+    channel: &dyn Channel,
+    m: &Match,
+    ours: &BTreeMap<String, pos_payments::Model>,
+    theirs: &BTreeMap<&str, &StatementLine>,
+) -> Option<Draft> {
+    let (kind, no) = match m {
+        Match::Matched { .. } => return None,
+        Match::MissingHere { out_trade_no, .. } => (ExceptionKind::MissingHere, out_trade_no),
+        Match::MissingThere { out_trade_no, .. } => (ExceptionKind::MissingThere, out_trade_no),
+        Match::AmountMismatch { out_trade_no, .. } => (ExceptionKind::AmountMismatch, out_trade_no),
+        Match::StatusMismatch { out_trade_no, .. } => (ExceptionKind::StatusMismatch, out_trade_no),
+    };
+    let payment = ours.get(no.as_str());
+    let line = theirs.get(no.as_str());
+    let answer = channel.query(no).await;
+    let ours_text = match payment {
+        Some(p) => format!(
+            "our payment {} is {} for {} fen",
+            p.payment_no, p.status, p.amount_minor
+        ),
+        None => "we have no payment for the order".into(),
+    };
+    let theirs_text = match line {
+        Some(l) if l.paid => format!("the statement has it paid for {}", l.amount),
+        Some(l) => format!("the statement has it not paid ({})", l.amount),
+        None => "the statement does not have it".into(),
+    };
+    let ours_paid = payment.is_some_and(|p| p.status == "succeeded");
+    // Only a difference on which both sides now agree that nothing was taken needs nobody.
+    let resolved = (!ours_paid && nothing_taken(&answer)).then(|| {
+        "the channel has since reversed or closed the order and our books took nothing".into()
+    });
+    let consequence = match (kind, ours_paid, &answer) {
+        (_, false, Ok(QueryResult::Succeeded { .. })) => {
+            "; the channel holds the customer's money on an order our books do not count as a sale: refund the customer or book the sale"
+        }
+        (_, true, Ok(QueryResult::NotCharged { .. } | QueryResult::Reversed)) => {
+            "; we booked a sale the channel does not have: the customer may not have paid"
+        }
+        (ExceptionKind::MissingThere, true, Ok(QueryResult::Succeeded { .. })) => {
+            "; taken but not on this statement: expect it on another day's settlement"
+        }
+        _ => "",
+    };
+    Some(Draft {
+        kind,
+        station_id: payment.map(|p| p.station_id),
+        out_trade_no: no.clone(),
+        payment_no: payment.map(|p| p.payment_no.clone()),
+        channel_txn_id: line
+            .map(|l| l.channel_txn_id.clone())
+            .filter(|t| !t.is_empty())
+            .or_else(|| payment.and_then(|p| p.channel_txn_id.clone())),
+        ours_minor: payment.map(|p| p.amount_minor),
+        theirs_minor: line.map(|l| fen(l.amount)),
+        detail: format!(
+            "{ours_text}; {theirs_text}; {}{consequence}",
+            query_text(&answer)
+        ),
+        resolved,
+    })
+}
+
+async fn store_exception(
+    db: &impl ConnectionTrait,
+    channel: &ChannelId,
+    day: &str,
+    d: &Draft,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let resolved = d.resolved.is_some();
+    pos_recon_exceptions::Entity::insert(pos_recon_exceptions::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        channel_id: Set(channel.to_string()),
+        statement_day: Set(day.to_owned()),
+        kind: Set(d.kind.as_str().to_owned()),
+        station_id: Set(d.station_id),
+        out_trade_no: Set(d.out_trade_no.clone()),
+        payment_no: Set(d.payment_no.clone()),
+        channel_txn_id: Set(d.channel_txn_id.clone()),
+        our_amount_minor: Set(d.ours_minor),
+        their_amount_minor: Set(d.theirs_minor),
+        currency: Set(Currency::CNY.to_string()),
+        detail: Set(d.detail.clone()),
+        status: Set(if resolved { "resolved" } else { "open" }.to_owned()),
+        resolution_note: Set(d.resolved.clone()),
+        resolved_by: Set(resolved.then(|| "reconciliation".to_owned())),
+        created_at: Set(now),
+        updated_at: Set(now),
+        resolved_at: Set(resolved.then_some(now)),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            pos_recon_exceptions::Column::ChannelId,
+            pos_recon_exceptions::Column::StatementDay,
+            pos_recon_exceptions::Column::OutTradeNo,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Posts one entry; an entry of the same key with other content was posted by an earlier
+/// run and stands, reported back as a warning.
+async fn post(ledger: &Ledger, entry: ledger::NewEntry) -> Result<Option<String>, ReconError> {
+    match ledger.post_entry(entry).await {
+        Ok(_) => Ok(None),
+        Err(LedgerError::IdempotencyConflict { key }) => Ok(Some(format!(
+            "{key} was posted before with other amounts; the first posting stands"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Settles one station's matched orders of the day on the channel.
+async fn settle_station(
+    ledger: &Ledger,
+    channel: &ChannelId,
+    day: &str,
+    station_id: Uuid,
+    matched: &[(&pos_payments::Model, &StatementLine)],
+) -> Result<StationSettlement, ReconError> {
+    let db = ledger.db();
+    let terms = crate::stations::channel(db, station_id, channel)
+        .await?
+        .ok_or(StoreError::NotFound("station channel"))?;
+    let station = crate::stations::station_account_ids(station_id);
+    let accounts = crate::stations::channel_accounts(&station, terms.clearing_account_id);
+    let mut gross = 0i64;
+    let mut fees = 0i64;
+    let mut booked_fees = 0i64;
+    for (payment, line) in matched {
+        let amount = crate::sales::stored_money(payment.amount_minor, &payment.currency)?;
+        gross += payment.amount_minor;
+        fees += fen(line.fee);
+        if terms.terms.fee_mode == FeeMode::DeductedAtPayment {
+            // The same rounding the sale's entry used.
+            let fee = terms
+                .terms
+                .fee_rate
+                .fee_on(amount)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            booked_fees += fen(fee);
+        }
+    }
+    let refunds = channel_refunds_minor(db, channel, day, station_id).await?;
+    let mut warnings = Vec::new();
+    let cny = |minor: i64| Money::from_minor(minor, Currency::CNY);
+    let net = match terms.terms.fee_mode {
+        FeeMode::DeductedAtPayment => {
+            let entry = crate::postings::fee_adjustment(
+                channel.as_str(),
+                day,
+                station_id,
+                &accounts,
+                cny(booked_fees),
+                cny(fees),
+            )
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            if let Some(entry) = entry {
+                warnings.extend(post(ledger, entry).await?);
+            }
+            gross - fees - refunds
+        }
+        FeeMode::BilledLater => {
+            if fees > 0 {
+                let owner = ledger.account(accounts.clearing).await?.owner_org;
+                let payable =
+                    crate::stations::fees_payable_account(ledger, station_id, &owner, channel)
+                        .await?;
+                let entry = crate::postings::fees_billed(
+                    channel.as_str(),
+                    day,
+                    station_id,
+                    accounts.fees,
+                    payable,
+                    cny(fees),
+                );
+                if let Some(entry) = entry {
+                    warnings.extend(post(ledger, entry).await?);
+                }
+            }
+            gross - refunds
+        }
+    };
+    if let Some(entry) =
+        crate::postings::station_settlement(channel.as_str(), day, station_id, &accounts, cny(net))
+    {
+        warnings.extend(post(ledger, entry).await?);
+    }
+    Ok(StationSettlement {
+        station_id,
+        matched: u32::try_from(matched.len()).expect("a day's orders fit in u32"),
+        gross_minor: gross,
+        fees_minor: fees,
+        booked_fees_minor: booked_fees,
+        refunds_minor: refunds,
+        net_minor: net,
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+    })
+}
+
+/// The station's refunds of the business day paid back through the channel.
+async fn channel_refunds_minor(
+    db: &impl ConnectionTrait,
+    channel: &ChannelId,
+    day: &str,
+    station_id: Uuid,
+) -> Result<i64, StoreError> {
+    let refunds = pos_refunds::Entity::find()
+        .filter(pos_refunds::Column::StationId.eq(station_id))
+        .filter(pos_refunds::Column::BusinessDay.eq(day))
+        .filter(pos_refunds::Column::Status.eq("succeeded"))
+        .all(db)
+        .await?;
+    if refunds.is_empty() {
+        return Ok(0);
+    }
+    let ids: BTreeSet<Uuid> = refunds.iter().map(|r| r.payment_id).collect();
+    let on_channel: BTreeSet<Uuid> = pos_payments::Entity::find()
+        .select_only()
+        .column(pos_payments::Column::Id)
+        .filter(pos_payments::Column::Id.is_in(ids))
+        .filter(pos_payments::Column::ChannelId.eq(channel.as_str()))
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(refunds
+        .iter()
+        .filter(|r| on_channel.contains(&r.payment_id))
+        .map(|r| r.amount_minor)
+        .sum())
+}
+
+/// Reconciles the channel's statement of `day` with our books: matches, queries what does
+/// not match, queues the exceptions, settles the matched orders per station and records the
+/// run. Safe to run again for the same channel and day.
+pub async fn reconcile_day(
+    ledger: &Ledger,
+    channel_id: &ChannelId,
+    channel: &dyn Channel,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<ReconReport, ReconError> {
+    let db = ledger.db();
+    let day_str = day_text(day);
+    let statement = channel.statement(day).await?;
+    let ours = our_payments(db, channel_id, &day_str, &statement).await?;
+    let matches = crate::statements::reconcile(&booked(&ours)?, &statement);
+    let theirs: BTreeMap<&str, &StatementLine> = statement
+        .iter()
+        .map(|l| (l.out_trade_no.as_str(), l))
+        .collect();
+
+    let mut resolved_by_query = 0i64;
+    for m in &matches {
+        if let Some(d) = draft(channel, m, &ours, &theirs).await {
+            resolved_by_query += i64::from(d.resolved.is_some());
+            store_exception(db, channel_id, &day_str, &d, now).await?;
+        }
+    }
+
+    let mut by_station: BTreeMap<Uuid, Vec<(&pos_payments::Model, &StatementLine)>> =
+        BTreeMap::new();
+    let mut matched_nos = Vec::new();
+    for m in &matches {
+        if let Match::Matched { out_trade_no, .. } = m {
+            let payment = &ours[out_trade_no];
+            let line = theirs[out_trade_no.as_str()];
+            by_station
+                .entry(payment.station_id)
+                .or_default()
+                .push((payment, line));
+            matched_nos.push(out_trade_no.clone());
+        }
+    }
+    let mut settlements = Vec::with_capacity(by_station.len());
+    for (station_id, matched) in &by_station {
+        settlements.push(settle_station(ledger, channel_id, &day_str, *station_id, matched).await?);
+    }
+    // An order another day's run could not find is matched here: that exception is answered.
+    for chunk in matched_nos.chunks(500) {
+        pos_recon_exceptions::Entity::update_many()
+            .col_expr(
+                pos_recon_exceptions::Column::Status,
+                Expr::value("resolved"),
+            )
+            .col_expr(
+                pos_recon_exceptions::Column::ResolutionNote,
+                Expr::value(format!("matched on the statement of {day_str}")),
+            )
+            .col_expr(
+                pos_recon_exceptions::Column::ResolvedBy,
+                Expr::value("reconciliation"),
+            )
+            .col_expr(pos_recon_exceptions::Column::ResolvedAt, Expr::value(now))
+            .col_expr(pos_recon_exceptions::Column::UpdatedAt, Expr::value(now))
+            .filter(pos_recon_exceptions::Column::ChannelId.eq(channel_id.as_str()))
+            .filter(pos_recon_exceptions::Column::StatementDay.ne(day_str.as_str()))
+            .filter(pos_recon_exceptions::Column::Kind.eq("missing_there"))
+            .filter(pos_recon_exceptions::Column::Status.eq("open"))
+            .filter(pos_recon_exceptions::Column::OutTradeNo.is_in(chunk.iter().cloned()))
+            .exec(db)
+            .await?;
+    }
+
+    let exceptions = list_exceptions(
+        db,
+        &ExceptionFilter {
+            channel: Some(channel_id.clone()),
+            day: Some(day_str.clone()),
+            ..ExceptionFilter::default()
+        },
+    )
+    .await?;
+    let open = exceptions.iter().filter(|e| e.status == "open").count() as i64;
+    let matched = matched_nos.len() as i64;
+    let statement_total: i64 = statement
+        .iter()
+        .filter(|l| l.paid)
+        .map(|l| fen(l.amount))
+        .sum();
+    let statement_fees: i64 = statement
+        .iter()
+        .filter(|l| l.paid)
+        .map(|l| fen(l.fee))
+        .sum();
+    let settled: i64 = settlements.iter().map(|s| s.net_minor).sum();
+    let detail = serde_json::json!({ "settlements": settlements }).to_string();
+    let status = if open == 0 { "balanced" } else { "exceptions" };
+    let row = pos_recon_runs::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        channel_id: Set(channel_id.to_string()),
+        statement_day: Set(day_str.clone()),
+        status: Set(status.to_owned()),
+        statement_lines: Set(statement.len() as i64),
+        matched: Set(matched),
+        exceptions: Set(open),
+        resolved_by_query: Set(resolved_by_query),
+        statement_total_minor: Set(statement_total),
+        statement_fees_minor: Set(statement_fees),
+        settled_minor: Set(settled),
+        runs: Set(1),
+        detail: Set(detail.clone()),
+        started_at: Set(now),
+        finished_at: Set(now),
+    };
+    let inserted = pos_recon_runs::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                pos_recon_runs::Column::ChannelId,
+                pos_recon_runs::Column::StatementDay,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    if inserted == 0 {
+        use pos_recon_runs::Column as C;
+        pos_recon_runs::Entity::update_many()
+            .col_expr(C::Status, Expr::value(status))
+            .col_expr(C::StatementLines, Expr::value(statement.len() as i64))
+            .col_expr(C::Matched, Expr::value(matched))
+            .col_expr(C::Exceptions, Expr::value(open))
+            .col_expr(C::ResolvedByQuery, Expr::value(resolved_by_query))
+            .col_expr(C::StatementTotalMinor, Expr::value(statement_total))
+            .col_expr(C::StatementFeesMinor, Expr::value(statement_fees))
+            .col_expr(C::SettledMinor, Expr::value(settled))
+            .col_expr(C::Runs, Expr::col(C::Runs).add(1))
+            .col_expr(C::Detail, Expr::value(detail))
+            .col_expr(C::StartedAt, Expr::value(now))
+            .col_expr(C::FinishedAt, Expr::value(now))
+            .filter(C::ChannelId.eq(channel_id.as_str()))
+            .filter(C::StatementDay.eq(day_str.as_str()))
+            .exec(db)
+            .await?;
+    }
+    let run = recon_run(db, channel_id, &day_str)
+        .await?
+        .ok_or(StoreError::NotFound("reconciliation run"))?;
+    Ok(ReconReport {
+        run,
+        matches,
+        settlements,
+        exceptions,
+    })
+}
+
+/// The run of a channel's statement day, if it ran.
+pub async fn recon_run(
+    db: &impl ConnectionTrait,
+    channel: &ChannelId,
+    day: &str,
+) -> Result<Option<pos_recon_runs::Model>, StoreError> {
+    Ok(pos_recon_runs::Entity::find()
+        .filter(pos_recon_runs::Column::ChannelId.eq(channel.as_str()))
+        .filter(pos_recon_runs::Column::StatementDay.eq(day))
+        .one(db)
+        .await?)
+}
+
+/// The runs of a statement day, every channel, by channel.
+pub async fn recon_runs(
+    db: &impl ConnectionTrait,
+    day: &str,
+) -> Result<Vec<pos_recon_runs::Model>, StoreError> {
+    Ok(pos_recon_runs::Entity::find()
+        .filter(pos_recon_runs::Column::StatementDay.eq(day))
+        .order_by_asc(pos_recon_runs::Column::ChannelId)
+        .limit(1_000)
+        .all(db)
+        .await?)
+}
+
+/// Which exceptions to list. Every field narrows; the default lists the first page of all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionFilter {
+    pub channel: Option<ChannelId>,
+    /// Statement day `YYYY-MM-DD`.
+    pub day: Option<String>,
+    /// `open` or `resolved`.
+    pub status: Option<String>,
+    pub station_id: Option<Uuid>,
+    /// Rows to skip, for paging.
+    pub offset: u64,
+    /// At most this many (default and cap 500).
+    pub limit: Option<u64>,
+}
+
+/// The most exceptions one page lists.
+pub const EXCEPTION_PAGE_MAX: u64 = 500;
+
+/// The exception queue, oldest day first, then by channel and order number.
+pub async fn list_exceptions(
+    db: &impl ConnectionTrait,
+    filter: &ExceptionFilter,
+) -> Result<Vec<pos_recon_exceptions::Model>, StoreError> {
+    use pos_recon_exceptions::Column as C;
+    let mut condition = Condition::all();
+    if let Some(channel) = &filter.channel {
+        condition = condition.add(C::ChannelId.eq(channel.as_str()));
+    }
+    if let Some(day) = &filter.day {
+        condition = condition.add(C::StatementDay.eq(day.as_str()));
+    }
+    if let Some(status) = &filter.status {
+        if !matches!(status.as_str(), "open" | "resolved") {
+            return Err(StoreError::Invalid(format!(
+                "{status:?} is not an exception status (open, resolved)"
+            )));
+        }
+        condition = condition.add(C::Status.eq(status.as_str()));
+    }
+    if let Some(station) = filter.station_id {
+        condition = condition.add(C::StationId.eq(station));
+    }
+    Ok(pos_recon_exceptions::Entity::find()
+        .filter(condition)
+        .order_by_asc(C::StatementDay)
+        .order_by_asc(C::ChannelId)
+        .order_by_asc(C::OutTradeNo)
+        .offset(filter.offset)
+        .limit(Ord::min(
+            filter.limit.unwrap_or(EXCEPTION_PAGE_MAX),
+            EXCEPTION_PAGE_MAX,
+        ))
+        .all(db)
+        .await?)
+}
+
+pub async fn exception(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<pos_recon_exceptions::Model>, StoreError> {
+    Ok(pos_recon_exceptions::Entity::find_by_id(id).one(db).await?)
+}
+
+/// Resolves an open exception with a note saying what was done (a refund to the customer, a
+/// sale booked by hand, the channel's confirmation). Idempotent: an exception already
+/// resolved is returned as it stands, with its first resolution.
+pub async fn resolve_exception(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    resolved_by: &str,
+    note: &str,
+    now: DateTime<Utc>,
+) -> Result<pos_recon_exceptions::Model, StoreError> {
+    let note = note.trim();
+    let resolved_by = resolved_by.trim();
+    if note.is_empty() || note.chars().count() > 1_000 {
+        return Err(StoreError::Invalid(
+            "a resolution needs a note of 1 to 1000 characters".into(),
+        ));
+    }
+    if resolved_by.is_empty() {
+        return Err(StoreError::Invalid(
+            "a resolution needs who resolved it".into(),
+        ));
+    }
+    use pos_recon_exceptions::Column as C;
+    pos_recon_exceptions::Entity::update_many()
+        .col_expr(C::Status, Expr::value("resolved"))
+        .col_expr(C::ResolutionNote, Expr::value(note))
+        .col_expr(C::ResolvedBy, Expr::value(resolved_by))
+        .col_expr(C::ResolvedAt, Expr::value(now))
+        .col_expr(C::UpdatedAt, Expr::value(now))
+        .filter(C::Id.eq(id))
+        .filter(C::Status.eq("open"))
+        .exec(db)
+        .await?;
+    exception(db, id)
+        .await?
+        .ok_or(StoreError::NotFound("reconciliation exception"))
+}
