@@ -8,7 +8,10 @@
 //! published or a party that does not answer is retried with backoff; the run is idempotent,
 //! so a retry or a second run of the same day posts nothing twice.
 //!
-//! Activity: `payments.reconcile`.
+//! A day that still fails after every retry is recorded as a failed run, so the gap shows
+//! next to the days that reconciled.
+//!
+//! Activities: `payments.reconcile` and `payments.reconcile_failed`.
 
 use std::sync::Arc;
 
@@ -26,6 +29,7 @@ use crate::pos_payment::Channels;
 use crate::schedule::{MissedTicks, Schedule, ScheduleError};
 
 pub const RECONCILE: &str = "payments.reconcile";
+pub const RECONCILE_FAILED: &str = "payments.reconcile_failed";
 /// The default schedule: 10:00 China Standard Time, after the parties publish T+1 files.
 pub const DEFAULT_CRON: &str = "0 0 10 * * *";
 pub const TIME_ZONE: &str = "Asia/Shanghai";
@@ -61,12 +65,16 @@ pub struct ReconciliationInput {
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Reconciling,
+    RecordingFailure,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReconciliationState {
     pub input: ReconciliationInput,
     pub phase: Phase,
+    /// Why the day could not be reconciled, once it could not.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 pub struct Reconciliation;
@@ -91,6 +99,7 @@ impl Workflow for Reconciliation {
             ReconciliationState {
                 input,
                 phase: Phase::Reconciling,
+                failure: None,
             },
             reason,
         )
@@ -113,12 +122,45 @@ impl Workflow for Reconciliation {
             (Phase::Reconciling, Event::ActivityFailed { step, error, .. })
                 if step == "reconcile" =>
             {
+                let mut next = state.clone();
+                next.phase = Phase::RecordingFailure;
+                next.failure = Some(error.to_string());
+                let command = Command::RunActivity {
+                    step: "record_failure".into(),
+                    kind: RECONCILE_FAILED.into(),
+                    input: json!({
+                        "channel": state.input.channel,
+                        "day": state.input.day,
+                        "reason": error.to_string(),
+                    }),
+                    retry: RetryPolicy {
+                        initial_interval_ms: 1_000,
+                        backoff_coefficient: 2.0,
+                        maximum_interval_ms: 60_000,
+                        maximum_attempts: 10,
+                        non_retryable: vec!["bad_input".into(), "store".into()],
+                    },
+                    timeout_ms: state.input.activity_timeout_ms,
+                };
                 Some(
-                    Step::to(state.clone(), "the statement could not be reconciled").then(
-                        Command::Fail {
-                            reason: error.to_string(),
-                        },
-                    ),
+                    Step::to(
+                        next,
+                        "the statement could not be reconciled: recording the gap",
+                    )
+                    .then(command),
+                )
+            }
+            (
+                Phase::RecordingFailure,
+                Event::ActivityCompleted { step, .. } | Event::ActivityFailed { step, .. },
+            ) if step == "record_failure" => {
+                let reason = state
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| "the statement could not be reconciled".into());
+                Some(
+                    Step::to(state.clone(), "the day is recorded as not reconciled")
+                        .then(Command::Fail { reason }),
                 )
             }
             _ => None,
@@ -143,6 +185,7 @@ pub fn register_reconciliation(
     ledger: ledger::Ledger,
     channels: Arc<Channels>,
 ) -> Registry {
+    let for_failure = ledger.clone();
     registry
         .workflow::<Reconciliation>()
         .activity(RECONCILE, move |ctx, input| {
@@ -179,6 +222,25 @@ pub fn register_reconciliation(
                     "exceptions": report.run.exceptions,
                     "settled_minor": report.run.settled_minor,
                 }))
+            }
+        })
+        .activity(RECONCILE_FAILED, move |ctx, input| {
+            let ledger = for_failure.clone();
+            async move {
+                let channel_id: ChannelId = serde_json::from_value(input["channel"].clone())
+                    .map_err(|e| ActivityError::permanent("bad_input", e.to_string()))?;
+                let day = crate::daily_close::day_for(ledger.db(), ctx.instance_id, &input).await?;
+                let reason = input["reason"].as_str().unwrap_or("unknown");
+                let run = payments::reconcile::record_failed_run(
+                    ledger.db(),
+                    &channel_id,
+                    &day,
+                    reason,
+                    Utc::now(),
+                )
+                .await
+                .map_err(crate::pos_payment::store_error)?;
+                Ok(json!({ "run_id": run.id, "status": run.status }))
             }
         })
 }

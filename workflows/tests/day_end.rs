@@ -19,7 +19,10 @@ use workflows::daily_close::{DailyClose, DailyCloseInput, daily_close_schedule};
 use workflows::reconciliation::{Reconciliation, ReconciliationInput, reconciliation_schedule};
 use workflows::{Engine, Instance, Registry, RetryPolicy, Status, Workers};
 
-testkit::scenarios!(the_daily_close_and_the_reconciliation_run_from_their_schedules_and_on_demand,);
+testkit::scenarios!(
+    the_daily_close_and_the_reconciliation_run_from_their_schedules_and_on_demand,
+    a_statement_the_party_never_serves_leaves_a_failed_run_and_a_failed_instance,
+);
 
 fn cny(fen: i64) -> Money {
     Money::from_minor(fen, Currency::CNY)
@@ -267,5 +270,80 @@ async fn the_daily_close_and_the_reconciliation_run_from_their_schedules_and_on_
         .await
         .unwrap();
     assert_eq!(closes.len(), 2, "one row per day: {closes:?}");
+    workers.shutdown().await;
+}
+
+async fn a_statement_the_party_never_serves_leaves_a_failed_run_and_a_failed_instance(
+    backend: Backend,
+) {
+    let db = TestDb::fresh(backend).await;
+    let ledger = Ledger::start(
+        db.db.clone(),
+        LedgerConfig {
+            hold_sweep_every: None,
+            ..LedgerConfig::default()
+        },
+    );
+    let retail = sim::retail::start(Timeouts {
+        connect_ms: 1_000,
+        request_ms: 5_000,
+    })
+    .await
+    .unwrap();
+    let id = ChannelId::new("wxpay-via-bank-a").unwrap();
+    retail.sim(id.as_str()).set(|b| b.unavailable = true);
+    let registry = workflows::reconciliation::register_reconciliation(
+        Registry::default(),
+        ledger.clone(),
+        Arc::new(retail.adapters()),
+    );
+    let engine = Engine::new(db.db.clone(), registry);
+    let workers = Workers::spawn(&engine, 1, 1);
+    let day = business_day(Utc::now());
+    let instance = engine
+        .start::<Reconciliation>(
+            "manual:wxpay-via-bank-a",
+            ReconciliationInput {
+                channel: id.clone(),
+                day: Some(day.clone()),
+                activity_timeout_ms: 10_000,
+                retry: RetryPolicy {
+                    initial_interval_ms: 50,
+                    maximum_attempts: 2,
+                    ..RetryPolicy::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let done = finished(&engine, instance).await;
+    assert_eq!(done.status, Status::Failed, "{done:?}");
+    let run = payments::reconcile::recon_run(&db.db, &id, &day)
+        .await
+        .unwrap()
+        .expect("the gap is recorded");
+    assert_eq!((run.status.as_str(), run.matched), ("failed", 0));
+    assert!(run.detail.contains("failure"), "{}", run.detail);
+
+    // The party is back: the same day reconciles and the run says so.
+    retail.sim(id.as_str()).set(|b| b.unavailable = false);
+    let again = engine
+        .start::<Reconciliation>(
+            "manual:wxpay-via-bank-a:again",
+            ReconciliationInput {
+                channel: id.clone(),
+                day: Some(day.clone()),
+                activity_timeout_ms: 10_000,
+                retry: RetryPolicy::default(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished(&engine, again).await.status, Status::Completed);
+    let run = payments::reconcile::recon_run(&db.db, &id, &day)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((run.status.as_str(), run.runs), ("balanced", 2));
     workers.shutdown().await;
 }

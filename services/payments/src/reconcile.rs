@@ -343,6 +343,7 @@ async fn settle_station(
     day: &str,
     station_id: Uuid,
     matched: &[(&pos_payments::Model, &StatementLine)],
+    refunds: i64,
 ) -> Result<StationSettlement, ReconError> {
     let db = ledger.db();
     let terms = crate::stations::channel(db, station_id, channel)
@@ -367,7 +368,6 @@ async fn settle_station(
             booked_fees += fen(fee);
         }
     }
-    let refunds = channel_refunds_minor(db, channel, day, station_id).await?;
     let mut warnings = Vec::new();
     let cny = |minor: i64| Money::from_minor(minor, Currency::CNY);
     let net = match terms.terms.fee_mode {
@@ -424,38 +424,44 @@ async fn settle_station(
     })
 }
 
-/// The station's refunds of the business day paid back through the channel.
-async fn channel_refunds_minor(
+/// The refunds of the business day paid back through the channel, by station: the channel
+/// nets them out of the day's settlement.
+async fn channel_refunds(
     db: &impl ConnectionTrait,
     channel: &ChannelId,
     day: &str,
-    station_id: Uuid,
-) -> Result<i64, StoreError> {
+) -> Result<BTreeMap<Uuid, i64>, StoreError> {
     let refunds = pos_refunds::Entity::find()
-        .filter(pos_refunds::Column::StationId.eq(station_id))
         .filter(pos_refunds::Column::BusinessDay.eq(day))
         .filter(pos_refunds::Column::Status.eq("succeeded"))
         .all(db)
         .await?;
-    if refunds.is_empty() {
-        return Ok(0);
-    }
-    let ids: BTreeSet<Uuid> = refunds.iter().map(|r| r.payment_id).collect();
-    let on_channel: BTreeSet<Uuid> = pos_payments::Entity::find()
-        .select_only()
-        .column(pos_payments::Column::Id)
-        .filter(pos_payments::Column::Id.is_in(ids))
-        .filter(pos_payments::Column::ChannelId.eq(channel.as_str()))
-        .into_tuple::<Uuid>()
-        .all(db)
-        .await?
+    let ids: Vec<Uuid> = refunds
+        .iter()
+        .map(|r| r.payment_id)
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    Ok(refunds
+    let mut on_channel = BTreeSet::new();
+    for chunk in ids.chunks(500) {
+        let found: Vec<Uuid> = pos_payments::Entity::find()
+            .select_only()
+            .column(pos_payments::Column::Id)
+            .filter(pos_payments::Column::Id.is_in(chunk.iter().copied()))
+            .filter(pos_payments::Column::ChannelId.eq(channel.as_str()))
+            .into_tuple::<Uuid>()
+            .all(db)
+            .await?;
+        on_channel.extend(found);
+    }
+    let mut out = BTreeMap::new();
+    for r in refunds
         .iter()
         .filter(|r| on_channel.contains(&r.payment_id))
-        .map(|r| r.amount_minor)
-        .sum())
+    {
+        *out.entry(r.station_id).or_insert(0) += r.amount_minor;
+    }
+    Ok(out)
 }
 
 /// Reconciles the channel's statement of `day` with our books: matches, queries what does
@@ -500,9 +506,17 @@ pub async fn reconcile_day(
             matched_nos.push(out_trade_no.clone());
         }
     }
+    // A station with only refunds on the day settles too: the channel takes them back.
+    let refunds = channel_refunds(db, channel_id, &day_str).await?;
+    for station_id in refunds.keys() {
+        by_station.entry(*station_id).or_default();
+    }
     let mut settlements = Vec::with_capacity(by_station.len());
     for (station_id, matched) in &by_station {
-        settlements.push(settle_station(ledger, channel_id, &day_str, *station_id, matched).await?);
+        let refunded = refunds.get(station_id).copied().unwrap_or(0);
+        settlements.push(
+            settle_station(ledger, channel_id, &day_str, *station_id, matched, refunded).await?,
+        );
     }
     // An order another day's run could not find is matched here: that exception is answered.
     for chunk in matched_nos.chunks(500) {
@@ -738,4 +752,56 @@ pub async fn resolve_exception(
     exception(db, id)
         .await?
         .ok_or(StoreError::NotFound("reconciliation exception"))
+}
+
+/// Records that a channel's statement day could not be reconciled (the file never came, the
+/// party never answered) so that finance sees the gap. A day reconciled before keeps its
+/// run as it was; the failure stays in the workflow's history.
+pub async fn record_failed_run(
+    db: &impl ConnectionTrait,
+    channel: &ChannelId,
+    day: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<pos_recon_runs::Model, StoreError> {
+    use pos_recon_runs::Column as C;
+    let detail = serde_json::json!({ "failure": reason }).to_string();
+    let inserted = pos_recon_runs::Entity::insert(pos_recon_runs::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        channel_id: Set(channel.to_string()),
+        statement_day: Set(day.to_owned()),
+        status: Set("failed".into()),
+        statement_lines: Set(0),
+        matched: Set(0),
+        exceptions: Set(0),
+        resolved_by_query: Set(0),
+        statement_total_minor: Set(0),
+        statement_fees_minor: Set(0),
+        settled_minor: Set(0),
+        runs: Set(1),
+        detail: Set(detail.clone()),
+        started_at: Set(now),
+        finished_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([C::ChannelId, C::StatementDay])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    if inserted == 0 {
+        pos_recon_runs::Entity::update_many()
+            .col_expr(C::Runs, Expr::col(C::Runs).add(1))
+            .col_expr(C::Detail, Expr::value(detail))
+            .col_expr(C::FinishedAt, Expr::value(now))
+            .filter(C::ChannelId.eq(channel.as_str()))
+            .filter(C::StatementDay.eq(day))
+            .filter(C::Status.eq("failed"))
+            .exec(db)
+            .await?;
+    }
+    recon_run(db, channel, day)
+        .await?
+        .ok_or(StoreError::NotFound("reconciliation run"))
 }
