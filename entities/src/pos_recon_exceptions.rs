@@ -9,16 +9,20 @@ pub struct Model {
     pub id: Uuid,
     pub channel_id: String,
     pub statement_day: String,
+    /// `payment` or `refund`: what the difference is about.
+    pub subject: String,
     /// `missing_here` (the channel has it, we do not), `missing_there`, `amount_mismatch` or
     /// `status_mismatch`.
     pub kind: String,
     /// The station of our payment; absent when we have no payment for the order.
     pub station_id: Option<Uuid>,
-    /// Our order number at the channel.
+    /// Our order number at the channel (for a refund, the refunded order's).
     pub out_trade_no: String,
+    /// Our refund number for a refund's difference; empty for a payment's.
+    pub refund_no: String,
     /// Our payment, when we have one.
     pub payment_no: Option<String>,
-    /// The channel's transaction id, when it has one.
+    /// The channel's transaction (or refund) id, when it has one.
     pub channel_txn_id: Option<String>,
     pub our_amount_minor: Option<i64>,
     pub their_amount_minor: Option<i64>,

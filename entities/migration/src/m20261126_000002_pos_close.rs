@@ -3,8 +3,8 @@
 //!
 //! Each table is keyed by what makes a run the same run, so that a repeated schedule tick or
 //! a retried activity finds the row it wrote before: one close per organisation and day, one
-//! reconciliation run per channel and statement day, one exception per channel, day and
-//! order number.
+//! reconciliation run per channel and statement day, one exception per channel, day, order
+//! number and refund number (empty for the payment itself).
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -55,10 +55,12 @@ CREATE TABLE pos_recon_exceptions (
     id UUID PRIMARY KEY NOT NULL,
     channel_id text NOT NULL,
     statement_day text NOT NULL,
+    subject text NOT NULL CHECK (subject IN ('payment', 'refund')),
     kind text NOT NULL CHECK (kind IN ('missing_here', 'missing_there', 'amount_mismatch',
                                        'status_mismatch')),
     station_id UUID,
     out_trade_no text NOT NULL,
+    refund_no text NOT NULL,
     payment_no text,
     channel_txn_id text,
     our_amount_minor bigint,
@@ -71,8 +73,9 @@ CREATE TABLE pos_recon_exceptions (
     created_at TS NOT NULL,
     updated_at TS NOT NULL,
     resolved_at TS,
-    UNIQUE (channel_id, statement_day, out_trade_no),
-    CHECK ((status = 'open') = (resolved_at IS NULL))
+    UNIQUE (channel_id, statement_day, out_trade_no, refund_no),
+    CHECK ((status = 'open') = (resolved_at IS NULL)),
+    CHECK ((subject = 'refund') = (refund_no <> ''))
 );
 CREATE INDEX pos_recon_exceptions_queue ON pos_recon_exceptions (status, statement_day);
 CREATE INDEX pos_recon_exceptions_station ON pos_recon_exceptions (station_id, status);

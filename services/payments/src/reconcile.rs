@@ -10,10 +10,12 @@
 //! query said; in particular a payment we recorded as failed that the channel took is raised,
 //! never booked quietly.
 //!
+//! The statement's refunds are matched the same way with our refunds, by refund number.
+//!
 //! Matched orders settle per station: the statement's fees replace our rounding of them
-//! (fees deducted at payment) or are booked as owed (fees billed later), the day's channel
-//! refunds are netted, and the net moves from the channel's clearing account to the
-//! station's bank. Every entry's idempotency key names the channel, day and station, and
+//! (fees deducted at payment) or are booked as owed (fees billed later), the matched
+//! refunds of the day are netted, and the net moves from the channel's clearing account to
+//! the station's bank. Every entry's idempotency key names the channel, day and station, and
 //! exceptions are unique per channel, day and order, so a second run of the same day posts
 //! nothing twice and raises nothing twice; it updates the run's row.
 
@@ -34,7 +36,9 @@ use entities::{pos_payments, pos_recon_exceptions, pos_recon_runs, pos_refunds};
 
 use crate::channels::{Channel, ChannelError, QueryResult};
 use crate::model::{ChannelId, FeeMode};
-use crate::statements::{BookedPayment, Match, StatementLine};
+use crate::statements::{
+    BookedPayment, BookedRefund, Match, RefundMatch, StatementLine, StatementRefund,
+};
 use crate::stations::StoreError;
 
 /// Why a run did not finish. The statement download and the channel's answers are worth
@@ -129,6 +133,8 @@ pub struct ReconReport {
 
 /// One difference to store.
 struct Draft {
+    /// Empty for a payment's difference.
+    refund_no: String,
     kind: ExceptionKind,
     station_id: Option<Uuid>,
     out_trade_no: String,
@@ -264,6 +270,7 @@ async fn draft(
         _ => "",
     };
     Some(Draft {
+        refund_no: String::new(),
         kind,
         station_id: payment.map(|p| p.station_id),
         out_trade_no: no.clone(),
@@ -294,9 +301,16 @@ async fn store_exception(
         id: Set(Uuid::now_v7()),
         channel_id: Set(channel.to_string()),
         statement_day: Set(day.to_owned()),
+        subject: Set(if d.refund_no.is_empty() {
+            "payment"
+        } else {
+            "refund"
+        }
+        .to_owned()),
         kind: Set(d.kind.as_str().to_owned()),
         station_id: Set(d.station_id),
         out_trade_no: Set(d.out_trade_no.clone()),
+        refund_no: Set(d.refund_no.clone()),
         payment_no: Set(d.payment_no.clone()),
         channel_txn_id: Set(d.channel_txn_id.clone()),
         our_amount_minor: Set(d.ours_minor),
@@ -315,6 +329,7 @@ async fn store_exception(
             pos_recon_exceptions::Column::ChannelId,
             pos_recon_exceptions::Column::StatementDay,
             pos_recon_exceptions::Column::OutTradeNo,
+            pos_recon_exceptions::Column::RefundNo,
         ])
         .do_nothing()
         .to_owned(),
@@ -424,44 +439,135 @@ async fn settle_station(
     })
 }
 
-/// The refunds of the business day paid back through the channel, by station: the channel
-/// nets them out of the day's settlement.
-async fn channel_refunds(
+/// One of our refunds with the payment it gives back.
+struct OurRefund {
+    refund: pos_refunds::Model,
+    payment: pos_payments::Model,
+}
+
+/// Our refunds through the channel that the statement's refunds are matched with: those
+/// paid back during the day, those of the day still in flight, and those of any day whose
+/// numbers the statement lists.
+async fn our_refunds(
     db: &impl ConnectionTrait,
     channel: &ChannelId,
     day: &str,
-) -> Result<BTreeMap<Uuid, i64>, StoreError> {
-    let refunds = pos_refunds::Entity::find()
-        .filter(pos_refunds::Column::BusinessDay.eq(day))
-        .filter(pos_refunds::Column::Status.eq("succeeded"))
-        .all(db)
-        .await?;
+    statement: &[StatementRefund],
+) -> Result<BTreeMap<String, OurRefund>, StoreError> {
+    let (start, end) = crate::daily::day_bounds(day)?;
+    let of_day = Condition::any()
+        .add(
+            Condition::all()
+                .add(pos_refunds::Column::FinishedAt.gte(start))
+                .add(pos_refunds::Column::FinishedAt.lt(end)),
+        )
+        .add(
+            Condition::all()
+                .add(pos_refunds::Column::BusinessDay.eq(day))
+                .add(pos_refunds::Column::Status.is_in(["refunding", "needs_attention"])),
+        );
+    let mut refunds = pos_refunds::Entity::find().filter(of_day).all(db).await?;
+    let listed: Vec<String> = statement.iter().map(|r| r.out_refund_no.clone()).collect();
+    for chunk in listed.chunks(500) {
+        refunds.extend(
+            pos_refunds::Entity::find()
+                .filter(pos_refunds::Column::RefundNo.is_in(chunk.iter().cloned()))
+                .all(db)
+                .await?,
+        );
+    }
     let ids: Vec<Uuid> = refunds
         .iter()
         .map(|r| r.payment_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut on_channel = BTreeSet::new();
+    let mut payments = BTreeMap::new();
     for chunk in ids.chunks(500) {
-        let found: Vec<Uuid> = pos_payments::Entity::find()
-            .select_only()
-            .column(pos_payments::Column::Id)
+        let found = pos_payments::Entity::find()
             .filter(pos_payments::Column::Id.is_in(chunk.iter().copied()))
             .filter(pos_payments::Column::ChannelId.eq(channel.as_str()))
-            .into_tuple::<Uuid>()
+            .filter(pos_payments::Column::OutTradeNo.is_not_null())
             .all(db)
             .await?;
-        on_channel.extend(found);
+        payments.extend(found.into_iter().map(|p| (p.id, p)));
     }
-    let mut out = BTreeMap::new();
-    for r in refunds
-        .iter()
-        .filter(|r| on_channel.contains(&r.payment_id))
-    {
-        *out.entry(r.station_id).or_insert(0) += r.amount_minor;
-    }
-    Ok(out)
+    Ok(refunds
+        .into_iter()
+        .filter_map(|refund| {
+            let payment = payments.get(&refund.payment_id)?.clone();
+            Some((refund.refund_no.clone(), OurRefund { refund, payment }))
+        })
+        .collect())
+}
+
+fn booked_refunds(ours: &BTreeMap<String, OurRefund>) -> Result<Vec<BookedRefund>, StoreError> {
+    ours.iter()
+        .map(|(no, r)| {
+            Ok(BookedRefund {
+                out_refund_no: no.clone(),
+                out_trade_no: r.payment.out_trade_no.clone().unwrap_or_default(),
+                amount: crate::sales::stored_money(r.refund.amount_minor, &r.refund.currency)?,
+                succeeded: r.refund.status == "succeeded",
+            })
+        })
+        .collect()
+}
+
+/// Turns a refund's difference into an exception. The channels answer no query on refunds
+/// here, so every one goes to a person.
+fn refund_draft(
+    m: &RefundMatch,
+    ours: &BTreeMap<String, OurRefund>,
+    theirs: &BTreeMap<&str, &StatementRefund>,
+) -> Option<Draft> {
+    let (kind, no) = match m {
+        RefundMatch::Matched { .. } => return None,
+        RefundMatch::MissingHere { out_refund_no, .. } => {
+            (ExceptionKind::MissingHere, out_refund_no)
+        }
+        RefundMatch::MissingThere { out_refund_no, .. } => {
+            (ExceptionKind::MissingThere, out_refund_no)
+        }
+        RefundMatch::AmountMismatch { out_refund_no, .. } => {
+            (ExceptionKind::AmountMismatch, out_refund_no)
+        }
+        RefundMatch::StatusMismatch { out_refund_no, .. } => {
+            (ExceptionKind::StatusMismatch, out_refund_no)
+        }
+    };
+    let mine = ours.get(no.as_str());
+    let line = theirs.get(no.as_str());
+    let ours_text = match mine {
+        Some(r) => format!(
+            "our refund {} of payment {} is {} for {} fen",
+            r.refund.refund_no, r.payment.payment_no, r.refund.status, r.refund.amount_minor
+        ),
+        None => "we have no refund under this number".into(),
+    };
+    let theirs_text = match line {
+        Some(l) if l.succeeded => format!("the statement has it paid back: {}", l.amount),
+        Some(l) => format!("the statement has it not paid back ({})", l.amount),
+        None => "the statement does not have it".into(),
+    };
+    Some(Draft {
+        refund_no: no.clone(),
+        kind,
+        station_id: mine.map(|r| r.refund.station_id),
+        out_trade_no: mine
+            .and_then(|r| r.payment.out_trade_no.clone())
+            .or_else(|| line.map(|l| l.out_trade_no.clone()))
+            .unwrap_or_default(),
+        payment_no: mine.map(|r| r.payment.payment_no.clone()),
+        channel_txn_id: line
+            .map(|l| l.channel_refund_id.clone())
+            .filter(|t| !t.is_empty())
+            .or_else(|| mine.and_then(|r| r.refund.channel_refund_id.clone())),
+        ours_minor: mine.map(|r| r.refund.amount_minor),
+        theirs_minor: line.map(|l| fen(l.amount)),
+        detail: format!("refund: {ours_text}; {theirs_text}"),
+        resolved: None,
+    })
 }
 
 /// Reconciles the channel's statement of `day` with our books: matches, queries what does
@@ -476,9 +582,10 @@ pub async fn reconcile_day(
 ) -> Result<ReconReport, ReconError> {
     let db = ledger.db();
     let day_str = day_text(day);
-    let statement = channel.statement(day).await?;
-    let ours = our_payments(db, channel_id, &day_str, &statement).await?;
-    let matches = crate::statements::reconcile(&booked(&ours)?, &statement);
+    let file = channel.statement(day).await?;
+    let statement = &file.lines;
+    let ours = our_payments(db, channel_id, &day_str, statement).await?;
+    let matches = crate::statements::reconcile(&booked(&ours)?, statement);
     let theirs: BTreeMap<&str, &StatementLine> = statement
         .iter()
         .map(|l| (l.out_trade_no.as_str(), l))
@@ -506,8 +613,35 @@ pub async fn reconcile_day(
             matched_nos.push(out_trade_no.clone());
         }
     }
-    // A station with only refunds on the day settles too: the channel takes them back.
-    let refunds = channel_refunds(db, channel_id, &day_str).await?;
+    // Refunds: matched ones are netted from the station's settlement (a station with only
+    // refunds on the day settles too); the others are queued.
+    let our_refunds = our_refunds(db, channel_id, &day_str, &file.refunds).await?;
+    let refund_matches =
+        crate::statements::reconcile_refunds(&booked_refunds(&our_refunds)?, &file.refunds);
+    let their_refunds: BTreeMap<&str, &StatementRefund> = file
+        .refunds
+        .iter()
+        .map(|r| (r.out_refund_no.as_str(), r))
+        .collect();
+    let mut refunds: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut refunds_matched = 0i64;
+    for m in &refund_matches {
+        match m {
+            RefundMatch::Matched {
+                out_refund_no,
+                amount,
+            } => {
+                let station = our_refunds[out_refund_no].refund.station_id;
+                *refunds.entry(station).or_insert(0) += fen(*amount);
+                refunds_matched += 1;
+            }
+            other => {
+                if let Some(d) = refund_draft(other, &our_refunds, &their_refunds) {
+                    store_exception(db, channel_id, &day_str, &d, now).await?;
+                }
+            }
+        }
+    }
     for station_id in refunds.keys() {
         by_station.entry(*station_id).or_default();
     }
@@ -538,6 +672,7 @@ pub async fn reconcile_day(
             .filter(pos_recon_exceptions::Column::ChannelId.eq(channel_id.as_str()))
             .filter(pos_recon_exceptions::Column::StatementDay.ne(day_str.as_str()))
             .filter(pos_recon_exceptions::Column::Kind.eq("missing_there"))
+            .filter(pos_recon_exceptions::Column::RefundNo.eq(""))
             .filter(pos_recon_exceptions::Column::Status.eq("open"))
             .filter(pos_recon_exceptions::Column::OutTradeNo.is_in(chunk.iter().cloned()))
             .exec(db)
@@ -554,7 +689,8 @@ pub async fn reconcile_day(
     )
     .await?;
     let open = exceptions.iter().filter(|e| e.status == "open").count() as i64;
-    let matched = matched_nos.len() as i64;
+    let matched = matched_nos.len() as i64 + refunds_matched;
+    let lines = (statement.len() + file.refunds.len()) as i64;
     let statement_total: i64 = statement
         .iter()
         .filter(|l| l.paid)
@@ -566,14 +702,18 @@ pub async fn reconcile_day(
         .map(|l| fen(l.fee))
         .sum();
     let settled: i64 = settlements.iter().map(|s| s.net_minor).sum();
-    let detail = serde_json::json!({ "settlements": settlements }).to_string();
+    let detail = serde_json::json!({
+        "settlements": settlements,
+        "refunds_matched": refunds_matched,
+    })
+    .to_string();
     let status = if open == 0 { "balanced" } else { "exceptions" };
     let row = pos_recon_runs::ActiveModel {
         id: Set(Uuid::now_v7()),
         channel_id: Set(channel_id.to_string()),
         statement_day: Set(day_str.clone()),
         status: Set(status.to_owned()),
-        statement_lines: Set(statement.len() as i64),
+        statement_lines: Set(lines),
         matched: Set(matched),
         exceptions: Set(open),
         resolved_by_query: Set(resolved_by_query),
@@ -600,7 +740,7 @@ pub async fn reconcile_day(
         use pos_recon_runs::Column as C;
         pos_recon_runs::Entity::update_many()
             .col_expr(C::Status, Expr::value(status))
-            .col_expr(C::StatementLines, Expr::value(statement.len() as i64))
+            .col_expr(C::StatementLines, Expr::value(lines))
             .col_expr(C::Matched, Expr::value(matched))
             .col_expr(C::Exceptions, Expr::value(open))
             .col_expr(C::ResolvedByQuery, Expr::value(resolved_by_query))

@@ -287,6 +287,36 @@ async fn book(
     p
 }
 
+/// Asks for a refund of a sale of the open shift, through the store.
+async fn refund(
+    db: &TestDb,
+    payment: &pos_payments::Model,
+    no: &str,
+    fen: i64,
+    shift: &pos_shifts::Model,
+) -> entities::pos_refunds::Model {
+    let made = payments::sales::request_refund(
+        &db.db,
+        payment,
+        &NewRefund {
+            terminal_refund_no: no.into(),
+            amount: cny(fen),
+            reason: "overfilled".into(),
+            requested_by: "Alice".into(),
+        },
+        Some(shift.id),
+        false,
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    match made {
+        RefundCreated::New(r) => r,
+        other => panic!("the refund was not made: {other:?}"),
+    }
+}
+
 async fn retail() -> Retail {
     sim::retail::start(TIMEOUTS).await.unwrap()
 }
@@ -352,9 +382,38 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
     let s1 = shift(&db, &t1, "Alice").await;
     let code = Method::WechatPayCode;
 
-    // Two sales as they should be.
-    channel_sale(&db, &ledger, &t1, &s1, wx, code, 10_000).await;
-    channel_sale(&db, &ledger, &t1, &s1, wx, code, 25_000).await;
+    // Two sales as they should be; the first partly refunded through the party.
+    let p1 = channel_sale(&db, &ledger, &t1, &s1, wx, code, 10_000).await;
+    let p2 = channel_sale(&db, &ledger, &t1, &s1, wx, code, 25_000).await;
+    let refunded = refund(&db, &p1, "RF1", 1_000, &s1).await;
+    let done = payments::sales::execute_refund(
+        &ledger,
+        &refunded.refund_no,
+        Some(wx.adapter.as_ref()),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.status, "succeeded");
+    // A refund our books count as paid back that never reached the party.
+    let ghost = refund(&db, &p2, "RF2", 2_000, &s1).await;
+    let ghost = payments::sales::finish_refund(
+        &db.db,
+        &ghost.refund_no,
+        "succeeded",
+        None,
+        "recorded by hand",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let wx_terms = payments::stations::channel(&db.db, station, &wx.id)
+        .await
+        .unwrap()
+        .unwrap();
+    payments::sales::book_refund(&ledger, &p2, &ghost, Some(wx_terms.clearing_account_id))
+        .await
+        .unwrap();
     // A charge at the party we never recorded.
     let stray_txn = charge(wx, "STRAY0000000000000001-1", code, 5_000).await;
     // A sale we booked that the party never took.
@@ -380,14 +439,35 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
     .await
     .unwrap();
     assert_eq!(report.run.status, "exceptions");
-    assert_eq!(report.run.statement_lines, 5);
-    assert_eq!(report.run.matched, 2);
-    assert_eq!(report.run.exceptions, 4);
+    assert_eq!(report.run.statement_lines, 5 + 1, "five orders, one refund");
+    assert_eq!(report.run.matched, 2 + 1);
+    assert_eq!(report.run.exceptions, 4 + 1);
     let by_kind: BTreeMap<String, _> = report
         .exceptions
         .iter()
+        .filter(|e| e.subject == "payment")
         .map(|e| (e.kind.clone(), e.clone()))
         .collect();
+    let refund_exceptions: Vec<_> = report
+        .exceptions
+        .iter()
+        .filter(|e| e.subject == "refund")
+        .collect();
+    assert_eq!(refund_exceptions.len(), 1);
+    let lost_refund = refund_exceptions[0];
+    assert_eq!(
+        (
+            lost_refund.kind.as_str(),
+            lost_refund.refund_no.as_str(),
+            lost_refund.our_amount_minor,
+            lost_refund.their_amount_minor
+        ),
+        ("missing_there", ghost.refund_no.as_str(), Some(2_000), None)
+    );
+    assert_eq!(
+        lost_refund.payment_no.as_deref(),
+        Some(p2.payment_no.as_str())
+    );
     assert_eq!(
         by_kind.keys().map(String::as_str).collect::<Vec<_>>(),
         [
@@ -429,20 +509,19 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
         status.detail
     );
 
-    // Only the matched sales settle: 350.00 less the statement's fees (0.38 + 0.95).
+    // Only the matched sales and refund settle: 350.00 less the statement's fees (0.38 +
+    // 0.95) less the 10.00 refund.
+    let net = 35_000 - 38 - 95 - 1_000;
     assert_eq!(report.settlements.len(), 1);
-    assert_eq!(report.settlements[0].net_minor, 35_000 - 38 - 95);
-    assert_eq!(report.run.settled_minor, 35_000 - 38 - 95);
+    assert_eq!(report.settlements[0].net_minor, net);
+    assert_eq!(report.run.settled_minor, net);
     let clearing_after = clearing_balance(&ledger, &db, station, &wx.id).await;
     assert_eq!(
         clearing_after.minor_units().unwrap(),
-        clearing_before.minor_units().unwrap() - (35_000 - 38 - 95)
+        clearing_before.minor_units().unwrap() - net
     );
     let bank = payments::stations::station_account_ids(station).bank;
-    assert_eq!(
-        ledger.balance(bank).await.unwrap().posted,
-        cny(35_000 - 38 - 95)
-    );
+    assert_eq!(ledger.balance(bank).await.unwrap().posted, cny(net));
     let entries = statement_entries(&ledger, "wxpay-direct").await;
     assert!(entries >= 1);
 
@@ -477,7 +556,7 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
     )
     .await
     .unwrap();
-    assert_eq!(open.len(), 3);
+    assert_eq!(open.len(), 4);
 
     // The same day again: nothing posts twice, nothing is raised twice, nothing reopens.
     let second = reconcile_day(
@@ -491,9 +570,9 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
     .unwrap();
     assert_eq!(second.run.id, report.run.id);
     assert_eq!(second.run.runs, 2);
-    assert_eq!(second.run.matched, 2);
-    assert_eq!(second.run.exceptions, 3);
-    assert_eq!(second.exceptions.len(), 4);
+    assert_eq!(second.run.matched, 3);
+    assert_eq!(second.run.exceptions, 4);
+    assert_eq!(second.exceptions.len(), 5);
     assert_eq!(
         second
             .exceptions
@@ -508,10 +587,7 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
         clearing_balance(&ledger, &db, station, &wx.id).await,
         clearing_after
     );
-    assert_eq!(
-        ledger.balance(bank).await.unwrap().posted,
-        cny(35_000 - 38 - 95)
-    );
+    assert_eq!(ledger.balance(bank).await.unwrap().posted, cny(net));
     let stored = entities::pos_recon_runs::Entity::find()
         .count(&db.db)
         .await

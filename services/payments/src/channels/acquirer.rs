@@ -328,10 +328,10 @@ impl Channel for Acquirer {
     fn statement<'a>(
         &'a self,
         day: chrono::NaiveDate,
-    ) -> BoxFuture<'a, Result<Vec<crate::statements::StatementLine>, ChannelError>> {
+    ) -> BoxFuture<'a, Result<crate::statements::Statement, ChannelError>> {
         Box::pin(async move {
             let text = self.statement_file(day).await?;
-            crate::statements::parse_acquirer_statement(&text).map_err(super::unreadable_statement)
+            crate::statements::read_acquirer_statement(&text).map_err(super::unreadable_statement)
         })
     }
 }

@@ -476,10 +476,10 @@ impl Channel for Alipay {
     fn statement<'a>(
         &'a self,
         day: chrono::NaiveDate,
-    ) -> BoxFuture<'a, Result<Vec<crate::statements::StatementLine>, ChannelError>> {
+    ) -> BoxFuture<'a, Result<crate::statements::Statement, ChannelError>> {
         Box::pin(async move {
             let text = self.business_statement(day).await?;
-            crate::statements::parse_alipay_statement(&text).map_err(super::unreadable_statement)
+            crate::statements::read_alipay_statement(&text).map_err(super::unreadable_statement)
         })
     }
 }

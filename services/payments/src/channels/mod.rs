@@ -14,7 +14,7 @@ use ledger::money::Money;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Method;
-use crate::statements::StatementLine;
+use crate::statements::Statement;
 
 /// A bank card acquirer's signed JSON protocol.
 pub mod acquirer;
@@ -184,10 +184,7 @@ pub trait Channel: Send + Sync {
     ) -> Result<PaymentNotification, NotificationError>;
     /// Downloads and reads the party's statement of a day (T+1; the day is the party's own,
     /// China Standard Time). A party without statement files answers [`ChannelError::Local`].
-    fn statement<'a>(
-        &'a self,
-        day: NaiveDate,
-    ) -> BoxFuture<'a, Result<Vec<StatementLine>, ChannelError>> {
+    fn statement<'a>(&'a self, day: NaiveDate) -> BoxFuture<'a, Result<Statement, ChannelError>> {
         Box::pin(async move {
             Err(ChannelError::Local {
                 reason: format!("no statement download for {day}"),

@@ -511,10 +511,10 @@ impl Channel for WechatPay {
     fn statement<'a>(
         &'a self,
         day: chrono::NaiveDate,
-    ) -> BoxFuture<'a, Result<Vec<crate::statements::StatementLine>, ChannelError>> {
+    ) -> BoxFuture<'a, Result<crate::statements::Statement, ChannelError>> {
         Box::pin(async move {
             let bill = self.trade_bill(day).await?;
-            crate::statements::parse_wechat_trade_bill(&bill).map_err(super::unreadable_statement)
+            crate::statements::read_wechat_trade_bill(&bill).map_err(super::unreadable_statement)
         })
     }
 }
