@@ -4,8 +4,9 @@
 //! The day to close comes from the tick that started the run (the schedule's business key
 //! is `<schedule>@<tick>`), not from the clock of the worker that runs it: a run delayed by
 //! downtime or retries still closes the day before its tick. An input `day` closes that day
-//! instead (a rerun asked for by finance). The close itself is idempotent: a second run
-//! rewrites the same rows.
+//! instead (a rerun asked for by finance). A scheduled run also closes the days after the
+//! station's last close that ticks missed while no scheduler ran (at most a month). The
+//! close itself is idempotent: a second run rewrites the same rows.
 //!
 //! Activity: `payments.daily_close` (compute and store the station's and its station
 //! company's close).
@@ -153,13 +154,28 @@ pub fn register_daily_close(registry: Registry, db: sea_orm::DatabaseConnection)
                 let station_id: Uuid = serde_json::from_value(input["station_id"].clone())
                     .map_err(|e| ActivityError::permanent("bad_input", e.to_string()))?;
                 let day = day_for(&db, ctx.instance_id, &input).await?;
-                let close = payments::daily::close_day(&db, station_id, &day, Utc::now())
-                    .await
-                    .map_err(crate::pos_payment::store_error)?;
+                // A scheduled run also closes the days its missed ticks would have closed.
+                let days = if input["day"].is_string() {
+                    vec![day.clone()]
+                } else {
+                    payments::daily::days_to_close(&db, station_id, &day)
+                        .await
+                        .map_err(crate::pos_payment::store_error)?
+                };
+                let mut closed = Vec::with_capacity(days.len());
+                for d in &days {
+                    closed.push(
+                        payments::daily::close_day(&db, station_id, d, Utc::now())
+                            .await
+                            .map_err(crate::pos_payment::store_error)?,
+                    );
+                }
+                let close = closed.last().expect("at least the day aimed at");
                 let s = &close.station.summary;
                 Ok(json!({
                     "station_id": station_id,
                     "day": day,
+                    "days": days,
                     "close_id": close.station.row.id,
                     "company_close_id": close.company.as_ref().map(|c| c.row.id),
                     "net_minor": close.station.row.net_minor,

@@ -6,7 +6,9 @@
 //! with our payments, the differences queried and queued, the matched orders settled in the
 //! ledger and the run recorded ([`payments::reconcile::reconcile_day`]). A file not yet
 //! published or a party that does not answer is retried with backoff; the run is idempotent,
-//! so a retry or a second run of the same day posts nothing twice.
+//! so a retry or a second run of the same day posts nothing twice. A scheduled run also
+//! reads the statements of the days after the channel's last run that ticks missed while
+//! no scheduler ran (at most a week).
 //!
 //! A day that still fails after every retry is recorded as a failed run, so the gap shows
 //! next to the days that reconciled.
@@ -203,18 +205,33 @@ pub fn register_reconciliation(
                 let day = crate::daily_close::day_for(ledger.db(), ctx.instance_id, &input).await?;
                 let date = payments::reconcile::parse_day(&day)
                     .map_err(|e| ActivityError::permanent("bad_input", e.to_string()))?;
-                let report = payments::reconcile::reconcile_day(
-                    &ledger,
-                    &channel_id,
-                    adapter.as_ref(),
-                    date,
-                    Utc::now(),
-                )
-                .await
-                .map_err(recon_error)?;
+                // A scheduled run also reads the statements its missed ticks would have.
+                let dates = if input["day"].is_string() {
+                    vec![date]
+                } else {
+                    payments::reconcile::days_to_reconcile(ledger.db(), &channel_id, date)
+                        .await
+                        .map_err(crate::pos_payment::store_error)?
+                };
+                let mut report = None;
+                for d in &dates {
+                    report = Some(
+                        payments::reconcile::reconcile_day(
+                            &ledger,
+                            &channel_id,
+                            adapter.as_ref(),
+                            *d,
+                            Utc::now(),
+                        )
+                        .await
+                        .map_err(recon_error)?,
+                    );
+                }
+                let report = report.expect("at least the day aimed at");
                 Ok(json!({
                     "channel": channel_id,
                     "day": day,
+                    "days": dates,
                     "run_id": report.run.id,
                     "status": report.run.status,
                     "statement_lines": report.run.statement_lines,

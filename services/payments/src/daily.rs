@@ -612,3 +612,115 @@ pub async fn daily_closes(
         .map(read_close)
         .collect()
 }
+
+/// The station's summary of the business day before the one `now` falls in: what a till
+/// prints as "yesterday's summary".
+pub async fn yesterday_summary(
+    db: &impl ConnectionTrait,
+    station_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<DaySummary, StoreError> {
+    day_summary(db, station_id, &previous_business_day(now)).await
+}
+
+/// The printable daily summary, fixed-width for a till printer.
+pub fn receipt(summary: &DaySummary, station: &str) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, label: &str, value: String| {
+        out.push_str(&format!("{label:<22}{value:>18}\n"));
+    };
+    let rule = |out: &mut String| {
+        out.push_str(&"-".repeat(40));
+        out.push('\n');
+    };
+    out.push_str(&format!("{:^40}\n", "DAILY CLOSE"));
+    out.push_str(&format!("{station}\n"));
+    line(&mut out, "Business day", summary.business_day.clone());
+    line(&mut out, "Shifts", summary.shifts.len().to_string());
+    rule(&mut out);
+    line(
+        &mut out,
+        &format!("Sales ({})", summary.sales.count),
+        summary.sales.amount.to_string(),
+    );
+    for (method, tally) in &summary.by_method {
+        let name = crate::sales::method_text(*method);
+        line(
+            &mut out,
+            &format!("  {name} ({})", tally.count),
+            tally.amount.to_string(),
+        );
+    }
+    for (grade, tally) in &summary.by_fuel_grade {
+        line(
+            &mut out,
+            &format!("  {grade}# {} L", tally.litres),
+            tally.amount.to_string(),
+        );
+    }
+    if summary.non_fuel.count > 0 {
+        line(
+            &mut out,
+            &format!("  shop ({})", summary.non_fuel.count),
+            summary.non_fuel.amount.to_string(),
+        );
+    }
+    line(
+        &mut out,
+        &format!("Refunds ({})", summary.refunds.count),
+        format!("-{}", summary.refunds.amount),
+    );
+    line(&mut out, "Net", summary.net.to_string());
+    line(&mut out, "Channel fees", summary.fees.to_string());
+    rule(&mut out);
+    for open in &summary.open_shifts {
+        out.push_str(&format!(
+            "OPEN SHIFT {} {} since {}\n",
+            open.terminal_code,
+            open.cashier_name,
+            open.opened_at
+                .with_timezone(&BUSINESS_TZ)
+                .format("%Y-%m-%d %H:%M")
+        ));
+    }
+    if !summary.unresolved.is_empty() {
+        out.push_str(&format!("UNRESOLVED {}\n", summary.unresolved.len()));
+    }
+    if summary.is_final() {
+        out.push_str("Every shift closed, nothing unresolved\n");
+    }
+    out
+}
+
+/// The most days one scheduled close catches up after downtime.
+pub const CATCH_UP_DAYS_MAX: usize = 31;
+
+/// The days a scheduled close aimed at `day` closes: every day after the station's last
+/// stored close up to `day` (the latest [`CATCH_UP_DAYS_MAX`] of them), so that ticks
+/// missed while no scheduler ran leave no day unclosed; just `day` for a station never
+/// closed before or already up to date.
+pub async fn days_to_close(
+    db: &impl ConnectionTrait,
+    station_id: Uuid,
+    day: &str,
+) -> Result<Vec<String>, StoreError> {
+    let target = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map_err(|_| StoreError::Invalid(format!("{day:?} is not a day (YYYY-MM-DD)")))?;
+    let last = daily_closes(db, station_id, 1)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|c| NaiveDate::parse_from_str(&c.row.business_day, "%Y-%m-%d").ok());
+    let Some(last) = last.filter(|last| *last < target) else {
+        return Ok(vec![day.to_owned()]);
+    };
+    let mut days: Vec<String> = last
+        .iter_days()
+        .skip(1)
+        .take_while(|d| *d <= target)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .collect();
+    let skip = days.len().saturating_sub(CATCH_UP_DAYS_MAX);
+    days.drain(..skip);
+    Ok(days)
+}

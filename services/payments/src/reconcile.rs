@@ -945,3 +945,30 @@ pub async fn record_failed_run(
         .await?
         .ok_or(StoreError::NotFound("reconciliation run"))
 }
+
+/// The most statement days one scheduled reconciliation catches up after downtime.
+pub const CATCH_UP_DAYS_MAX: usize = 7;
+
+/// The statement days a scheduled run aimed at `day` reconciles: every day after the
+/// channel's last run up to `day` (the latest [`CATCH_UP_DAYS_MAX`] of them), so that ticks
+/// missed while no scheduler ran leave no statement unread; just `day` for a channel never
+/// reconciled before or already up to date.
+pub async fn days_to_reconcile(
+    db: &impl ConnectionTrait,
+    channel: &ChannelId,
+    day: NaiveDate,
+) -> Result<Vec<NaiveDate>, StoreError> {
+    let last = pos_recon_runs::Entity::find()
+        .filter(pos_recon_runs::Column::ChannelId.eq(channel.as_str()))
+        .order_by_desc(pos_recon_runs::Column::StatementDay)
+        .one(db)
+        .await?
+        .and_then(|r| parse_day(&r.statement_day).ok());
+    let Some(last) = last.filter(|last| *last < day) else {
+        return Ok(vec![day]);
+    };
+    let mut days: Vec<NaiveDate> = last.iter_days().skip(1).take_while(|d| *d <= day).collect();
+    let skip = days.len().saturating_sub(CATCH_UP_DAYS_MAX);
+    days.drain(..skip);
+    Ok(days)
+}

@@ -935,4 +935,23 @@ async fn the_daily_close_flags_the_shift_left_open_adds_up_the_shift_summaries_a
         .unwrap()
         .unwrap();
     assert_eq!(stored.summary, *s);
+    // A scheduler down for three days catches up every day after the last close.
+    let in_three_days = (chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap()
+        + chrono::Days::new(3))
+    .format("%Y-%m-%d")
+    .to_string();
+    let behind = payments::daily::days_to_close(&db.db, station, &in_three_days)
+        .await
+        .unwrap();
+    assert_eq!(behind.len(), 3);
+    assert_eq!(behind.last(), Some(&in_three_days));
+    assert_eq!(
+        payments::daily::days_to_close(&db.db, station, &day)
+            .await
+            .unwrap(),
+        vec![day.clone()]
+    );
+    let printed = payments::daily::receipt(s, "Station 1");
+    assert!(printed.contains("OPEN SHIFT T2 Bob"), "{printed}");
+    assert!(printed.contains("UNRESOLVED 1"), "{printed}");
 }
