@@ -26,8 +26,8 @@ use ledger::money::{Currency, Money};
 use ledger::{Ledger, LedgerError};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -127,7 +127,8 @@ pub struct ReconReport {
     /// Every comparison of the run, sorted by order number.
     pub matches: Vec<Match>,
     pub settlements: Vec<StationSettlement>,
-    /// The day's exceptions as they stand after the run (open and resolved).
+    /// The day's exceptions as they stand after the run (open and resolved; the first
+    /// [`EXCEPTION_PAGE_MAX`], the run's row counts them all).
     pub exceptions: Vec<pos_recon_exceptions::Model>,
 }
 
@@ -688,7 +689,12 @@ pub async fn reconcile_day(
         },
     )
     .await?;
-    let open = exceptions.iter().filter(|e| e.status == "open").count() as i64;
+    let open = pos_recon_exceptions::Entity::find()
+        .filter(pos_recon_exceptions::Column::ChannelId.eq(channel_id.as_str()))
+        .filter(pos_recon_exceptions::Column::StatementDay.eq(day_str.as_str()))
+        .filter(pos_recon_exceptions::Column::Status.eq("open"))
+        .count(db)
+        .await? as i64;
     let matched = matched_nos.len() as i64 + refunds_matched;
     let lines = (statement.len() + file.refunds.len()) as i64;
     let statement_total: i64 = statement
