@@ -8,13 +8,18 @@ use chrono::Utc;
 use entities::{organisations, pos_daily_closes, pos_payments, pos_shifts, pos_terminals};
 use ledger::money::{Currency, Money};
 use ledger::{Ledger, LedgerConfig};
-use payments::channels::{ChargeRequest, ChargeResult, Timeouts};
+use payments::channels::{
+    BoxFuture, Channel, ChannelError, ChargeRequest, ChargeResult, InboundRequest,
+    NotificationError, PaymentNotification, QueryResult, RefundRequest, RefundResult,
+    ReverseResult, Timeouts,
+};
 use payments::model::{ChannelConfig, ChannelId, FeeMode, FeeRate, Method};
 use payments::reconcile::{ExceptionFilter, list_exceptions, reconcile_day, resolve_exception};
 use payments::sales::{
     FuelGrade, NewPayment, NewRefund, Outcome, RefundCreated, Sale, SaleLine, business_day,
 };
 use payments::shifts::Tally;
+use payments::statements::Statement;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
@@ -24,6 +29,7 @@ use uuid::Uuid;
 
 testkit::scenarios!(
     reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_nothing_twice,
+    a_charge_the_statement_lists_but_the_party_reversed_since_is_resolved_by_the_query,
     after_reconciling_a_day_of_matched_items_every_clearing_account_of_the_station_nets_to_zero,
     the_daily_close_flags_the_shift_left_open_adds_up_the_shift_summaries_and_stays_one_row,
 );
@@ -600,6 +606,103 @@ async fn reconciliation_finds_every_planted_discrepancy_and_a_second_run_posts_n
             .unwrap()
             .iter()
             .all(|t| t.is_balanced())
+    );
+}
+
+/// The party as a till sees it, except that an operator at the party reverses every order
+/// just before it is queried: the statement was written before the reversal.
+struct ReversedBeforeQuery(std::sync::Arc<dyn Channel>);
+
+impl Channel for ReversedBeforeQuery {
+    fn charge<'a>(
+        &'a self,
+        request: &'a ChargeRequest,
+    ) -> BoxFuture<'a, Result<ChargeResult, ChannelError>> {
+        self.0.charge(request)
+    }
+    fn query<'a>(
+        &'a self,
+        out_trade_no: &'a str,
+    ) -> BoxFuture<'a, Result<QueryResult, ChannelError>> {
+        Box::pin(async move {
+            self.0.reverse(out_trade_no).await?;
+            self.0.query(out_trade_no).await
+        })
+    }
+    fn reverse<'a>(
+        &'a self,
+        out_trade_no: &'a str,
+    ) -> BoxFuture<'a, Result<ReverseResult, ChannelError>> {
+        self.0.reverse(out_trade_no)
+    }
+    fn refund<'a>(
+        &'a self,
+        request: &'a RefundRequest,
+    ) -> BoxFuture<'a, Result<RefundResult, ChannelError>> {
+        self.0.refund(request)
+    }
+    fn parse_notification(
+        &self,
+        request: &InboundRequest,
+    ) -> Result<PaymentNotification, NotificationError> {
+        self.0.parse_notification(request)
+    }
+    fn statement<'a>(
+        &'a self,
+        day: chrono::NaiveDate,
+    ) -> BoxFuture<'a, Result<Statement, ChannelError>> {
+        self.0.statement(day)
+    }
+}
+
+async fn a_charge_the_statement_lists_but_the_party_reversed_since_is_resolved_by_the_query(
+    backend: Backend,
+) {
+    let db = TestDb::fresh(backend).await;
+    let ledger = ledger_of(&db);
+    let retail = retail().await;
+    let station = Uuid::now_v7();
+    sign_all(&ledger, station, &retail, |t| t).await;
+    let ali = channel(&retail, "alipay-direct");
+    let t1 = terminal(&db, station, "T1").await;
+    let s1 = shift(&db, &t1, "Alice").await;
+    // Our books gave up on the payment; the party took it, then reversed it after writing
+    // the statement.
+    let p = pending(
+        &db,
+        &t1,
+        &s1,
+        Method::AlipayCode,
+        fuel(FuelGrade::Petrol92, 9_900),
+    )
+    .await;
+    let txn = charge(
+        ali,
+        &format!("{}-1", p.payment_no),
+        Method::AlipayCode,
+        9_900,
+    )
+    .await;
+    book(&db, &ledger, &p, ali, Some(txn), "failed").await;
+    let party = ReversedBeforeQuery(ali.adapter.clone());
+    let report = reconcile_day(&ledger, &ali.id, &party, today_date(), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.exceptions.len(), 1);
+    let e = &report.exceptions[0];
+    assert_eq!(
+        (e.kind.as_str(), e.status.as_str(), e.resolved_by.as_deref()),
+        ("status_mismatch", "resolved", Some("reconciliation"))
+    );
+    assert!(e.resolved_at.is_some());
+    assert_eq!(
+        (report.run.resolved_by_query, report.run.exceptions),
+        (1, 0)
+    );
+    assert_eq!(report.run.status, "balanced");
+    assert!(
+        ali.sim.taken().is_empty(),
+        "nothing is left taken at the party"
     );
 }
 
