@@ -22,6 +22,9 @@
 //! - [`treasury_policies`]: versions of the approval policy.
 //! - [`pos_terminals`], [`pos_channels`], [`pos_shifts`], [`pos_payments`], [`pos_refunds`]:
 //!   the retail tills, each station's channel terms, shifts, payments and refunds.
+//! - [`pos_daily_closes`]: the daily close (日结) of each station and station company.
+//! - [`pos_recon_runs`], [`pos_recon_exceptions`]: the T+1 reconciliation of each channel's
+//!   statement with our payments, and the differences left for people to resolve.
 //! - [`pos_channel_attempts`]: what each channel did with each attempt (routing's health).
 //! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
@@ -40,7 +43,10 @@ pub mod ledger_postings;
 pub mod organisations;
 pub mod pos_channel_attempts;
 pub mod pos_channels;
+pub mod pos_daily_closes;
 pub mod pos_payments;
+pub mod pos_recon_exceptions;
+pub mod pos_recon_runs;
 pub mod pos_refunds;
 pub mod pos_shifts;
 pub mod pos_terminals;

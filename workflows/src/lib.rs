@@ -23,15 +23,19 @@
 //! - [`pos_payment`], [`refund_approval`], [`bank_instruction`]: the till payment, its
 //!   refunds (with the station manager's approval across shifts) and the instruction to the
 //!   custodial bank.
+//! - [`daily_close`], [`reconciliation`]: the retail day's end, started by cron schedules: the
+//!   daily close (日结) per station and the T+1 reconciliation per channel.
 //! - `writes`: the writes of one transaction, gathered and written set-wise, so a batch of
 //!   messages commits like one.
 
 pub mod amqp;
 pub mod bank_instruction;
 pub mod canary;
+pub mod daily_close;
 pub mod definition;
 pub mod engine;
 pub mod pos_payment;
+pub mod reconciliation;
 pub mod refund_approval;
 pub mod runtime;
 pub mod schedule;

@@ -23,6 +23,7 @@ mod m20261125_000002_treasury_statements;
 mod m20261125_000003_treasury_policies;
 mod m20261125_000004_webhooks;
 mod m20261126_000001_pos;
+mod m20261126_000002_pos_close;
 mod m20261128_000001_channel_attempts;
 
 /// Every migration of the platform, in order.
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_treasury_policies::Migration),
             Box::new(m20261125_000004_webhooks::Migration),
             Box::new(m20261126_000001_pos::Migration),
+            Box::new(m20261126_000002_pos_close::Migration),
             Box::new(m20261128_000001_channel_attempts::Migration),
         ]
     }

@@ -28,13 +28,18 @@
 //!   terms, and the station's ledger accounts.
 //! - [`shifts`]: cashiers' shifts, one open per terminal, closed with totals that reconcile.
 //! - [`sales`]: till payments and refunds in storage, the sale lines, the ledger bookings.
+//! - [`daily`]: the daily close (日结) of a station and of its station company.
+//! - [`reconcile`]: the T+1 reconciliation of a channel's statement with our payments and
+//!   refunds, the settlement it posts and the exception queue it leaves.
 
 pub mod channels;
 pub mod crypto;
+pub mod daily;
 pub mod flow;
 pub mod health;
 pub mod model;
 pub mod postings;
+pub mod reconcile;
 pub mod routing;
 pub mod sales;
 pub mod shifts;

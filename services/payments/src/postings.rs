@@ -126,3 +126,94 @@ pub fn settlement(
     )
     .description("channel settlement")
 }
+
+/// The entry of one station's share of a channel's settlement of a statement day: the net
+/// amount arrives in the station's bank and clearing is emptied by as much. A day whose
+/// refunds exceed its sales settles the other way (the channel takes the difference from
+/// the station's account). `None` when nothing moves.
+pub fn station_settlement(
+    channel: &str,
+    statement_day: &str,
+    station_id: Uuid,
+    accounts: &ChannelAccounts,
+    net: Money,
+) -> Option<NewEntry> {
+    let (debit, credit) = if net.is_positive() {
+        (accounts.bank, accounts.clearing)
+    } else if net.amount().is_zero() {
+        return None;
+    } else {
+        (accounts.clearing, accounts.bank)
+    };
+    Some(
+        NewEntry::transfer(
+            format!("settlement:{channel}:{statement_day}:{station_id}"),
+            format!("statement:{channel}:{statement_day}"),
+            debit,
+            credit,
+            net.amount().abs(),
+            net.currency(),
+        )
+        .description("channel settlement"),
+    )
+}
+
+/// The entry that brings the fees deducted at payment (our rounding, booked with each sale)
+/// to what the statement charged: the difference moves between fees and clearing, so that
+/// clearing holds exactly what the channel pays. `None` when they agree.
+pub fn fee_adjustment(
+    channel: &str,
+    statement_day: &str,
+    station_id: Uuid,
+    accounts: &ChannelAccounts,
+    booked: Money,
+    charged: Money,
+) -> Result<Option<NewEntry>, MoneyError> {
+    if booked.currency() != charged.currency() {
+        return Err(MoneyError::CurrencyMismatch(
+            booked.currency(),
+            charged.currency(),
+        ));
+    }
+    let difference = charged.minor_units()? - booked.minor_units()?;
+    let (debit, credit) = match difference.signum() {
+        0 => return Ok(None),
+        1 => (accounts.fees, accounts.clearing),
+        _ => (accounts.clearing, accounts.fees),
+    };
+    let moved = Money::from_minor(difference.abs(), charged.currency());
+    Ok(Some(
+        NewEntry::transfer(
+            format!("fee-adjustment:{channel}:{statement_day}:{station_id}"),
+            format!("statement:{channel}:{statement_day}"),
+            debit,
+            credit,
+            moved.amount(),
+            moved.currency(),
+        )
+        .description("channel fee adjustment to the statement"),
+    ))
+}
+
+/// The entry of the fees a channel bills later, as its statement states them: an expense
+/// now, owed to the channel until its bill is paid. `None` when there is no fee.
+pub fn fees_billed(
+    channel: &str,
+    statement_day: &str,
+    station_id: Uuid,
+    fees: Uuid,
+    payable: Uuid,
+    charged: Money,
+) -> Option<NewEntry> {
+    charged.is_positive().then(|| {
+        NewEntry::transfer(
+            format!("fees-billed:{channel}:{statement_day}:{station_id}"),
+            format!("statement:{channel}:{statement_day}"),
+            fees,
+            payable,
+            charged.amount(),
+            charged.currency(),
+        )
+        .description("channel fees billed later")
+    })
+}

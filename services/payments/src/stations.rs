@@ -238,6 +238,25 @@ pub fn station_account_ids(station_id: Uuid) -> StationAccounts {
     }
 }
 
+/// Opens (or finds) what the station owes a channel that bills its fees later (a liability,
+/// credit-normal), under the ledger owner `owner`.
+pub async fn fees_payable_account(
+    ledger: &Ledger,
+    station_id: Uuid,
+    owner: &str,
+    channel: &ChannelId,
+) -> Result<Uuid, StoreError> {
+    open(
+        ledger,
+        station_id,
+        owner,
+        &format!("pos:fees-payable:{channel}"),
+        &format!("Fees owed to {channel}"),
+        Side::Credit,
+    )
+    .await
+}
+
 /// One of a station's channels with its terms and clearing account.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StationChannel {

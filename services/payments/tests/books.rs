@@ -145,7 +145,14 @@ async fn every_sale_posts_once_balances_and_clearing_nets_to_zero_after_settleme
     );
 
     // T+1: the bill, fetched and verified over HTTP, matches every payment.
-    let bill = a.trade_bill(Utc::now().date_naive()).await.unwrap();
+    let bill = a
+        .trade_bill(
+            Utc::now()
+                .with_timezone(&payments::sales::BUSINESS_TZ)
+                .date_naive(),
+        )
+        .await
+        .unwrap();
     let lines = parse_wechat_trade_bill(&bill).unwrap();
     let ours: Vec<BookedPayment> = amounts
         .iter()
@@ -163,7 +170,10 @@ async fn every_sale_posts_once_balances_and_clearing_nets_to_zero_after_settleme
     );
     let fee_fen: i64 = lines.iter().map(|l| l.fee.minor_units().unwrap()).sum();
     assert_eq!(fee_fen, 169, "our fees agree with the channel's");
-    let date = Utc::now().date_naive().to_string();
+    let date = Utc::now()
+        .with_timezone(&payments::sales::BUSINESS_TZ)
+        .date_naive()
+        .to_string();
     ledger
         .post_entry(settlement(
             "wxpay-direct",
@@ -245,8 +255,16 @@ async fn reconciliation_finds_every_planted_discrepancy() {
             Ok(ChargeResult::Succeeded { .. })
         ));
     }
-    let lines =
-        parse_wechat_trade_bill(&a.trade_bill(Utc::now().date_naive()).await.unwrap()).unwrap();
+    let lines = parse_wechat_trade_bill(
+        &a.trade_bill(
+            Utc::now()
+                .with_timezone(&payments::sales::BUSINESS_TZ)
+                .date_naive(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
     let ours = [
         BookedPayment {
             out_trade_no: "OK-1".into(),
@@ -312,7 +330,9 @@ async fn alipay_and_acquirer_statements_read_back_what_was_charged() {
             ));
         }
     }
-    let date = Utc::now().date_naive();
+    let date = Utc::now()
+        .with_timezone(&payments::sales::BUSINESS_TZ)
+        .date_naive();
     let fetch = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
     let alipay_lines = parse_alipay_statement(
         &fetch(format!("{}/statement?bill_date={date}", sim_al.base_url())).await,

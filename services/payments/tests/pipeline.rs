@@ -585,7 +585,9 @@ async fn each_party_serves_a_statement_in_its_own_format() {
         w.charge(&charge).await,
         Ok(ChargeResult::Succeeded { .. })
     ));
-    let today = Utc::now().date_naive();
+    let today = Utc::now()
+        .with_timezone(&payments::sales::BUSINESS_TZ)
+        .date_naive();
     let records = sw.state.lock().charges_on(today);
     let bill = sim::wechat::trade_bill(
         &sim::wechat::WechatSimConfig {

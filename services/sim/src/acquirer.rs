@@ -18,8 +18,8 @@ use openssl::pkey::{PKey, Private, Public};
 use serde_json::{Value, json};
 
 use crate::core::{
-    ChargeDecision, ChargeStatus, Shared, SimHandle, SimRecord, random_token, serve, sign,
-    spawn_notifications, verify,
+    ChargeDecision, ChargeStatus, Shared, SimHandle, SimRecord, SimRefund, random_token, serve,
+    sign, spawn_notifications, verify,
 };
 
 #[derive(Clone)]
@@ -250,8 +250,11 @@ struct StatementQuery {
 }
 
 async fn statement(State(app): State<App>, Query(q): Query<StatementQuery>) -> Response {
-    let records = app.shared.lock().charges_on(q.date);
-    let text = pipe_statement(&app.config, q.date, &records);
+    let (records, refunds) = {
+        let state = app.shared.lock();
+        (state.charges_on(q.date), state.refunds_on(q.date))
+    };
+    let text = pipe_statement_with_refunds(&app.config, q.date, &records, &refunds);
     (StatusCode::OK, [("content-type", "text/plain")], text).into_response()
 }
 
@@ -260,6 +263,18 @@ pub fn pipe_statement(
     config: &AcquirerSimConfig,
     date: chrono::NaiveDate,
     records: &[SimRecord],
+) -> String {
+    pipe_statement_with_refunds(config, date, records, &[])
+}
+
+/// The statement with the day's refunds as `REFUND` detail records
+/// (`D|order|refund rrn|REFUND|amount|0|time|refund no`) after the sales; the trailer counts
+/// the sales.
+pub fn pipe_statement_with_refunds(
+    config: &AcquirerSimConfig,
+    date: chrono::NaiveDate,
+    records: &[SimRecord],
+    refunds: &[(SimRecord, SimRefund)],
 ) -> String {
     let mut out = format!("H|{}|{}\n", config.merchant_id, date.format("%Y%m%d"));
     let (mut count, mut total, mut fees) = (0, 0_i64, 0_i64);
@@ -277,6 +292,16 @@ pub fn pipe_statement(
             r.txn_id,
             r.amount_fen,
             r.at.format("%H%M%S")
+        ));
+    }
+    for (r, f) in refunds {
+        out.push_str(&format!(
+            "D|{}|R{}|REFUND|{}|0|{}|{}\n",
+            r.out_trade_no,
+            f.refund_no,
+            f.amount_fen,
+            f.at.format("%H%M%S"),
+            f.refund_no
         ));
     }
     out.push_str(&format!("T|{count}|{total}|{fees}\n"));

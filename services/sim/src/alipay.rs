@@ -18,8 +18,8 @@ use openssl::pkey::{PKey, Private, Public};
 use serde_json::{Value, json};
 
 use crate::core::{
-    ChargeDecision, ChargeStatus, Shared, SimHandle, SimRecord, serve, sign, spawn_notifications,
-    verify,
+    ChargeDecision, ChargeStatus, Shared, SimHandle, SimRecord, SimRefund, serve, sign,
+    spawn_notifications, verify,
 };
 
 #[derive(Clone)]
@@ -278,8 +278,11 @@ struct BillQuery {
 }
 
 async fn statement(State(app): State<App>, Query(q): Query<BillQuery>) -> Response {
-    let records = app.shared.lock().charges_on(q.bill_date);
-    let text = business_statement(&app.config, q.bill_date, &records);
+    let (records, refunds) = {
+        let state = app.shared.lock();
+        (state.charges_on(q.bill_date), state.refunds_on(q.bill_date))
+    };
+    let text = business_statement_with_refunds(&app.config, q.bill_date, &records, &refunds);
     (
         StatusCode::OK,
         [("content-type", "text/csv; charset=utf-8")],
@@ -294,6 +297,16 @@ pub fn business_statement(
     config: &AlipaySimConfig,
     date: chrono::NaiveDate,
     records: &[SimRecord],
+) -> String {
+    business_statement_with_refunds(config, date, records, &[])
+}
+
+/// The business detail statement with the day's refunds as `退款` lines after the trades.
+pub fn business_statement_with_refunds(
+    config: &AlipaySimConfig,
+    date: chrono::NaiveDate,
+    records: &[SimRecord],
+    refunds: &[(SimRecord, SimRefund)],
 ) -> String {
     let mut out = format!(
         "#支付宝业务明细查询\n#账号：[{}]\n#起始日期：[{date} 00:00:00]   终止日期：[{date} 23:59:59]\n#-----------------------------------------业务明细列表----------------------------------------\n",
@@ -319,6 +332,17 @@ pub fn business_statement(
             yuan(r.amount_fen),
             yuan(r.amount_fen),
             yuan(-fee)
+        ));
+    }
+    for (r, f) in refunds {
+        let at = f.at.format("%Y-%m-%d %H:%M:%S");
+        out.push_str(&format!(
+            "{}\t,{}\t,退款,fuel,{at},{at},{},{},0.00,{}\t,TRADE_SUCCESS\n",
+            r.txn_id,
+            r.out_trade_no,
+            yuan(-f.amount_fen),
+            yuan(-f.amount_fen),
+            f.refund_no
         ));
     }
     out.push_str(&format!(

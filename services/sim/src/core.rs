@@ -52,7 +52,15 @@ pub struct SimRecord {
     pub status: ChargeStatus,
     pub at: DateTime<Utc>,
     pub refunded_fen: i64,
-    pub refunds: Vec<(String, i64)>,
+    pub refunds: Vec<SimRefund>,
+}
+
+/// One refund of an order, as the party books it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimRefund {
+    pub refund_no: String,
+    pub amount_fen: i64,
+    pub at: DateTime<Utc>,
 }
 
 /// The party's state.
@@ -154,7 +162,7 @@ impl SimState {
             .records
             .get_mut(out_trade_no)
             .ok_or("ORDER_NOT_EXIST")?;
-        if record.refunds.iter().any(|(no, _)| no == refund_no) {
+        if record.refunds.iter().any(|r| r.refund_no == refund_no) {
             return Ok(record.clone());
         }
         if record.status != ChargeStatus::Succeeded {
@@ -164,15 +172,34 @@ impl SimState {
             return Err("REFUND_AMOUNT_EXCEEDED");
         }
         record.refunded_fen += amount_fen;
-        record.refunds.push((refund_no.to_owned(), amount_fen));
+        record.refunds.push(SimRefund {
+            refund_no: refund_no.to_owned(),
+            amount_fen,
+            at: Utc::now(),
+        });
         Ok(record.clone())
     }
 
-    /// The charges taken on a day (UTC date), for the statement.
-    pub fn charges_on(&self, date: chrono::NaiveDate) -> Vec<SimRecord> {
+    /// The refunds paid back on a day (China Standard Time), with their orders, for the
+    /// statement.
+    pub fn refunds_on(&self, date: chrono::NaiveDate) -> Vec<(SimRecord, SimRefund)> {
+        let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
         self.records
             .values()
-            .filter(|r| r.at.date_naive() == date && r.status != ChargeStatus::Declined)
+            .flat_map(|r| r.refunds.iter().map(move |f| (r, f)))
+            .filter(|(_, f)| f.at.with_timezone(&china).date_naive() == date)
+            .map(|(r, f)| (r.clone(), f.clone()))
+            .collect()
+    }
+
+    /// The charges taken on a day, for the statement. The parties count days in China
+    /// Standard Time (UTC+8), as their statement files do.
+    pub fn charges_on(&self, date: chrono::NaiveDate) -> Vec<SimRecord> {
+        let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+        self.records
+            .values()
+            .filter(|r| r.at.with_timezone(&china).date_naive() == date)
+            .filter(|r| r.status != ChargeStatus::Declined)
             .filter(|r| !r.txn_id.is_empty())
             .cloned()
             .collect()

@@ -18,8 +18,8 @@ use openssl::symm::{Cipher, encrypt_aead};
 use serde_json::{Value, json};
 
 use crate::core::{
-    ChargeDecision, ChargeStatus, Shared, SimHandle, SimRecord, random_token, serve, sign,
-    spawn_notifications, verify,
+    ChargeDecision, ChargeStatus, Shared, SimHandle, SimRecord, SimRefund, random_token, serve,
+    sign, spawn_notifications, verify,
 };
 
 /// What the platform knows about the merchant, and its own key.
@@ -373,10 +373,16 @@ async fn bill(
     if let Some(refusal) = gate(&app, &method, &uri, &headers, b"").await {
         return refusal;
     }
-    let records = app.shared.lock().charges_on(q.bill_date);
+    let (records, refunds) = {
+        let state = app.shared.lock();
+        (state.charges_on(q.bill_date), state.refunds_on(q.bill_date))
+    };
     // The real platform answers a signed download link and serves the file with its
     // SHA1; here the bill comes in the signed answer itself.
-    app.signed(StatusCode::OK, trade_bill(&app.config, &records))
+    app.signed(
+        StatusCode::OK,
+        trade_bill_with_refunds(&app.config, &records, &refunds),
+    )
 }
 
 fn yuan(fen: i64) -> String {
@@ -386,6 +392,15 @@ fn yuan(fen: i64) -> String {
 /// The trade bill in WeChat Pay's layout: a header line, one line per order with every
 /// field prefixed by a backquote, a totals header and a totals line.
 pub fn trade_bill(config: &WechatSimConfig, records: &[SimRecord]) -> String {
+    trade_bill_with_refunds(config, records, &[])
+}
+
+/// The trade bill with the day's refunds as `REFUND` lines after the orders.
+pub fn trade_bill_with_refunds(
+    config: &WechatSimConfig,
+    records: &[SimRecord],
+    refunds: &[(SimRecord, SimRefund)],
+) -> String {
     let mut out = String::from(
         "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率\n",
     );
@@ -431,13 +446,48 @@ pub fn trade_bill(config: &WechatSimConfig, records: &[SimRecord]) -> String {
         out.push_str(&line.join(","));
         out.push('\n');
     }
+    let mut refunded = 0_i64;
+    for (r, f) in refunds {
+        refunded += f.amount_fen;
+        let fields = [
+            f.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            config.appid.clone(),
+            config.mchid.clone(),
+            "0".into(),
+            String::new(),
+            r.txn_id.clone(),
+            r.out_trade_no.clone(),
+            String::new(),
+            "MICROPAY".into(),
+            "REFUND".into(),
+            "OTHERS".into(),
+            "CNY".into(),
+            "0.00".into(),
+            "0.00".into(),
+            format!("5030{}", f.refund_no),
+            f.refund_no.clone(),
+            yuan(f.amount_fen),
+            "0.00".into(),
+            "ORIGINAL".into(),
+            "SUCCESS".into(),
+            "fuel".into(),
+            String::new(),
+            "0.00".into(),
+            format!("{:.2}%", config.fee_rate_bp as f64 / 100.0),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| format!("`{f}")).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
     out.push_str("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\n");
     out.push_str(&format!(
-        "`{},`{},`0.00,`0.00,`{},`{},`0.00\n",
-        records.len(),
+        "`{},`{},`{},`0.00,`{},`{},`{}\n",
+        records.len() + refunds.len(),
         yuan(total),
+        yuan(refunded),
         yuan(fees),
-        yuan(total)
+        yuan(total),
+        yuan(refunded)
     ));
     out
 }

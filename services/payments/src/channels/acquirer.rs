@@ -87,6 +87,27 @@ impl Acquirer {
         Acquirer { config, http }
     }
 
+    /// Downloads the pipe-delimited T+1 statement of a day; its trailer is checked when read.
+    pub async fn statement_file(&self, day: chrono::NaiveDate) -> Result<String, ChannelError> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/v1/statement?date={}",
+                self.config.base_url,
+                day.format("%Y-%m-%d")
+            ))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(unknown(format!("statement {status}: {text}")))
+        }
+    }
+
     fn verify(
         &self,
         first_line: &str,
@@ -301,6 +322,16 @@ impl Channel for Acquirer {
                 Currency::CNY,
             ),
             succeeded: text("status")? == "approved",
+        })
+    }
+
+    fn statement<'a>(
+        &'a self,
+        day: chrono::NaiveDate,
+    ) -> BoxFuture<'a, Result<crate::statements::Statement, ChannelError>> {
+        Box::pin(async move {
+            let text = self.statement_file(day).await?;
+            crate::statements::read_acquirer_statement(&text).map_err(super::unreadable_statement)
         })
     }
 }

@@ -140,6 +140,34 @@ impl Alipay {
         Alipay { config, http }
     }
 
+    /// Downloads the business detail statement (业务明细) of a day. The real platform answers
+    /// `alipay.data.dataservice.bill.downloadurl.query` with a short-lived link; the file is
+    /// served beside the gateway, at `statement?bill_date=`.
+    pub async fn business_statement(&self, day: chrono::NaiveDate) -> Result<String, ChannelError> {
+        let base = self
+            .config
+            .gateway_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&self.config.gateway_url);
+        let response = self
+            .http
+            .get(format!(
+                "{base}/statement?bill_date={}",
+                day.format("%Y-%m-%d")
+            ))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(unknown(format!("statement {status}: {text}")))
+        }
+    }
+
     /// The full signed parameter set of one call.
     pub fn signed_params(
         &self,
@@ -442,6 +470,16 @@ impl Channel for Alipay {
             channel_txn_id: get("trade_no")?.to_owned(),
             amount: money_from_yuan(get("total_amount")?).map_err(NotificationError::Malformed)?,
             succeeded: matches!(status, "TRADE_SUCCESS" | "TRADE_FINISHED"),
+        })
+    }
+
+    fn statement<'a>(
+        &'a self,
+        day: chrono::NaiveDate,
+    ) -> BoxFuture<'a, Result<crate::statements::Statement, ChannelError>> {
+        Box::pin(async move {
+            let text = self.business_statement(day).await?;
+            crate::statements::read_alipay_statement(&text).map_err(super::unreadable_statement)
         })
     }
 }

@@ -9,11 +9,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use ledger::money::Money;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Method;
+use crate::statements::Statement;
 
 /// A bank card acquirer's signed JSON protocol.
 pub mod acquirer;
@@ -181,6 +182,23 @@ pub trait Channel: Send + Sync {
         &self,
         request: &InboundRequest,
     ) -> Result<PaymentNotification, NotificationError>;
+    /// Downloads and reads the party's statement of a day (T+1; the day is the party's own,
+    /// China Standard Time). A party without statement files answers [`ChannelError::Local`].
+    fn statement<'a>(&'a self, day: NaiveDate) -> BoxFuture<'a, Result<Statement, ChannelError>> {
+        Box::pin(async move {
+            Err(ChannelError::Local {
+                reason: format!("no statement download for {day}"),
+            })
+        })
+    }
+}
+
+/// A statement that was downloaded but does not read: the file may be incomplete, so the
+/// download is worth trying again.
+pub(crate) fn unreadable_statement(error: crate::statements::StatementError) -> ChannelError {
+    ChannelError::Unknown {
+        reason: format!("statement unreadable: {error}"),
+    }
 }
 
 /// Maps a transport failure to what it means for the money: a connection that never opened

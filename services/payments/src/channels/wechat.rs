@@ -507,4 +507,14 @@ impl Channel for WechatPay {
         self.verify_signed(|n| request.header(n).map(str::to_owned), body, Utc::now())?;
         self.read_resource(body)
     }
+
+    fn statement<'a>(
+        &'a self,
+        day: chrono::NaiveDate,
+    ) -> BoxFuture<'a, Result<crate::statements::Statement, ChannelError>> {
+        Box::pin(async move {
+            let bill = self.trade_bill(day).await?;
+            crate::statements::read_wechat_trade_bill(&bill).map_err(super::unreadable_statement)
+        })
+    }
 }
