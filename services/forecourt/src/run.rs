@@ -51,6 +51,9 @@ pub struct WorkerArgs {
 pub struct SchedulerArgs {
     #[command(flatten)]
     transport: Transport,
+    /// The payment channels, whose statements are reconciled every morning.
+    #[command(flatten)]
+    payments: crate::tills::PaymentsArgs,
     /// Outbox relays, each on its own channel. Any number may run, in this process and in
     /// others: messages of one instance still reach each queue in order.
     #[arg(long, default_value_t = 2)]
@@ -61,10 +64,33 @@ pub struct SchedulerArgs {
 /// and the payments' the channels: they are added where those are configured
 /// ([`with_treasury`], [`with_payments`]).
 pub fn registry(db: &DatabaseConnection) -> Registry {
-    workflows::canary::register(Registry::default(), db.clone())
+    let registry = workflows::canary::register(Registry::default(), db.clone())
         .workflow::<workflows::bank_instruction::BankInstruction>()
         .workflow::<workflows::pos_payment::PosPayment>()
         .workflow::<workflows::refund_approval::RefundApproval>()
+        .workflow::<workflows::reconciliation::Reconciliation>();
+    // The daily close needs only the database.
+    workflows::daily_close::register_daily_close(registry, db.clone())
+}
+
+/// Puts the cron schedules of the retail day's end: every station's daily close, and the
+/// T+1 reconciliation of every channel given. Putting them again changes nothing.
+pub async fn put_retail_schedules(
+    engine: &Engine,
+    db: &DatabaseConnection,
+    channels: &[payments::model::ChannelId],
+) -> anyhow::Result<()> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let stations: Vec<uuid::Uuid> = entities::organisations::Entity::find()
+        .select_only()
+        .column(entities::organisations::Column::Id)
+        .filter(entities::organisations::Column::Kind.eq("station"))
+        .into_tuple()
+        .all(db)
+        .await?;
+    workflows::daily_close::put_daily_close_schedules(engine, &stations, None).await?;
+    workflows::reconciliation::put_reconciliation_schedules(engine, channels, None).await?;
+    Ok(())
 }
 
 /// The registry with the payments' activities: the channel adapters, the store and the
@@ -76,6 +102,11 @@ pub fn with_payments(
 ) -> Registry {
     let registry = workflows::pos_payment::register_channel_activities(registry, channels.clone());
     let registry = workflows::pos_payment::register_store_activities(registry, ledger.clone());
+    let registry = workflows::reconciliation::register_reconciliation(
+        registry,
+        ledger.clone(),
+        channels.clone(),
+    );
     workflows::refund_approval::register_refund_activities(registry, ledger, channels)
 }
 
@@ -161,6 +192,11 @@ pub async fn scheduler(args: SchedulerArgs, db: DatabaseConnection) -> anyhow::R
         );
     };
     let engine = Engine::new(db.clone(), registry(&db));
+    let channels: Vec<payments::model::ChannelId> = match args.payments.configured()? {
+        Some(configured) => configured.channels.keys().cloned().collect(),
+        None => Vec::new(),
+    };
+    put_retail_schedules(&engine, &db, &channels).await?;
     let broker =
         Arc::new(Broker::connect(url, &args.transport.queue_prefix, "forecourt scheduler").await?);
     broker.declare(&engine.destinations()).await?;

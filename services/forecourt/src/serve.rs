@@ -156,6 +156,8 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     let engine = Engine::new(db.clone(), registry);
     let credentials = crate::seed::seed(&db, &ledger, &engine, &args.data_dir).await?;
     let till = crate::seed::seed_retail(&ledger, &retail, &args.data_dir).await?;
+    let channel_ids: Vec<_> = retail.channels.iter().map(|c| c.id.clone()).collect();
+    crate::run::put_retail_schedules(&engine, &db, &channel_ids).await?;
     let workers = Workers::spawn(&engine, 2, 2);
     let state = AppState::new(db, ledger, config, keys)
         .with_treasury(api::routes::treasury::TreasuryContext {

@@ -97,6 +97,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reject_refund))
         .routes(routes!(list_shifts))
         .routes(routes!(shift_receipt))
+        .routes(routes!(day_summary))
+        .routes(routes!(list_daily_closes))
+        .routes(routes!(list_station_exceptions))
+        .routes(routes!(list_exceptions))
+        .routes(routes!(resolve_exception))
 }
 
 /// The channels' notifications: outside authentication and idempotency (the party signs
@@ -2170,4 +2175,393 @@ async fn channel_notification(
         )
             .into_response(),
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// The day's end: summaries, daily closes, reconciliation exceptions
+// ---------------------------------------------------------------------------------------
+
+/// Which day.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DayQuery {
+    /// The station's local day (`YYYY-MM-DD`, Asia/Shanghai); yesterday when absent.
+    pub day: Option<NaiveDate>,
+}
+
+/// A station's day as the till prints it: totals by method and fuel grade, refunds, fees,
+/// shifts left open and payments still unresolved, and the printable text.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DaySummary {
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    /// The same for a till printer (40 columns).
+    pub receipt: String,
+}
+
+/// The station's summary of a day (yesterday by default), computed now, for the till.
+#[utoipa::path(
+    get,
+    path = "/v1/terminals/{terminal_id}/day-summary",
+    tag = "payments",
+    params(
+        ("terminal_id" = Uuid, Path, description = "Terminal id"),
+        ("Forecourt-Terminal-Key" = String, Header, description = terminal_key_param()),
+        DayQuery,
+    ),
+    responses(
+        (status = 200, description = "The day's summary", body = DaySummary),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(terminal = %terminal_id))]
+async fn day_summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(terminal_id): Path<Uuid>,
+    Query(q): Query<DayQuery>,
+) -> Result<axum::Json<DaySummary>, ApiError> {
+    let terminal = till(&state, &caller, Action::ReadPayments, terminal_id, &headers).await?;
+    let day = match q.day {
+        Some(day) => day.format("%Y-%m-%d").to_string(),
+        None => payments::daily::previous_business_day(Utc::now()),
+    };
+    let summary = payments::daily::day_summary(&state.db, terminal.station_id, &day)
+        .await
+        .map_err(store_error)?;
+    let station = find_org(&state.db, terminal.station_id)
+        .await?
+        .map(|o| o.name)
+        .unwrap_or_default();
+    Ok(axum::Json(DaySummary {
+        receipt: payments::daily::receipt(&summary, &station),
+        summary: serde_json::to_value(&summary).map_err(ApiError::internal)?,
+    }))
+}
+
+/// A stored daily close (日结) of a station or a station company.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DailyClose {
+    pub organisation_id: Uuid,
+    pub business_day: String,
+    /// Whether the day is final: no shift left open, nothing unresolved.
+    pub is_final: bool,
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+}
+
+/// Which closes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ClosesQuery {
+    /// At most this many, newest first (1 to 366, default 31).
+    pub limit: Option<u64>,
+}
+
+/// The daily closes of a station or a station company, newest first. The `daily_close`
+/// workflow makes them at 00:00 Asia/Shanghai for the day before.
+#[utoipa::path(
+    get,
+    path = "/v1/organisations/{id}/daily-closes",
+    tag = "payments",
+    params(("id" = Uuid, Path, description = "A station or station company"), ClosesQuery),
+    responses(
+        (status = 200, description = "The closes", body = Vec<DailyClose>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(organisation = %id))]
+async fn list_daily_closes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(q): Query<ClosesQuery>,
+) -> Result<axum::Json<Vec<DailyClose>>, ApiError> {
+    let org = find_org(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organisation"))?;
+    authorize(&caller, Action::ReadPayments, &org, "organisation")?;
+    if !matches!(org.kind, OrgKind::Station | OrgKind::StationCompany) {
+        return Err(ApiError::not_found("organisation"));
+    }
+    let limit = q.limit.unwrap_or(31);
+    if !(1..=366).contains(&limit) {
+        return Err(ApiError::parameter("limit", "1 to 366"));
+    }
+    let closes = payments::daily::daily_closes(&state.db, id, limit)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(
+        closes
+            .into_iter()
+            .map(|c| {
+                Ok(DailyClose {
+                    organisation_id: id,
+                    business_day: c.summary.business_day.clone(),
+                    is_final: c.summary.is_final(),
+                    summary: serde_json::to_value(&c.summary).map_err(ApiError::internal)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+    ))
+}
+
+/// A difference between a channel's statement and our payments that reconciliation could
+/// not explain.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReconException {
+    pub id: Uuid,
+    pub channel: String,
+    pub statement_day: String,
+    /// `payment` or `refund`.
+    pub subject: String,
+    /// `missing_here`, `missing_there`, `amount_mismatch` or `status_mismatch`.
+    pub kind: String,
+    pub station_id: Option<Uuid>,
+    pub out_trade_no: String,
+    pub refund_no: String,
+    pub payment_no: Option<String>,
+    pub channel_txn_id: Option<String>,
+    pub our_amount: Option<Decimal>,
+    pub their_amount: Option<Decimal>,
+    pub currency: String,
+    /// What the statement, our books and the channel's query said.
+    pub detail: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    pub resolution_note: Option<String>,
+    pub resolved_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl From<entities::pos_recon_exceptions::Model> for ReconException {
+    fn from(m: entities::pos_recon_exceptions::Model) -> Self {
+        ReconException {
+            id: m.id,
+            channel: m.channel_id,
+            statement_day: m.statement_day,
+            subject: m.subject,
+            kind: m.kind,
+            station_id: m.station_id,
+            out_trade_no: m.out_trade_no,
+            refund_no: m.refund_no,
+            payment_no: m.payment_no,
+            channel_txn_id: m.channel_txn_id,
+            our_amount: m.our_amount_minor.map(minor),
+            their_amount: m.their_amount_minor.map(minor),
+            currency: m.currency,
+            detail: m.detail,
+            status: m.status,
+            resolution_note: m.resolution_note,
+            resolved_by: m.resolved_by,
+            created_at: m.created_at,
+            resolved_at: m.resolved_at,
+        }
+    }
+}
+
+/// Which exceptions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExceptionsQuery {
+    pub channel: Option<String>,
+    /// Statement day, `YYYY-MM-DD`.
+    pub day: Option<NaiveDate>,
+    /// `open` (default) or `resolved`.
+    pub status: Option<String>,
+    /// Rows to skip.
+    pub offset: Option<u64>,
+    /// At most this many (1 to 500, default 100).
+    pub limit: Option<u64>,
+}
+
+fn exception_filter(
+    q: ExceptionsQuery,
+    station_id: Option<Uuid>,
+) -> Result<payments::reconcile::ExceptionFilter, ApiError> {
+    let status = q.status.unwrap_or_else(|| "open".into());
+    if !matches!(status.as_str(), "open" | "resolved") {
+        return Err(ApiError::parameter("status", "open or resolved"));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=payments::reconcile::EXCEPTION_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::parameter("limit", "1 to 500"));
+    }
+    Ok(payments::reconcile::ExceptionFilter {
+        channel: q
+            .channel
+            .map(ChannelId::new)
+            .transpose()
+            .map_err(|e| ApiError::parameter("channel", e.to_string()))?,
+        day: q.day.map(|d| d.format("%Y-%m-%d").to_string()),
+        status: Some(status),
+        station_id,
+        offset: q.offset.unwrap_or(0),
+        limit: Some(limit),
+    })
+}
+
+/// The station's reconciliation exceptions (open by default).
+#[utoipa::path(
+    get,
+    path = "/v1/stations/{station_id}/reconciliation-exceptions",
+    tag = "payments",
+    params(("station_id" = Uuid, Path, description = "Station id"), ExceptionsQuery),
+    responses(
+        (status = 200, description = "The exceptions", body = Vec<ReconException>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(station = %station_id))]
+async fn list_station_exceptions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(station_id): Path<Uuid>,
+    Query(q): Query<ExceptionsQuery>,
+) -> Result<axum::Json<Vec<ReconException>>, ApiError> {
+    station(&state, &caller, Action::ReadPayments, station_id).await?;
+    let rows =
+        payments::reconcile::list_exceptions(&state.db, &exception_filter(q, Some(station_id))?)
+            .await
+            .map_err(store_error)?;
+    Ok(axum::Json(
+        rows.into_iter().map(ReconException::from).collect(),
+    ))
+}
+
+/// Every reconciliation exception, those with no station of ours included (a charge the
+/// channel took that we never recorded): the platform operator's administrators.
+#[utoipa::path(
+    get,
+    path = "/v1/reconciliation-exceptions",
+    tag = "payments",
+    params(ExceptionsQuery),
+    responses(
+        (status = 200, description = "The exceptions", body = Vec<ReconException>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+async fn list_exceptions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ExceptionsQuery>,
+) -> Result<axum::Json<Vec<ReconException>>, ApiError> {
+    operator_admin(&caller)?;
+    let rows = payments::reconcile::list_exceptions(&state.db, &exception_filter(q, None)?)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(
+        rows.into_iter().map(ReconException::from).collect(),
+    ))
+}
+
+fn operator_admin(caller: &Caller) -> Result<(), ApiError> {
+    authorize(caller, Action::ManageStations, &caller.org, "organisation")?;
+    if caller.org.kind != OrgKind::PlatformOperator {
+        return Err(ApiError::forbidden(
+            "exceptions that belong to no station are the platform operator's",
+        ));
+    }
+    Ok(())
+}
+
+/// A resolution.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"note": "refunded by the channel on 11-24, statement line 1182"}))]
+pub struct Resolve {
+    /// What was found and done, 1 to 1000 characters.
+    pub note: String,
+}
+
+impl Validate for Resolve {
+    fn validate(&self) -> Vec<FieldError> {
+        if self.note.trim().is_empty() || self.note.chars().count() > 1000 {
+            vec![FieldError::new("note", "1 to 1000 characters")]
+        } else {
+            vec![]
+        }
+    }
+}
+
+/// Resolve a reconciliation exception with a note (the station company for its stations'
+/// exceptions, the platform operator's administrators for the others). Resolving again
+/// returns the first resolution.
+#[utoipa::path(
+    post,
+    path = "/v1/reconciliation-exceptions/{id}/resolve",
+    tag = "payments",
+    params(
+        ("id" = Uuid, Path, description = "Exception id"),
+        ("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries."),
+    ),
+    request_body = Resolve,
+    responses(
+        (status = 200, description = "The resolved exception", body = ReconException),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(exception = %id))]
+async fn resolve_exception(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Path(id): Path<Uuid>,
+    Json(body): Json<Resolve>,
+) -> Result<Response, ApiError> {
+    let (_, name) = person(&caller)?;
+    let found = payments::reconcile::exception(&state.db, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("exception"))?;
+    match found.station_id {
+        Some(station_id) => {
+            station(&state, &caller, Action::ManageStations, station_id).await?;
+        }
+        None => operator_admin(&caller)?,
+    }
+    let txn = entities::db::begin_write(&state.db).await?;
+    let resolved = payments::reconcile::resolve_exception(&txn, id, &name, &body.note, now())
+        .await
+        .map_err(store_error)?;
+    claim
+        .commit(
+            txn,
+            StatusCode::OK,
+            Some(&ReconException::from(resolved)),
+            None,
+            None,
+        )
+        .await
 }

@@ -290,6 +290,31 @@ const ROWS: &[Row] = &[
         ok: 201,
     },
     Row {
+        operation: "GET /v1/terminals/{terminal_id}/day-summary",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/organisations/{id}/daily-closes",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/stations/{station_id}/reconciliation-exceptions",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/reconciliation-exceptions",
+        allowed: ADMINS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/reconciliation-exceptions/{id}/resolve",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
         operation: "POST /v1/payments/notifications/{channel_id}",
         allowed: EVERYONE,
         ok: 200,
@@ -415,6 +440,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "POST /v1/webhooks"
                 | "POST /v1/webhooks/{id}/revoke"
                 | "GET /v1/webhooks/{id}/deliveries"
+                | "GET /v1/reconciliation-exceptions"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
         return None;
@@ -618,6 +644,30 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
             let mut call = Call::post("/v1/payments/notifications/alipay-direct", None);
             call.body = None;
             return Some((call, Some(401)));
+        }
+        "GET /v1/reconciliation-exceptions" => {
+            // A brand's administrators may not: unassigned exceptions are the operator's.
+            return Some((
+                Call::get("/v1/reconciliation-exceptions"),
+                (who == BrandAdmin).then_some(403),
+            ));
+        }
+        "POST /v1/reconciliation-exceptions/{id}/resolve" => {
+            let id = recon_exception(app, station_of(org_key)).await;
+            return Some((
+                Call::post(
+                    format!("/v1/reconciliation-exceptions/{id}/resolve"),
+                    Some(json!({"note": "matrix"})),
+                ),
+                None,
+            ));
+        }
+        "GET /v1/organisations/{id}/daily-closes" => {
+            let station = w.orgs[station_of(org_key)];
+            return Some((
+                Call::get(format!("/v1/organisations/{station}/daily-closes")),
+                None,
+            ));
         }
         op if op.contains("/v1/stations/") || op.contains("/v1/terminals/") => {
             return Some((retail_case(app, op, station_of(org_key)).await, None));
@@ -937,6 +987,13 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
             Call::get(format!("/v1/stations/{id}/shifts/{}/receipt", shift.id))
         }
         "GET /v1/stations/{station_id}/refunds" => Call::get(format!("/v1/stations/{id}/refunds")),
+        "GET /v1/stations/{station_id}/reconciliation-exceptions" => {
+            Call::get(format!("/v1/stations/{id}/reconciliation-exceptions"))
+        }
+        "GET /v1/terminals/{terminal_id}/day-summary" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            Call::get(format!("/v1/terminals/{till}/day-summary")).at_till(&key)
+        }
         "POST /v1/stations/{station_id}/refunds/{refund_id}/approve"
         | "POST /v1/stations/{station_id}/refunds/{refund_id}/reject" => {
             let refund = refund_request(app, station).await;
@@ -1009,6 +1066,38 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
         }
         other => panic!("no retail case for {other}"),
     }
+}
+
+/// An open reconciliation exception about one of `station`'s payments.
+async fn recon_exception(app: &TestApp, station: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let now = chrono::Utc::now();
+    entities::pos_recon_exceptions::Entity::insert(entities::pos_recon_exceptions::ActiveModel {
+        id: sea_orm::ActiveValue::Set(id),
+        channel_id: sea_orm::ActiveValue::Set("wxpay-direct".into()),
+        statement_day: sea_orm::ActiveValue::Set("2026-11-22".into()),
+        subject: sea_orm::ActiveValue::Set("payment".into()),
+        kind: sea_orm::ActiveValue::Set("missing_there".into()),
+        station_id: sea_orm::ActiveValue::Set(Some(app.world.orgs[station])),
+        out_trade_no: sea_orm::ActiveValue::Set(format!("X{}-1", Uuid::new_v4().simple())),
+        refund_no: sea_orm::ActiveValue::Set(String::new()),
+        payment_no: sea_orm::ActiveValue::Set(None),
+        channel_txn_id: sea_orm::ActiveValue::Set(None),
+        our_amount_minor: sea_orm::ActiveValue::Set(Some(1_000)),
+        their_amount_minor: sea_orm::ActiveValue::Set(None),
+        currency: sea_orm::ActiveValue::Set("CNY".into()),
+        detail: sea_orm::ActiveValue::Set("matrix".into()),
+        status: sea_orm::ActiveValue::Set("open".into()),
+        resolution_note: sea_orm::ActiveValue::Set(None),
+        resolved_by: sea_orm::ActiveValue::Set(None),
+        created_at: sea_orm::ActiveValue::Set(now),
+        updated_at: sea_orm::ActiveValue::Set(now),
+        resolved_at: sea_orm::ActiveValue::Set(None),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    id
 }
 
 /// A card payment under way (its workflow started, no worker running).

@@ -19,6 +19,7 @@ testkit::scenarios!(
     partial_refunds_in_the_open_shift_stop_at_the_original_amount,
     shift_totals_are_exact_and_an_unresolved_payment_holds_the_close_until_a_manager_overrides,
     a_channel_failing_again_and_again_is_cut_off_and_a_declined_payer_is_sent_elsewhere,
+    the_till_prints_the_days_summary_and_finance_resolves_a_reconciliation_exception_once,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -614,4 +615,115 @@ async fn a_channel_failing_again_and_again_is_cut_off_and_a_declined_payer_is_se
     // Another card still goes to A first.
     let (_, other) = pay(&app, fuel("D-3", "bank_card", "66.00")).await;
     assert_eq!(other["channel"], "card-acquirer-a", "{other}");
+}
+
+async fn the_till_prints_the_days_summary_and_finance_resolves_a_reconciliation_exception_once(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_workers();
+    open_shift(&app, Who::Cashier, "0.00").await;
+    assert_eq!(
+        pay(&app, fuel("Y-1", "cash", "120.00")).await.1["status"],
+        "succeeded"
+    );
+    assert_eq!(
+        pay(&app, fuel("Y-2", "wechat_pay_code", "80.50")).await.1["status"],
+        "succeeded"
+    );
+    let (id, key) = till(&app, "station-a1");
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    let (status, day) = body(
+        app.call(
+            Some(Who::Cashier),
+            &Call::get(format!("/v1/terminals/{id}/day-summary?day={today}")).at_till(&key),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{day}");
+    assert_eq!(day["summary"]["sales"]["count"], 2);
+    assert_eq!(
+        dec(&day["summary"]["sales"]["amount"]),
+        Decimal::new(20050, 2)
+    );
+    assert_eq!(day["summary"]["open_shifts"].as_array().unwrap().len(), 1);
+    assert!(day["receipt"].as_str().unwrap().contains("200.50"), "{day}");
+
+    // An exception of the station's: its company resolves it, once.
+    let station = app.world.orgs["station-a1"];
+    let exception = Uuid::now_v7();
+    let now = chrono::Utc::now();
+    use sea_orm::ActiveValue::Set;
+    sea_orm::EntityTrait::insert(entities::pos_recon_exceptions::ActiveModel {
+        id: Set(exception),
+        channel_id: Set("wxpay-direct".into()),
+        statement_day: Set(today.to_string()),
+        subject: Set("payment".into()),
+        kind: Set("amount_mismatch".into()),
+        station_id: Set(Some(station)),
+        out_trade_no: Set("01a2000000000000000000ab-1".into()),
+        refund_no: Set(String::new()),
+        payment_no: Set(Some("01a2000000000000000000ab".into())),
+        channel_txn_id: Set(Some("4200000000000099".into())),
+        our_amount_minor: Set(Some(8_050)),
+        their_amount_minor: Set(Some(8_000)),
+        currency: Set("CNY".into()),
+        detail: Set("statement says 80.00".into()),
+        status: Set("open".into()),
+        resolution_note: Set(None),
+        resolved_by: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        resolved_at: Set(None),
+    })
+    .exec_without_returning(&app.state.db)
+    .await
+    .unwrap();
+    let (status, open) = body(
+        app.call(
+            Some(Who::StationManager),
+            &Call::get(format!("/v1/stations/{station}/reconciliation-exceptions")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(open[0]["kind"], "amount_mismatch");
+    assert_eq!(dec(&open[0]["their_amount"]), Decimal::new(8000, 2));
+    let resolve = |note: &str| {
+        Call::post(
+            format!("/v1/reconciliation-exceptions/{exception}/resolve"),
+            Some(json!({ "note": note })),
+        )
+    };
+    let response = app.call(Some(Who::StationManager), &resolve("x")).await;
+    expect_problem(response, 403, "forbidden").await;
+    let (status, first) = body(
+        app.call(
+            Some(Who::StationOwner),
+            &resolve("the channel charged 0.50 less: credit note 77"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "resolved");
+    let (_, again) = body(
+        app.call(Some(Who::StationOwner), &resolve("another note"))
+            .await,
+    )
+    .await;
+    assert_eq!(again["resolution_note"], first["resolution_note"]);
+    let (_, open) = body(
+        app.call(
+            Some(Who::StationOwner),
+            &Call::get(format!("/v1/stations/{station}/reconciliation-exceptions")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(open.as_array().unwrap().len(), 0);
 }
