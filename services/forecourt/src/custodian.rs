@@ -138,6 +138,7 @@ pub async fn embedded(
     ledger: &Ledger,
     dir: &Path,
     api_base: &str,
+    args: &TreasuryArgs,
 ) -> anyhow::Result<Custodian> {
     seed_accounts(db, ledger).await?;
     let keys = dir.join("treasury-keys");
@@ -146,13 +147,10 @@ pub async fn embedded(
     let platform = Signer::from_pem_file(&platform_paths.private_key)?;
     let bank_signer = Signer::from_pem_file(&bank_paths.private_key)?;
     let bank_key = Verifier::from_pem_file(&bank_paths.public_key)?;
-    let rails = || -> anyhow::Result<Rails> {
-        Ok(Rails::new(
-            RailsConfig::default(),
-            BusinessCalendar::new(Default::default())?,
-        )?)
-    };
-    let mut config = sim::bank::BankSimConfig::new(bank_signer, platform.verifier()?, rails()?);
+    // The simulator follows the same rails and calendar as the platform.
+    let rails = args.rails()?;
+    let mut config =
+        sim::bank::BankSimConfig::new(bank_signer, platform.verifier()?, rails.clone());
     use entities::treasury_sub_accounts as subs;
     for row in subs::Entity::find()
         .filter(subs::Column::IsMaster.eq(false))
@@ -176,11 +174,11 @@ pub async fn embedded(
     )?;
     let executor = Arc::new(Executor {
         instructions: Instructions::new(ledger.clone(), default_policy()?, Arc::new(Utc::now)),
-        rails: Arc::new(rails()?),
+        rails: Arc::new(rails),
         bank: client,
         signer: platform,
         clock: Arc::new(Utc::now),
-        initiating_party: "Forecourt Platform".into(),
+        initiating_party: args.initiating_party.clone(),
     });
     Ok(Custodian {
         executor,
@@ -208,6 +206,10 @@ pub struct TreasuryArgs {
     /// "makeup_working_days": [...]}`); none when absent.
     #[arg(long = "treasury-calendar", env = "TREASURY_CALENDAR")]
     pub calendar: Option<std::path::PathBuf>,
+    /// The rails' hours, the 24x7 per-transaction cap and the banks' maintenance windows
+    /// (JSON, see `treasury::rails`); the defaults when absent. Checked at start.
+    #[arg(long = "treasury-rails", env = "TREASURY_RAILS")]
+    pub rails: Option<std::path::PathBuf>,
     /// The platform's name as initiating party of its messages.
     #[arg(
         long = "treasury-initiating-party",
@@ -226,6 +228,30 @@ pub struct TreasuryArgs {
 }
 
 impl TreasuryArgs {
+    /// The business calendar (`TREASURY_CALENDAR`) and the rails (`TREASURY_RAILS`), checked;
+    /// an error names the file and what is wrong with it.
+    pub fn rails(&self) -> anyhow::Result<Rails> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let calendar = match &self.calendar {
+            Some(path) => BusinessCalendar::from_json(&read(path)?)
+                .with_context(|| format!("TREASURY_CALENDAR {}", path.display()))?,
+            None => BusinessCalendar::new(Default::default())?,
+        };
+        let config = match &self.rails {
+            Some(path) => RailsConfig::from_json(&read(path)?)
+                .with_context(|| format!("TREASURY_RAILS {}", path.display()))?,
+            None => RailsConfig::default(),
+        };
+        let origin = self
+            .rails
+            .as_ref()
+            .map(|p| format!("TREASURY_RAILS {}", p.display()))
+            .unwrap_or_else(|| "the default rails".into());
+        Rails::new(config, calendar).with_context(|| origin)
+    }
+
     /// The executor and the bank's key, or `None` when no bank is configured.
     pub fn executor(&self, ledger: &Ledger) -> anyhow::Result<Option<(Arc<Executor>, Verifier)>> {
         let Some(url) = &self.bank_url else {
@@ -243,14 +269,7 @@ impl TreasuryArgs {
             .with_context(|| format!("reading {}", signing.display()))?;
         let bank = Verifier::from_pem_file(bank_key)
             .with_context(|| format!("reading {}", bank_key.display()))?;
-        let calendar = match &self.calendar {
-            Some(path) => BusinessCalendar::from_json(
-                &std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            )?,
-            None => BusinessCalendar::new(Default::default())?,
-        };
-        let rails = Rails::new(RailsConfig::default(), calendar)?;
+        let rails = self.rails()?;
         let client = BankClient::new(
             BankClientConfig::new(url.clone()),
             platform.clone(),

@@ -137,8 +137,14 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let custodian =
-        crate::custodian::embedded(&db, &ledger, &args.data_dir, &format!("http://{addr}")).await?;
+    let custodian = crate::custodian::embedded(
+        &db,
+        &ledger,
+        &args.data_dir,
+        &format!("http://{addr}"),
+        &args.treasury,
+    )
+    .await?;
     let registry = crate::run::with_treasury(crate::run::registry(&db), custodian.executor.clone());
     let engine = Engine::new(db.clone(), registry);
     let credentials = crate::seed::seed(&db, &ledger, &engine, &args.data_dir).await?;

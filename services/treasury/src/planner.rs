@@ -16,10 +16,12 @@ use crate::domain::BankCode;
 use crate::rails::{HORIZON_DAYS, Rail, Rails};
 
 /// Whether an amount above the 24x7 cap may go in several tranches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TranchePolicy {
-    /// Wait for the large-value system.
+    /// Wait for the large-value system (the default).
+    #[default]
+    #[serde(rename = "wait", alias = "never")]
     Never,
     /// Split into at most `max_tranches` transactions on the capped rail when it is the only
     /// one open.
@@ -367,6 +369,59 @@ mod tests {
             .unwrap();
         assert_eq!(plan.rail(), Rail::LargeValue);
         assert_eq!(plan.send_at, at("2026-11-24T16:30:00"));
+    }
+
+    #[test]
+    fn a_configured_maintenance_window_makes_the_planner_wait_until_it_ends() {
+        let config = crate::rails::RailsConfig::from_json(
+            r#"{"maintenance": [{"bank": "313290000017",
+                "when": {"kind": "weekly", "days": ["tue"], "from": "21:30:00", "until": "23:15:00"},
+                "note": "weekly batch window"}]}"#,
+        )
+        .unwrap();
+        let rails = Rails::new(config, crate::calendar::tests::national_day_2026()).unwrap();
+        let plan = rails
+            .plan(&request(
+                dec!(80000),
+                "2026-11-24T22:00:00",
+                TranchePolicy::Never,
+            ))
+            .unwrap();
+        assert!(plan.waits);
+        assert_eq!(plan.rail(), Rail::Interbank24x7);
+        assert_eq!(plan.send_at, at("2026-11-24T23:15:00"));
+    }
+
+    #[test]
+    fn a_configured_cap_changes_the_plan() {
+        let rails = |cap: &str| {
+            let json = format!(r#"{{"interbank": {{"per_transaction_cap": "{cap}"}}}}"#);
+            let config = crate::rails::RailsConfig::from_json(&json).unwrap();
+            Rails::new(config, crate::calendar::tests::national_day_2026()).unwrap()
+        };
+        let night = request(
+            dec!(3000000),
+            "2026-11-24T22:00:00",
+            TranchePolicy::Allowed { max_tranches: 10 },
+        );
+        // Within the default cap: at once on the 24x7 system.
+        let plan = rails("5000000").plan(&night).unwrap();
+        assert_eq!(
+            (plan.rail(), plan.legs.len(), plan.waits),
+            (Rail::Interbank24x7, 1, false)
+        );
+        // Above a configured cap of one million: three tranches.
+        let plan = rails("1000000").plan(&night).unwrap();
+        assert_eq!(
+            (plan.rail(), plan.legs.len(), plan.waits),
+            (Rail::Interbank24x7, 3, false)
+        );
+        // And without tranches, the morning window.
+        let mut waiting = night.clone();
+        waiting.tranches = TranchePolicy::Never;
+        let plan = rails("1000000").plan(&waiting).unwrap();
+        assert_eq!(plan.rail(), Rail::LargeValue);
+        assert_eq!(plan.send_at, at("2026-11-25T08:30:00"));
     }
 
     #[test]
