@@ -16,9 +16,11 @@ use treasury::bank::{BankClient, BankClientConfig, Incoming};
 use treasury::calendar::{BusinessCalendar, CalendarConfig};
 use treasury::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
 use treasury::execution::Executor;
+use treasury::planner::TranchePolicy;
 use treasury::rails::{Rails, RailsConfig, shanghai};
 use treasury::signing::{Signer, Verifier};
 use treasury::store::{Clock, Counterparty, InstructionStatus, Instructions, NewInstruction};
+use treasury::submission::TransactionState;
 use uuid::Uuid;
 use workflows::bank_instruction::{
     BankInstruction, BankInstructionInput, SIGNAL_APPROVAL, SIGNAL_BANK_STATUS, SIGNAL_RETURNED,
@@ -34,6 +36,11 @@ testkit::scenarios!(
     a_return_after_settlement_reverses_the_payment,
     a_large_value_payout_at_22_00_waits_for_the_morning_window,
     a_sync_repeated_after_a_crash_asks_the_bank_first_and_never_pays_twice,
+    a_30_million_payout_at_22_00_goes_in_6_tranches_of_one_message_when_policy_allows,
+    tranches_the_bank_refuses_post_the_hold_in_part_and_release_the_rest,
+    a_configured_cap_changes_the_tranches_and_the_bank_enforces_it,
+    a_configured_maintenance_window_holds_a_payment_until_it_ends,
+    one_tranche_returned_after_settlement_reverses_that_tranche_only,
 );
 
 const BANK: &str = "308584000013";
@@ -50,8 +57,12 @@ fn key_pair() -> (Signer, Verifier) {
 }
 
 fn rails() -> Rails {
+    rails_from(RailsConfig::default())
+}
+
+fn rails_from(config: RailsConfig) -> Rails {
     Rails::new(
-        RailsConfig::default(),
+        config,
         BusinessCalendar::new(CalendarConfig {
             holidays: vec![],
             makeup_working_days: vec![],
@@ -59,6 +70,25 @@ fn rails() -> Rails {
         .unwrap(),
     )
     .unwrap()
+}
+
+/// What a world differs in.
+struct Setup {
+    fixed: Option<DateTime<Utc>>,
+    /// The debtor sub-account's balance at the bank, in fen.
+    bank_debtor_fen: i64,
+    /// The rails of both the platform and the bank, as a configuration file gives them.
+    rails_json: Option<&'static str>,
+}
+
+impl Setup {
+    fn new(fixed: Option<DateTime<Utc>>) -> Self {
+        Setup {
+            fixed,
+            bank_debtor_fen: 5_000_000_000,
+            rails_json: None,
+        }
+    }
 }
 
 fn policy() -> ApprovalPolicy {
@@ -73,6 +103,7 @@ fn policy() -> ApprovalPolicy {
             }],
         }],
         valid_for_minutes: 240,
+        tranches: Default::default(),
     })
     .unwrap()
 }
@@ -140,6 +171,15 @@ struct World {
 }
 
 async fn world(backend: Backend, fixed: Option<DateTime<Utc>>) -> World {
+    world_with(backend, Setup::new(fixed)).await
+}
+
+async fn world_with(backend: Backend, setup: Setup) -> World {
+    let fixed = setup.fixed;
+    let configured = || match setup.rails_json {
+        Some(json) => rails_from(RailsConfig::from_json(json).unwrap()),
+        None => rails(),
+    };
     let db = TestDb::fresh(backend).await;
     let ledger = Ledger::start(
         db.db.clone(),
@@ -190,11 +230,11 @@ async fn world(backend: Backend, fixed: Option<DateTime<Utc>>) -> World {
 
     let (platform_signer, platform_verifier) = key_pair();
     let (bank_signer, bank_verifier) = key_pair();
-    let mut config = sim::bank::BankSimConfig::new(bank_signer, platform_verifier, rails());
+    let mut config = sim::bank::BankSimConfig::new(bank_signer, platform_verifier, configured());
     config.accounts = vec![
         (
             AccountNumber::new(DEBTOR).unwrap(),
-            Money::from_minor(5_000_000_000, Currency::CNY),
+            Money::from_minor(setup.bank_debtor_fen, Currency::CNY),
         ),
         (
             AccountNumber::new(CREDITOR).unwrap(),
@@ -230,7 +270,7 @@ async fn world(backend: Backend, fixed: Option<DateTime<Utc>>) -> World {
     .unwrap();
     let executor = Arc::new(Executor {
         instructions: instructions.clone(),
-        rails: Arc::new(rails()),
+        rails: Arc::new(configured()),
         bank: client,
         signer: platform_signer,
         clock,
@@ -594,4 +634,278 @@ async fn a_sync_repeated_after_a_crash_asks_the_bank_first_and_never_pays_twice(
     assert_eq!(counters.payments_executed, 1);
     assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 4_200_000));
     assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 4_200_000));
+}
+
+/// Puts a policy in force that lets payments above the 24x7 cap go in tranches.
+async fn allow_tranches(w: &World, max_tranches: u32) {
+    let mut config = policy().config();
+    config.tranches = TranchePolicy::Allowed { max_tranches };
+    treasury::policies::set(&w._db.db, config, "admin-zhao", Utc::now())
+        .await
+        .unwrap();
+}
+
+/// 22:00 in Shanghai on Wednesday 2026-11-25, a working day: only the 24x7 system is open.
+fn wednesday_22_00() -> DateTime<Utc> {
+    shanghai(
+        NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+    )
+    .unwrap()
+}
+
+fn wednesday() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+}
+
+/// `xmllint --schema` with the treasury crate's copy of the official schema.
+fn validate(xml: &str, xsd: &str) {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../services/treasury/schemas")
+        .join(xsd);
+    let file = std::env::temp_dir().join(format!(
+        "forecourt-wf-{}-{}.xml",
+        std::process::id(),
+        Uuid::now_v7()
+    ));
+    std::fs::write(&file, xml).unwrap();
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .expect("xmllint must be installed (Debian package libxml2-utils)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{xsd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The instruction's one stored message, its transactions' end-to-end ids and amounts.
+async fn stored_message(w: &World, id: Uuid) -> entities::treasury_messages::Model {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entities::treasury_messages::Entity::find()
+        .filter(entities::treasury_messages::Column::InstructionId.eq(id))
+        .one(&w._db.db)
+        .await
+        .unwrap()
+        .expect("the instruction's message")
+}
+
+async fn a_30_million_payout_at_22_00_goes_in_6_tranches_of_one_message_when_policy_allows(
+    backend: Backend,
+) {
+    let w = world(backend, Some(wednesday_22_00())).await;
+    allow_tranches(&w, 10).await;
+    let master_before = w.posted(w.master).await;
+    let id = w
+        .instruct("E2E-TRANCHE-1", 3_000_000_000, true, wednesday())
+        .await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(
+        w.instructions.get(id).await.unwrap().status,
+        InstructionStatus::Settled
+    );
+    let txs = w.instructions.transactions(id).await.unwrap();
+    let ids: Vec<&str> = txs.iter().map(|t| t.end_to_end_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "E2E-TRANCHE-1-1",
+            "E2E-TRANCHE-1-2",
+            "E2E-TRANCHE-1-3",
+            "E2E-TRANCHE-1-4",
+            "E2E-TRANCHE-1-5",
+            "E2E-TRANCHE-1-6"
+        ]
+    );
+    assert!(
+        txs.iter()
+            .all(|t| t.amount == cny(500_000_000) && t.state == TransactionState::Settled),
+        "{txs:#?}"
+    );
+    let counters = w.bank.counters();
+    assert_eq!(counters.messages_received, 1, "one message: {counters:?}");
+    assert_eq!(
+        counters.payments_executed, 6,
+        "six transactions: {counters:?}"
+    );
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 3_000_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 3_000_000_000));
+    assert_eq!(
+        w.available(w.debtor).await,
+        cny(5_000_000_000 - 3_000_000_000)
+    );
+    // The money left the platform through the master account, exactly once.
+    assert_eq!(
+        (w.posted(w.master).await.amount() - master_before.amount()).abs(),
+        cny(3_000_000_000).amount()
+    );
+    let message = stored_message(&w, id).await;
+    assert_eq!(message.rail, "interbank_24x7");
+    assert_eq!(message.xml.matches("<CdtTrfTxInf>").count(), 6);
+    assert_eq!(message.xml.matches("<PmtInf>").count(), 1);
+    assert!(
+        message.xml.contains("<NbOfTxs>6</NbOfTxs>"),
+        "{}",
+        message.xml
+    );
+    validate(&message.xml, "pain.001.001.10.xsd");
+    let report = message.last_report.expect("the bank's report");
+    assert_eq!(report.matches("<TxInfAndSts>").count(), 6);
+    validate(&report, "pain.002.001.11.xsd");
+    // The hold posted once, for the whole.
+    let history = w.instructions.history(id).await.unwrap();
+    assert_eq!(history.iter().filter(|e| e.event == "settled").count(), 1);
+}
+
+async fn tranches_the_bank_refuses_post_the_hold_in_part_and_release_the_rest(backend: Backend) {
+    // The bank holds 12,000,000 CNY on the sub-account: two tranches of 5,000,000 pass,
+    // the other four are refused for insufficient funds.
+    let mut setup = Setup::new(Some(wednesday_22_00()));
+    setup.bank_debtor_fen = 1_200_000_000;
+    let w = world_with(backend, setup).await;
+    allow_tranches(&w, 10).await;
+    let master_before = w.posted(w.master).await;
+    let id = w
+        .instruct("E2E-TRANCHE-2", 3_000_000_000, true, wednesday())
+        .await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    let instruction = w.instructions.get(id).await.unwrap();
+    assert_eq!(instruction.status, InstructionStatus::Settled);
+    let txs = w.instructions.transactions(id).await.unwrap();
+    let states: Vec<TransactionState> = txs.iter().map(|t| t.state).collect();
+    use TransactionState::{Rejected, Settled};
+    assert_eq!(
+        states,
+        [Settled, Settled, Rejected, Rejected, Rejected, Rejected]
+    );
+    assert!(
+        txs[2..]
+            .iter()
+            .all(|t| t.reason.as_deref().is_some_and(|r| r.starts_with("AM04"))),
+        "{txs:#?}"
+    );
+    // 10,000,000 left at the bank and in the ledger; the other 20,000,000 are free again.
+    assert_eq!(w.at_bank(DEBTOR), cny(1_200_000_000 - 1_000_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 1_000_000_000));
+    assert_eq!(
+        w.available(w.debtor).await,
+        cny(5_000_000_000 - 1_000_000_000)
+    );
+    assert_eq!(
+        (w.posted(w.master).await.amount() - master_before.amount()).abs(),
+        cny(1_000_000_000).amount()
+    );
+    let history = w.instructions.history(id).await.unwrap();
+    let part = history
+        .iter()
+        .find(|e| e.event == "settled_in_part")
+        .expect("a partial settlement in the audit trail");
+    assert_eq!(part.detail["settled"]["amount"], "10000000.00");
+    assert_eq!(part.detail["refused"].as_array().unwrap().len(), 4);
+    let message = stored_message(&w, id).await;
+    validate(&message.last_report.unwrap(), "pain.002.001.11.xsd");
+}
+
+async fn a_configured_cap_changes_the_tranches_and_the_bank_enforces_it(backend: Backend) {
+    let mut setup = Setup::new(Some(wednesday_22_00()));
+    setup.rails_json = Some(r#"{"interbank": {"per_transaction_cap": "10000000"}}"#);
+    let w = world_with(backend, setup).await;
+    allow_tranches(&w, 10).await;
+    let id = w
+        .instruct("E2E-TRANCHE-3", 3_000_000_000, true, wednesday())
+        .await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    let txs = w.instructions.transactions(id).await.unwrap();
+    assert_eq!(txs.len(), 3, "{txs:#?}");
+    assert!(txs.iter().all(|t| t.amount == cny(1_000_000_000)));
+    assert_eq!(w.bank.counters().payments_executed, 3);
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 3_000_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 3_000_000_000));
+}
+
+async fn a_configured_maintenance_window_holds_a_payment_until_it_ends(backend: Backend) {
+    // The creditor's bank announced maintenance of its real-time payments tonight.
+    let mut setup = Setup::new(Some(wednesday_22_00()));
+    setup.rails_json = Some(
+        r#"{"maintenance": [{"bank": "102100099996", "rails": ["interbank_24x7"],
+            "when": {"kind": "one_off", "from": "2026-11-25T21:30:00", "until": "2026-11-25T23:45:00"},
+            "note": "实时付款业务维护"}]}"#,
+    );
+    let w = world_with(backend, setup).await;
+    let id = w
+        .instruct("E2E-MAINT-1", 8_000_000, true, wednesday())
+        .await;
+    for _ in 0..400 {
+        let instance = w.instance(id).await;
+        if instance.state["phase"]["phase"] == "waiting_for_window" {
+            assert_eq!(
+                instance.state["phase"]["until"],
+                "2026-11-25T23:45:00+08:00"
+            );
+            assert_eq!(w.bank.counters().messages_received, 0, "nothing sent");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the payout did not wait for the end of the maintenance window");
+}
+
+async fn one_tranche_returned_after_settlement_reverses_that_tranche_only(backend: Backend) {
+    let w = world(backend, Some(wednesday_22_00())).await;
+    allow_tranches(&w, 10).await;
+    let id = w
+        .instruct("E2E-TRANCHE-4", 3_000_000_000, true, wednesday())
+        .await;
+    let mut settled = false;
+    for _ in 0..400 {
+        if w.instance(id).await.state["phase"]["phase"] == "settled" {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(settled, "{:#?}", w.instance(id).await);
+    // The creditor's bank sends the third tranche back.
+    let third = EndToEndId::new("E2E-TRANCHE-4-3").unwrap();
+    w.bank.return_payment(&third, "AC04").unwrap();
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert!(
+        instance
+            .history
+            .iter()
+            .any(|h| h.reason.contains("part of the payment came back")),
+        "{instance:#?}"
+    );
+    assert_eq!(
+        w.instructions.get(id).await.unwrap().status,
+        InstructionStatus::Settled,
+        "five tranches stay paid"
+    );
+    let txs = w.instructions.transactions(id).await.unwrap();
+    let returned: Vec<&str> = txs
+        .iter()
+        .filter(|t| t.state == TransactionState::Returned)
+        .map(|t| t.end_to_end_id.as_str())
+        .collect();
+    assert_eq!(returned, ["E2E-TRANCHE-4-3"]);
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 2_500_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 2_500_000_000));
+    let history = w.instructions.history(id).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .filter(|e| e.event == "transaction_returned")
+            .count(),
+        1,
+        "reversed once: {history:#?}"
+    );
 }

@@ -22,6 +22,7 @@ mod m20261125_000001_treasury_bank;
 mod m20261125_000002_treasury_statements;
 mod m20261125_000003_treasury_policies;
 mod m20261125_000004_webhooks;
+mod m20261127_000001_treasury_message_transactions;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_treasury_statements::Migration),
             Box::new(m20261125_000003_treasury_policies::Migration),
             Box::new(m20261125_000004_webhooks::Migration),
+            Box::new(m20261127_000001_treasury_message_transactions::Migration),
         ]
     }
 }

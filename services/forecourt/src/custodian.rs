@@ -58,6 +58,7 @@ pub fn default_policy() -> anyhow::Result<ApprovalPolicy> {
             },
         ],
         valid_for_minutes: 24 * 60,
+        tranches: Default::default(),
     })?)
 }
 

@@ -19,13 +19,17 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use entities::{treasury_approvals, treasury_events, treasury_instructions};
+use entities::{
+    treasury_approvals, treasury_events, treasury_instructions,
+    treasury_message_transactions as message_txs,
+};
 
 use crate::approval::{
     self, Approval, ApprovalError, ApprovalPolicy, ApprovalState, ContentDigest, Rejection, Role,
     Subject, UserId,
 };
 use crate::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
+use crate::submission::{Concluded, TransactionState};
 
 /// The source of time; tests pass one they can move.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -100,6 +104,36 @@ pub struct Instruction {
     pub hold_entry_id: Option<Uuid>,
     pub rejection: Option<(String, String)>,
     pub created_at: DateTime<Utc>,
+}
+
+/// One transaction of an instruction's message (the instruction itself, or one tranche).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageTransaction {
+    pub message_id: String,
+    pub seq: i32,
+    pub instruction_id: Uuid,
+    pub end_to_end_id: EndToEndId,
+    pub amount: Money,
+    pub state: TransactionState,
+    /// The bank's reason of a rejection or return.
+    pub reason: Option<String>,
+}
+
+fn to_transaction(row: message_txs::Model) -> Result<MessageTransaction, TreasuryError> {
+    let currency: Currency = row
+        .currency
+        .parse()
+        .map_err(|e| TreasuryError::Corrupt(format!("transaction {}: {e}", row.end_to_end_id)))?;
+    Ok(MessageTransaction {
+        end_to_end_id: EndToEndId::new(row.end_to_end_id.clone())
+            .map_err(|e| TreasuryError::Corrupt(e.to_string()))?,
+        amount: Money::from_minor(row.amount_minor, currency),
+        state: TransactionState::parse(&row.status)?,
+        message_id: row.message_id,
+        seq: row.seq,
+        instruction_id: row.instruction_id,
+        reason: row.reason,
+    })
 }
 
 /// One line of an instruction's audit trail.
@@ -492,35 +526,345 @@ impl Instructions {
         .await
     }
 
-    /// The creditor's bank returned a settled payment: a new entry reverses it.
+    /// The creditor's bank returned a settled payment: new entries reverse what settled
+    /// (every settled transaction of the instruction's message, or the instruction as a
+    /// whole when it has no stored message).
     pub async fn returned(&self, id: Uuid, reason: &str) -> Result<Instruction, TreasuryError> {
         let instruction = self.get(id).await?;
         if instruction.status == InstructionStatus::Returned {
             return Ok(instruction);
         }
         self.expect_status(&instruction, InstructionStatus::Settled, "return")?;
+        let rows = self.transactions(id).await?;
+        if rows.is_empty() {
+            let c = &instruction.content;
+            let receipt = self
+                .ledger
+                .post_entry(
+                    NewEntry::transfer(
+                        format!("treasury:{id}:return"),
+                        format!("treasury:{id}"),
+                        c.creditor.ledger_account,
+                        c.debtor.ledger_account,
+                        c.amount.amount(),
+                        c.amount.currency(),
+                    )
+                    .description(format!("return of {}: {reason}", c.end_to_end_id)),
+                )
+                .await?;
+            return self
+                .transition(
+                    &instruction,
+                    InstructionStatus::Settled,
+                    InstructionStatus::Returned,
+                    ACTOR_BANK,
+                    "returned",
+                    serde_json::json!({ "reason": reason, "entry_id": receipt.entry_id }),
+                )
+                .await;
+        }
+        for row in rows.iter().filter(|r| r.state == TransactionState::Settled) {
+            self.mark_stored(
+                &row.message_id,
+                row.seq,
+                TransactionState::Settled,
+                TransactionState::Returned,
+                Some(reason.to_owned()),
+            )
+            .await?;
+        }
+        self.conclude(id).await?;
+        self.get(id).await
+    }
+
+    /// The transactions of an instruction's message, in message order; none before the
+    /// message is written (or for an instruction sent outside the executor).
+    pub async fn transactions(&self, id: Uuid) -> Result<Vec<MessageTransaction>, TreasuryError> {
+        let rows = message_txs::Entity::find()
+            .filter(message_txs::Column::InstructionId.eq(id))
+            .order_by_asc(message_txs::Column::MessageId)
+            .order_by_asc(message_txs::Column::Seq)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(to_transaction).collect()
+    }
+
+    /// The stored transaction with this end-to-end id, if any.
+    pub async fn transaction_by_end_to_end_id(
+        &self,
+        e2e: &str,
+    ) -> Result<Option<MessageTransaction>, TreasuryError> {
+        message_txs::Entity::find()
+            .filter(message_txs::Column::EndToEndId.eq(e2e))
+            .one(&self.db)
+            .await?
+            .map(to_transaction)
+            .transpose()
+    }
+
+    /// Records what the bank says about one transaction. Only forward moves apply: pending
+    /// to settled, rejected or returned, settled to returned; anything else (a report
+    /// delivered late, twice, or contradicting a final status) changes nothing.
+    pub(crate) async fn mark_transaction(
+        &self,
+        stored: &message_txs::Model,
+        current: TransactionState,
+        next: TransactionState,
+        reason: Option<String>,
+    ) -> Result<(), TreasuryError> {
+        use TransactionState as T;
+        let allowed = matches!(
+            (current, next),
+            (T::Pending, T::Settled | T::Rejected | T::Returned) | (T::Settled, T::Returned)
+        );
+        if !allowed {
+            if current != next {
+                tracing::warn!(
+                    end_to_end_id = %stored.end_to_end_id,
+                    from = current.as_str(),
+                    to = next.as_str(),
+                    "the bank reports a status that contradicts the one recorded; kept"
+                );
+            }
+            return Ok(());
+        }
+        self.mark_stored(&stored.message_id, stored.seq, current, next, reason)
+            .await
+    }
+
+    async fn mark_stored(
+        &self,
+        message_id: &str,
+        seq: i32,
+        current: TransactionState,
+        next: TransactionState,
+        reason: Option<String>,
+    ) -> Result<(), TreasuryError> {
+        message_txs::Entity::update_many()
+            .set(message_txs::ActiveModel {
+                status: Set(next.as_str().to_owned()),
+                reason: Set(reason),
+                updated_at: Set(self.now()),
+                ..Default::default()
+            })
+            .filter(message_txs::Column::MessageId.eq(message_id))
+            .filter(message_txs::Column::Seq.eq(seq))
+            .filter(message_txs::Column::Status.eq(current.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The bank reports one transaction returned after settlement (a camt.054 reversal):
+    /// recorded, reversed, and the instruction concluded.
+    pub async fn transaction_returned(
+        &self,
+        transaction: &MessageTransaction,
+        reason: &str,
+    ) -> Result<Instruction, TreasuryError> {
+        if transaction.state == TransactionState::Pending {
+            // Settled before it came back, whatever the reports said so far.
+            self.mark_stored(
+                &transaction.message_id,
+                transaction.seq,
+                TransactionState::Pending,
+                TransactionState::Settled,
+                None,
+            )
+            .await?;
+        }
+        self.mark_stored(
+            &transaction.message_id,
+            transaction.seq,
+            TransactionState::Settled,
+            TransactionState::Returned,
+            Some(reason.to_owned()),
+        )
+        .await?;
+        self.conclude(transaction.instruction_id).await?;
+        self.get(transaction.instruction_id).await
+    }
+
+    /// Brings an instruction in line with its transactions once none is pending: the hold
+    /// posts in full when all settled, in part when some did, is voided when none did;
+    /// returned transactions are reversed, and the instruction is returned when everything
+    /// that settled has come back. Safe to run again at any point.
+    pub async fn conclude(&self, id: Uuid) -> Result<Concluded, TreasuryError> {
+        let instruction = self.get(id).await?;
+        let rows = self.transactions(id).await?;
+        if rows.is_empty() || rows.iter().any(|r| r.state == TransactionState::Pending) {
+            return Ok(match instruction.status {
+                InstructionStatus::Settled => Concluded::Settled,
+                InstructionStatus::Rejected => Concluded::Rejected,
+                InstructionStatus::Returned => Concluded::Returned,
+                InstructionStatus::PendingApproval | InstructionStatus::Approved => {
+                    Concluded::InProgress
+                }
+            });
+        }
+        let refused: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| r.state == TransactionState::Rejected)
+            .map(|r| serde_json::json!({ "end_to_end_id": r.end_to_end_id, "amount": r.amount, "reason": r.reason }))
+            .collect();
+        let settled: Vec<&MessageTransaction> = rows.iter().filter(|r| r.state.settled()).collect();
+        if instruction.status == InstructionStatus::Approved {
+            if settled.is_empty() {
+                let reasons: Vec<String> =
+                    rows.iter()
+                        .filter_map(|r| r.reason.clone())
+                        .fold(Vec::new(), |mut all, r| {
+                            if !all.contains(&r) {
+                                all.push(r);
+                            }
+                            all
+                        });
+                let reason = if reasons.is_empty() {
+                    "rejected by the bank".to_owned()
+                } else {
+                    reasons.join("; ")
+                };
+                self.bank_rejected(id, &reason).await?;
+            } else if settled.len() == rows.len() {
+                self.settled(id).await?;
+            } else {
+                let amount = settled.iter().try_fold(
+                    Money::zero(instruction.content.amount.currency()),
+                    |sum, r| sum.checked_add(r.amount),
+                );
+                let amount = amount.map_err(|e| TreasuryError::Corrupt(e.to_string()))?;
+                self.settled_in_part(&instruction, amount, refused).await?;
+            }
+        }
+        let instruction = self.get(id).await?;
+        let returned: Vec<&MessageTransaction> = rows
+            .iter()
+            .filter(|r| r.state == TransactionState::Returned)
+            .collect();
+        if !returned.is_empty() && instruction.status == InstructionStatus::Settled {
+            let mut entries = Vec::new();
+            for row in &returned {
+                entries.push(self.reverse(&instruction, row).await?);
+            }
+            if returned.len() == settled.len() {
+                let reason = returned
+                    .iter()
+                    .filter_map(|r| r.reason.clone())
+                    .next()
+                    .unwrap_or_else(|| "returned".into());
+                self.transition(
+                    &instruction,
+                    InstructionStatus::Settled,
+                    InstructionStatus::Returned,
+                    ACTOR_BANK,
+                    "returned",
+                    serde_json::json!({ "reason": reason, "entry_ids": entries }),
+                )
+                .await?;
+            }
+        }
+        Ok(match self.get(id).await?.status {
+            InstructionStatus::Settled => Concluded::Settled,
+            InstructionStatus::Rejected => Concluded::Rejected,
+            InstructionStatus::Returned => Concluded::Returned,
+            InstructionStatus::PendingApproval | InstructionStatus::Approved => {
+                Concluded::InProgress
+            }
+        })
+    }
+
+    /// Reverses one returned transaction (idempotent: one entry per transaction).
+    async fn reverse(
+        &self,
+        instruction: &Instruction,
+        row: &MessageTransaction,
+    ) -> Result<Uuid, TreasuryError> {
         let c = &instruction.content;
+        let id = instruction.id;
+        // The instruction's own end-to-end id: the key a whole return has always had.
+        let key = if row.end_to_end_id == c.end_to_end_id {
+            format!("treasury:{id}:return")
+        } else {
+            format!("treasury:{id}:return:{}", row.end_to_end_id)
+        };
         let receipt = self
             .ledger
             .post_entry(
                 NewEntry::transfer(
-                    format!("treasury:{id}:return"),
+                    key,
                     format!("treasury:{id}"),
                     c.creditor.ledger_account,
                     c.debtor.ledger_account,
-                    c.amount.amount(),
-                    c.amount.currency(),
+                    row.amount.amount(),
+                    row.amount.currency(),
                 )
-                .description(format!("return of {}: {reason}", c.end_to_end_id)),
+                .description(format!(
+                    "return of {}: {}",
+                    row.end_to_end_id,
+                    row.reason.clone().unwrap_or_default()
+                )),
             )
             .await?;
+        if !receipt.replayed {
+            let txn = entities::db::begin_write(&self.db).await?;
+            let detail = serde_json::json!({
+                "end_to_end_id": row.end_to_end_id,
+                "amount": row.amount,
+                "reason": row.reason,
+                "entry_id": receipt.entry_id,
+            });
+            event(
+                &txn,
+                id,
+                self.now(),
+                ACTOR_BANK,
+                "transaction_returned",
+                Some(detail),
+            )
+            .await?;
+            txn.commit().await?;
+        }
+        Ok(receipt.entry_id)
+    }
+
+    /// Some transactions settled and the others were refused: the hold posts for what
+    /// settled and releases the rest.
+    async fn settled_in_part(
+        &self,
+        instruction: &Instruction,
+        amount: Money,
+        refused: Vec<serde_json::Value>,
+    ) -> Result<Instruction, TreasuryError> {
+        let id = instruction.id;
+        let hold_id = self.expect_status(instruction, InstructionStatus::Approved, "settle")?;
+        let posted = self
+            .ledger
+            .post_hold(PostHold::partial(
+                format!("treasury:{id}:settle"),
+                hold_id,
+                amount.amount(),
+            ))
+            .await;
+        match posted {
+            Ok(_)
+            | Err(LedgerError::HoldNotPending {
+                status: ledger::HoldStatus::Posted,
+                ..
+            }) => {}
+            Err(err) => return Err(err.into()),
+        }
         self.transition(
-            &instruction,
+            instruction,
+            InstructionStatus::Approved,
             InstructionStatus::Settled,
-            InstructionStatus::Returned,
             ACTOR_BANK,
-            "returned",
-            serde_json::json!({ "reason": reason, "entry_id": receipt.entry_id }),
+            "settled_in_part",
+            serde_json::json!({
+                "hold_entry_id": hold_id,
+                "settled": amount,
+                "of": instruction.content.amount,
+                "refused": refused,
+            }),
         )
         .await
     }

@@ -63,6 +63,7 @@ fn policy() -> ApprovalPolicy {
             },
         ],
         valid_for_minutes: 240,
+        tranches: Default::default(),
     })
     .unwrap()
 }

@@ -366,6 +366,26 @@ pub struct BankMessage {
     /// The latest ISO 20022 status the bank reported (`RCVD`, `ACTC`, `ACCP`, `ACSP`, `ACSC`,
     /// `PDNG`, `RJCT`).
     pub last_status: Option<String>,
+    /// The message's credit transfers: one for an instruction sent whole, one per tranche
+    /// for one split under the 24x7 cap (`<end_to_end_id>-1`, `-2`, …).
+    #[serde(default)]
+    pub transactions: Vec<BankTransaction>,
+    /// What reached the creditor (and did not come back): the amount when every transaction
+    /// settled, less when the bank refused or the creditor's bank returned some.
+    #[schema(value_type = String)]
+    pub settled_amount: Decimal,
+}
+
+/// One credit transfer of a message and what the bank made of it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BankTransaction {
+    pub end_to_end_id: String,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// `pending`, `settled`, `rejected` or `returned`.
+    pub status: String,
+    /// The bank's reason code and text of a rejection or return.
+    pub reason: Option<String>,
 }
 
 /// Where the instruction's workflow is.
@@ -398,7 +418,9 @@ pub struct WorkflowView {
     "maker": "treasury-maker",
     "approval": {"state": "approved", "waiting_for": null},
     "rejection": null,
-    "bank": {"message_id": "FC0193a5c2bb0070008000000000000f1", "rail": "large_value", "sends": 1, "last_status": "ACSC"},
+    "bank": {"message_id": "FC0193a5c2bb0070008000000000000f1", "rail": "large_value", "sends": 1, "last_status": "ACSC",
+             "transactions": [{"end_to_end_id": "FC-PAYOUT-20261123-0001", "amount": "30000000.00", "status": "settled", "reason": null}],
+             "settled_amount": "30000000.00"},
     "workflow": {"instance_id": "0193a5c2-cc00-7000-8000-000000000001", "status": "running", "phase": "settled", "reason": "the bank settled the payment; the hold is posted"},
     "created_at": "2026-11-23T02:00:00Z"
 }))]
@@ -441,7 +463,8 @@ pub struct AuditEvent {
     /// A username, `bank` or `system`.
     pub actor: String,
     /// `created`, `amended`, `approved`, `approved_and_held`, `rejected`, `settled`,
-    /// `returned`.
+    /// `settled_in_part` (some tranches refused; the hold posted for the rest),
+    /// `transaction_returned` (one transaction reversed), `returned`.
     pub event: String,
     pub detail: serde_json::Value,
 }
@@ -484,6 +507,26 @@ async fn view(
             waiting_for: None,
         },
     };
+    let transactions = ctx
+        .executor
+        .instructions
+        .transactions(id)
+        .await
+        .map_err(treasury_error)?;
+    let settled_amount = transactions
+        .iter()
+        .filter(|t| t.state == treasury::submission::TransactionState::Settled)
+        .map(|t| t.amount.amount())
+        .sum::<Decimal>();
+    let transactions: Vec<BankTransaction> = transactions
+        .into_iter()
+        .map(|t| BankTransaction {
+            end_to_end_id: t.end_to_end_id.to_string(),
+            amount: t.amount.amount(),
+            status: t.state.as_str().to_owned(),
+            reason: t.reason,
+        })
+        .collect();
     let bank = treasury_messages::Entity::find()
         .filter(treasury_messages::Column::InstructionId.eq(id))
         .one(&state.db)
@@ -493,6 +536,8 @@ async fn view(
             rail: m.rail,
             sends: m.sends,
             last_status: m.last_status,
+            transactions,
+            settled_amount,
         });
     let workflow = ctx
         .engine
@@ -1714,13 +1759,52 @@ pub struct PolicyRule {
         {"name": "above 10 million: 2 of the 3 directors", "when": {"amount_above": "10000000"},
          "steps": [{"role": "treasury_checker", "approvals": 2, "eligible": ["zhao", "qian", "sun"]}]}
     ],
-    "valid_for_minutes": 1440
+    "valid_for_minutes": 1440,
+    "tranches": {"kind": "allowed", "max_tranches": 10}
 }))]
 pub struct PolicyBody {
     /// Every matching rule adds its steps, in order. One rule must have no condition.
     pub rules: Vec<PolicyRule>,
     /// How long an approval stays valid.
     pub valid_for_minutes: u32,
+    /// Whether an approved payment above the 24x7 interbank cap waits for the large-value
+    /// window (the default) or, when only the 24x7 system is open, goes at once in tranches
+    /// under the cap, all in one message to the bank.
+    #[serde(default)]
+    pub tranches: PolicyTranches,
+}
+
+/// What a payment above the 24x7 cap does outside the large-value system's hours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyTranches {
+    /// Wait for the large-value window.
+    #[default]
+    Wait,
+    /// Split into at most `max_tranches` (2 to 100) transactions under the cap.
+    Allowed { max_tranches: u32 },
+}
+
+impl From<PolicyTranches> for treasury::planner::TranchePolicy {
+    fn from(t: PolicyTranches) -> Self {
+        match t {
+            PolicyTranches::Wait => treasury::planner::TranchePolicy::Never,
+            PolicyTranches::Allowed { max_tranches } => {
+                treasury::planner::TranchePolicy::Allowed { max_tranches }
+            }
+        }
+    }
+}
+
+impl From<treasury::planner::TranchePolicy> for PolicyTranches {
+    fn from(t: treasury::planner::TranchePolicy) -> Self {
+        match t {
+            treasury::planner::TranchePolicy::Never => PolicyTranches::Wait,
+            treasury::planner::TranchePolicy::Allowed { max_tranches } => {
+                PolicyTranches::Allowed { max_tranches }
+            }
+        }
+    }
 }
 
 impl Validate for PolicyBody {
@@ -1783,6 +1867,7 @@ fn policy_view(
                 })
                 .collect(),
             valid_for_minutes: config.valid_for_minutes,
+            tranches: config.tranches.into(),
         },
         set_by: row.map(|r| r.set_by.clone()),
         set_at: row.map(|r| r.set_at),
@@ -1883,10 +1968,14 @@ async fn set_policy(
             })
             .collect(),
         valid_for_minutes: body.valid_for_minutes,
+        tranches: body.tranches.into(),
     };
     let row = treasury::policies::set(&state.db, config, &by.0, Utc::now())
         .await
         .map_err(|e| match e {
+            treasury::policies::PolicyStoreError::Invalid(
+                e @ treasury::approval::PolicyError::TrancheLimit(_),
+            ) => ApiError::validation(vec![FieldError::new("tranches", e.to_string())]),
             treasury::policies::PolicyStoreError::Invalid(e) => {
                 ApiError::validation(vec![FieldError::new("rules", e.to_string())])
             }

@@ -17,6 +17,7 @@ testkit::scenarios!(
     the_days_statement_matches_the_settled_instruction_and_an_unexplained_deposit_stays_open_until_resolved,
     an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_needs_two_of_the_named_checkers,
     a_maker_registers_a_payout_account_once_and_other_details_for_it_conflict,
+    the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_default,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -117,6 +118,12 @@ async fn a_maker_creates_a_checker_approves_and_the_bank_settles_it(backend: Bac
     assert_eq!(last["bank"]["last_status"], "ACSC");
     assert_eq!(last["bank"]["sends"], 1);
     assert_eq!(last["bank"]["rail"], "intra_bank");
+    assert_eq!(last["bank"]["settled_amount"], "123456.78");
+    assert_eq!(
+        last["bank"]["transactions"],
+        json!([{"end_to_end_id": created["end_to_end_id"], "amount": "123456.78",
+                "status": "settled", "reason": null}])
+    );
     let events: Vec<&str> = last["history"]
         .as_array()
         .unwrap()
@@ -519,4 +526,53 @@ async fn a_maker_registers_a_payout_account_once_and_other_details_for_it_confli
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["account_number", "bank_code"], "{problem}");
+}
+
+async fn the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_default(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let read = || async {
+        body(
+            app.call(
+                Some(Who::TreasuryMaker),
+                &Call::get("/v1/treasury/approval-policy"),
+            )
+            .await,
+        )
+        .await
+        .1
+    };
+    assert_eq!(read().await["tranches"], json!({"kind": "wait"}));
+    let set = |tranches: Value| {
+        Call::post(
+            "/v1/treasury/approval-policy",
+            Some(json!({
+                "rules": [{"name": "every instruction",
+                           "steps": [{"role": "treasury_checker", "approvals": 1}]}],
+                "valid_for_minutes": 60,
+                "tranches": tranches
+            })),
+        )
+    };
+    let one = set(json!({"kind": "allowed", "max_tranches": 1}));
+    let (status, problem) = body(app.call(Some(Who::RootAdmin), &one).await).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("tranches"), "{problem}");
+    let unknown = set(json!({"kind": "sometimes"}));
+    let (status, problem) = body(app.call(Some(Who::RootAdmin), &unknown).await).await;
+    assert!(status == 400 || status == 422, "{status} {problem}");
+    let ten = set(json!({"kind": "allowed", "max_tranches": 10}));
+    let (status, in_force) = body(app.call(Some(Who::RootAdmin), &ten).await).await;
+    assert_eq!(status, 201, "{in_force}");
+    assert_eq!(in_force["version"], 1);
+    assert_eq!(
+        read().await["tranches"],
+        json!({"kind": "allowed", "max_tranches": 10})
+    );
+    let wait = set(json!({"kind": "wait"}));
+    let (status, in_force) = body(app.call(Some(Who::RootAdmin), &wait).await).await;
+    assert_eq!(status, 201, "{in_force}");
+    assert_eq!(in_force["version"], 2);
+    assert_eq!(read().await["tranches"], json!({"kind": "wait"}));
 }
