@@ -41,6 +41,7 @@ testkit::scenarios!(
     a_configured_cap_changes_the_tranches_and_the_bank_enforces_it,
     a_configured_maintenance_window_holds_a_payment_until_it_ends,
     one_tranche_returned_after_settlement_reverses_that_tranche_only,
+    a_frozen_amount_cannot_be_paid_out_and_an_unfreeze_restores_it,
 );
 
 const BANK: &str = "308584000013";
@@ -355,13 +356,16 @@ impl World {
             purpose: Some("SUPP".into()),
             remittance: Some(format!("fuel purchase {e2e}")),
             requested_execution_date: date,
+            releases: None,
         };
+        self.run(new).await
+    }
+
+    /// Creates an instruction, starts its workflow and has one checker approve it.
+    async fn run(&self, new: NewInstruction) -> Uuid {
         let maker = UserId("maker-li".into());
-        let instruction = self
-            .instructions
-            .create(new, &maker, &format!("key-{e2e}"))
-            .await
-            .unwrap();
+        let key = format!("key-{}", new.end_to_end_id);
+        let instruction = self.instructions.create(new, &maker, &key).await.unwrap();
         let input = BankInstructionInput {
             instruction_id: instruction.id,
             timing: timing(),
@@ -411,6 +415,7 @@ impl World {
             purpose: None,
             remittance: None,
             requested_execution_date: today(),
+            releases: None,
         };
         let instruction = self
             .instructions
@@ -908,4 +913,177 @@ async fn one_tranche_returned_after_settlement_reverses_that_tranche_only(backen
         1,
         "reversed once: {history:#?}"
     );
+}
+
+impl World {
+    fn debtor_party(&self) -> Counterparty {
+        Counterparty {
+            ledger_account: self.debtor,
+            name: "Huaxin Station Co".into(),
+            account: AccountNumber::new(DEBTOR).unwrap(),
+            bank: BankCode::new(BANK).unwrap(),
+        }
+    }
+
+    async fn wait_for_status(&self, id: Uuid, status: InstructionStatus) {
+        for _ in 0..400 {
+            if self.instructions.get(id).await.unwrap().status == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "{id} is not {status:?}: {:#?}",
+            self.instructions.history(id).await.unwrap()
+        );
+    }
+}
+
+async fn a_frozen_amount_cannot_be_paid_out_and_an_unfreeze_restores_it(backend: Backend) {
+    let w = world(backend, None).await;
+    // A court orders 45,000,000 CNY of the 50,000,000 on the sub-account frozen.
+    let freeze = w
+        .instructions
+        .new_freeze(
+            w.debtor_party(),
+            cny(4_500_000_000),
+            EndToEndId::new("E2E-FRZ-1").unwrap(),
+            None,
+            Some("(2026)沪0115民初12345号 财产保全".into()),
+            today(),
+        )
+        .await
+        .unwrap();
+    let freeze = w.run(freeze).await;
+    w.wait_for_status(freeze, InstructionStatus::Settled).await;
+    let debtor = AccountNumber::new(DEBTOR).unwrap();
+    assert_eq!(w.bank.available(&debtor), Some(cny(500_000_000)));
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000), "frozen, not moved");
+    assert_eq!(w.available(w.debtor).await, cny(500_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000));
+    let message = stored_message(&w, freeze).await;
+    assert_eq!(message.last_status.as_deref(), Some("ACSC"));
+    assert!(
+        message.xml.contains("\"action\":\"freeze\""),
+        "{}",
+        message.xml
+    );
+
+    // The ledger refuses to hold a 10,000,000 payout: the approval cannot complete.
+    let payout = w
+        .instructions
+        .create(
+            NewInstruction {
+                kind: InstructionKind::Payout,
+                end_to_end_id: EndToEndId::new("E2E-FRZ-PAY-1").unwrap(),
+                debtor: w.debtor_party(),
+                creditor: Counterparty {
+                    ledger_account: w.master,
+                    name: "Sinopec Depot No. 7".into(),
+                    account: AccountNumber::new(OUTSIDE).unwrap(),
+                    bank: BankCode::new(OTHER_BANK).unwrap(),
+                },
+                amount: cny(1_000_000_000),
+                purpose: None,
+                remittance: None,
+                requested_execution_date: today(),
+                releases: None,
+            },
+            &UserId("maker-li".into()),
+            "key-frz-pay-1",
+        )
+        .await
+        .unwrap();
+    let refused = w
+        .instructions
+        .approve(
+            payout.id,
+            &UserId("checker-wang".into()),
+            &[Role::new("treasury_checker")],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(treasury::store::TreasuryError::Ledger(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        w.instructions.get(payout.id).await.unwrap().status,
+        InstructionStatus::PendingApproval
+    );
+    // And the bank refuses the same payment sent to it directly.
+    let batch = treasury::iso20022::pain001::Batch {
+        message_id: treasury::domain::MessageId::new("FC-FROZEN-DIRECT-1").unwrap(),
+        created_at: Utc::now(),
+        initiating_party: "Forecourt Platform".into(),
+        debtor: treasury::iso20022::pain001::AccountHolder {
+            name: "Huaxin Station Co".into(),
+            account: debtor.clone(),
+            bank: BankCode::new(BANK).unwrap(),
+        },
+        rail: treasury::rails::Rail::IntraBank,
+        requested_execution_date: today(),
+        transfers: vec![treasury::iso20022::pain001::CreditTransfer {
+            end_to_end_id: EndToEndId::new("E2E-FRZ-DIRECT-1").unwrap(),
+            amount: cny(1_000_000_000),
+            creditor: treasury::iso20022::pain001::AccountHolder {
+                name: "Depot One Ltd".into(),
+                account: AccountNumber::new(CREDITOR).unwrap(),
+                bank: BankCode::new(BANK).unwrap(),
+            },
+            purpose: None,
+            remittance: None,
+        }],
+    };
+    let report = w.executor.bank.submit(&batch).await.unwrap();
+    let reason = report.transactions[0].reason.clone().unwrap();
+    assert_eq!(reason.code, "AM04");
+    assert!(reason.info.unwrap().contains("frozen"));
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000));
+
+    // The unfreeze releases it at the bank and in the ledger.
+    let unfreeze = w
+        .instructions
+        .new_unfreeze(
+            freeze,
+            EndToEndId::new("E2E-UNF-1").unwrap(),
+            Some("preservation lifted".into()),
+            today(),
+        )
+        .await
+        .unwrap();
+    let unfreeze = w.run(unfreeze).await;
+    w.wait_for_status(unfreeze, InstructionStatus::Settled)
+        .await;
+    assert_eq!(w.bank.available(&debtor), Some(cny(5_000_000_000)));
+    assert_eq!(w.available(w.debtor).await, cny(5_000_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000));
+    let history = w.instructions.history(freeze).await.unwrap();
+    assert!(
+        history.iter().any(|e| e.event == "released"),
+        "{history:#?}"
+    );
+    let again = w
+        .instructions
+        .new_unfreeze(freeze, EndToEndId::new("E2E-UNF-2").unwrap(), None, today())
+        .await
+        .unwrap();
+    let twice = w
+        .instructions
+        .create(again, &UserId("maker-li".into()), "key-unf-2")
+        .await;
+    assert!(
+        matches!(
+            twice,
+            Err(treasury::store::TreasuryError::InvalidContent(_))
+        ),
+        "{twice:?}"
+    );
+
+    // The payout now goes through, held and settled.
+    let paid = w
+        .instruct("E2E-FRZ-PAY-2", 1_000_000_000, true, today())
+        .await;
+    w.wait_for_status(paid, InstructionStatus::Settled).await;
+    assert_eq!(w.at_bank(DEBTOR), cny(4_000_000_000));
+    assert_eq!(w.posted(w.debtor).await, cny(4_000_000_000));
 }

@@ -13,6 +13,12 @@
 //!   again. The bank refuses a message id (DU01) and an end-to-end id it has seen, so a
 //!   resubmission after a crash never pays twice.
 //! - [`Executor::book_return`]: a return after settlement, reversed in the ledger.
+//!
+//! A freeze or an unfreeze takes the same path with the bank's freeze request instead of a
+//! pain.001 ([`crate::freeze`]): the signed JSON request is stored (in the message's `xml`
+//! column, under the same message id) before the first send, a later call asks the bank
+//! about the request id before sending the same bytes again, and the bank never acts twice
+//! on one request id. Its rail is the intra-bank one: a freeze is the bank's own booking.
 
 use chrono::{DateTime, NaiveTime, Utc};
 use sea_orm::ActiveValue::Set;
@@ -26,7 +32,8 @@ use ledger::Money;
 
 use crate::approval::ApprovalState;
 use crate::bank::{BankClient, SubmitError};
-use crate::domain::MessageId;
+use crate::domain::{InstructionKind, MessageId};
+use crate::freeze::{FreezeAction, FreezeAnswer, FreezeRequest, FreezeStatus};
 use crate::iso20022::MessageError;
 use crate::iso20022::camt053::Direction;
 use crate::iso20022::camt054::Notification;
@@ -34,7 +41,9 @@ use crate::iso20022::pain002::{PaymentStatus, StatusReport};
 use crate::planner::{Plan, PlanError, PlanRequest};
 use crate::rails::{Rail, Rails, TZ, shanghai};
 use crate::signing::{Signature, Signer, SigningError};
-use crate::store::{Clock, InstructionStatus, Instructions, NewInstruction, TreasuryError};
+use crate::store::{
+    Clock, Instruction, InstructionStatus, Instructions, NewInstruction, TreasuryError,
+};
 use crate::submission::{BatchError, ReportOutcome, TransactionState, split_batch_for};
 
 /// Where an approval chain stands, as the workflow needs it.
@@ -261,6 +270,12 @@ impl Executor {
         match instruction.status {
             InstructionStatus::Approved => {}
             status => return final_progress(&self.instructions, id, status).await,
+        }
+        if matches!(
+            instruction.content.kind,
+            InstructionKind::Freeze | InstructionKind::Unfreeze
+        ) {
+            return self.sync_freeze(&instruction).await;
         }
         let message = match self.message_of(id).await? {
             Some(message) => message,
@@ -547,6 +562,135 @@ impl Executor {
                 Err(err.into())
             }
         }
+    }
+
+    /// [`sync`](Self::sync) for a freeze or an unfreeze.
+    async fn sync_freeze(&self, instruction: &Instruction) -> Result<BankProgress, ExecutionError> {
+        let id = instruction.id;
+        let message = match self.message_of(id).await? {
+            Some(message) => message,
+            None => self.write_freeze_request(instruction).await?,
+        };
+        let request_id =
+            MessageId::new(message.message_id.clone()).map_err(|e| MessageError::Invalid {
+                field: "request_id",
+                reason: e.to_string(),
+            })?;
+        if message.sends > 0 {
+            match self.bank.freeze_status(&request_id).await {
+                Ok(Some(answer)) => return self.apply_freeze(id, &message, &answer).await,
+                Ok(None) => {}
+                Err(err) => {
+                    return Ok(BankProgress::Unknown {
+                        reason: format!("status query failed: {err}"),
+                    });
+                }
+            }
+        }
+        self.count_send(&message.message_id).await?;
+        let signature = Signature::from_base64(&message.signature)?;
+        match self
+            .bank
+            .freeze_signed(message.xml.as_bytes(), &signature)
+            .await
+        {
+            Ok(answer) => self.apply_freeze(id, &message, &answer).await,
+            Err(SubmitError::Refused { reason }) | Err(SubmitError::Local(reason)) => {
+                Ok(BankProgress::InProgress {
+                    status: format!("not sent: {reason}"),
+                })
+            }
+            Err(SubmitError::Unknown { reason }) => Ok(BankProgress::Unknown { reason }),
+        }
+    }
+
+    /// Builds, signs and stores the freeze or unfreeze request of an instruction.
+    async fn write_freeze_request(
+        &self,
+        instruction: &Instruction,
+    ) -> Result<treasury_messages::Model, ExecutionError> {
+        let id = instruction.id;
+        let c = &instruction.content;
+        let now = self.now();
+        let request = FreezeRequest {
+            request_id: message_id_for(id),
+            action: match c.kind {
+                InstructionKind::Unfreeze => FreezeAction::Unfreeze,
+                _ => FreezeAction::Freeze,
+            },
+            account: c.debtor.account.clone(),
+            bank: c.debtor.bank.clone(),
+            amount: c.amount.amount(),
+            currency: c.amount.currency(),
+            reference: c.end_to_end_id.clone(),
+            releases: c.releases.map(message_id_for),
+            reason: c.remittance.clone(),
+            created_at: now,
+        };
+        let json = request.to_json()?;
+        let signature = self.signer.sign(json.as_bytes())?;
+        let model = treasury_messages::ActiveModel {
+            message_id: Set(request.request_id.as_str().to_owned()),
+            instruction_id: Set(id),
+            rail: Set(rail_name(Rail::IntraBank).to_owned()),
+            xml: Set(json),
+            signature: Set(signature.to_base64()),
+            sends: Set(0),
+            last_status: Set(None),
+            last_report: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        match model.insert(self.instructions.db()).await {
+            Ok(stored) => Ok(stored),
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                self.message_of(id).await?.ok_or_else(|| {
+                    ExecutionError::Treasury(TreasuryError::Corrupt(format!(
+                        "request of {id} neither inserted nor found"
+                    )))
+                })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Applies the bank's answer to a freeze or unfreeze request.
+    async fn apply_freeze(
+        &self,
+        id: Uuid,
+        message: &treasury_messages::Model,
+        answer: &FreezeAnswer,
+    ) -> Result<BankProgress, ExecutionError> {
+        let code = match answer.status {
+            FreezeStatus::Done => "ACSC",
+            FreezeStatus::Rejected => "RJCT",
+        };
+        treasury_messages::Entity::update_many()
+            .set(treasury_messages::ActiveModel {
+                last_status: Set(Some(code.to_owned())),
+                last_report: Set(Some(answer.to_json()?)),
+                updated_at: Set(self.now()),
+                ..Default::default()
+            })
+            .filter(treasury_messages::Column::MessageId.eq(&message.message_id))
+            .exec(self.instructions.db())
+            .await?;
+        let instruction = self.instructions.get(id).await?;
+        match (answer.status, instruction.content.kind) {
+            (FreezeStatus::Done, InstructionKind::Unfreeze) => {
+                self.instructions.released(id).await?;
+            }
+            (FreezeStatus::Done, _) => {
+                self.instructions.frozen(id).await?;
+            }
+            (FreezeStatus::Rejected, _) => {
+                self.instructions
+                    .bank_rejected(id, &answer.reason_line())
+                    .await?;
+            }
+        }
+        let status = self.instructions.get(id).await?.status;
+        final_progress(&self.instructions, id, status).await
     }
 
     /// Counts a send before it happens: after a crash, a count above zero means "ask the

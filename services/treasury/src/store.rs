@@ -7,6 +7,14 @@
 //! an idempotency key derived from the instruction, so a retry after a crash never moves
 //! money twice; every status change is conditional on the status it leaves, so two racing
 //! calls cannot both apply. Every step leaves a row in the audit trail.
+//!
+//! # Freezes
+//! A freeze's creditor is the sub-account's frozen-funds ledger account
+//! ([`Instructions::new_freeze`]); its hold, placed on approval like any other, stays pending
+//! after the bank confirms the freeze (the instruction is then `settled`: carried out at the
+//! bank), so the funds are not available in the ledger either. An unfreeze names the freeze
+//! ([`Instructions::new_unfreeze`]), holds nothing, and voids the freeze's hold when the bank
+//! confirms the release.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger::{Currency, Ledger, LedgerError, Money, NewEntry, PostHold, VoidHold};
@@ -55,6 +63,9 @@ pub struct NewInstruction {
     pub purpose: Option<String>,
     pub remittance: Option<String>,
     pub requested_execution_date: NaiveDate,
+    /// For an unfreeze: the freeze instruction it releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<Uuid>,
 }
 
 /// Where an instruction is.
@@ -167,6 +178,8 @@ pub enum TreasuryError {
     Storage(#[from] DbErr),
     #[error("stored instruction is inconsistent: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    InvalidContent(String),
 }
 
 /// The treasury's instructions, over the database and the ledger.
@@ -179,6 +192,8 @@ pub struct Instructions {
 }
 
 const ACTOR_BANK: &str = "bank";
+/// The creditor name of a freeze: the sub-account's own frozen funds.
+pub const FROZEN_FUNDS: &str = "Frozen funds";
 const ACTOR_SYSTEM: &str = "system";
 
 impl Instructions {
@@ -223,6 +238,7 @@ impl Instructions {
         maker: &UserId,
         idempotency_key: &str,
     ) -> Result<Instruction, TreasuryError> {
+        self.check_content(&new).await?;
         let digest = ContentDigest::of(&new);
         let now = self.now();
         let id = Uuid::now_v7();
@@ -286,6 +302,7 @@ impl Instructions {
         new: NewInstruction,
         by: &UserId,
     ) -> Result<Instruction, TreasuryError> {
+        self.check_content(&new).await?;
         let digest = ContentDigest::of(&new);
         let now = self.now();
         let txn = entities::db::begin_write(&self.db).await?;
@@ -469,13 +486,17 @@ impl Instructions {
             return Ok(instruction);
         }
         let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "reject")?;
-        let voided = self
-            .ledger
-            .void_hold(VoidHold {
-                idempotency_key: format!("treasury:{id}:void"),
-                hold_id,
-            })
-            .await;
+        let voided = if instruction.content.kind == InstructionKind::Unfreeze {
+            Ok(None)
+        } else {
+            self.ledger
+                .void_hold(VoidHold {
+                    idempotency_key: format!("treasury:{id}:void"),
+                    hold_id,
+                })
+                .await
+                .map(Some)
+        };
         match voided {
             // Another caller (the bank's callback and a worker's query, say) voided it a
             // moment ago; the conditional status change below settles who records it.
@@ -575,6 +596,215 @@ impl Instructions {
         }
         self.conclude(id).await?;
         self.get(id).await
+    }
+
+    /// The content of a freeze of `amount` on a sub-account: the creditor is the
+    /// sub-account's frozen-funds ledger account (opened on first use), at the bank the
+    /// sub-account itself.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new_freeze(
+        &self,
+        sub_account: Counterparty,
+        amount: Money,
+        end_to_end_id: EndToEndId,
+        purpose: Option<String>,
+        reason: Option<String>,
+        requested_execution_date: NaiveDate,
+    ) -> Result<NewInstruction, TreasuryError> {
+        let frozen = self.frozen_funds_account(&sub_account).await?;
+        Ok(NewInstruction {
+            kind: InstructionKind::Freeze,
+            end_to_end_id,
+            creditor: Counterparty {
+                ledger_account: frozen,
+                name: FROZEN_FUNDS.to_owned(),
+                account: sub_account.account.clone(),
+                bank: sub_account.bank.clone(),
+            },
+            debtor: sub_account,
+            amount,
+            purpose,
+            remittance: reason,
+            requested_execution_date,
+            releases: None,
+        })
+    }
+
+    /// The content of the unfreeze of a freeze in force.
+    pub async fn new_unfreeze(
+        &self,
+        freeze: Uuid,
+        end_to_end_id: EndToEndId,
+        reason: Option<String>,
+        requested_execution_date: NaiveDate,
+    ) -> Result<NewInstruction, TreasuryError> {
+        let frozen = self.get(freeze).await?;
+        let c = frozen.content;
+        Ok(NewInstruction {
+            kind: InstructionKind::Unfreeze,
+            end_to_end_id,
+            debtor: c.debtor,
+            creditor: c.creditor,
+            amount: c.amount,
+            purpose: c.purpose,
+            remittance: reason,
+            requested_execution_date,
+            releases: Some(freeze),
+        })
+    }
+
+    /// The ledger account that mirrors the funds frozen on a sub-account: its id is derived
+    /// from the sub-account's, so opening it again finds it.
+    pub async fn frozen_funds_account(
+        &self,
+        sub_account: &Counterparty,
+    ) -> Result<Uuid, TreasuryError> {
+        let mirror = self.ledger.account(sub_account.ledger_account).await?;
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            format!("forecourt:treasury:frozen:{}", sub_account.ledger_account).as_bytes(),
+        );
+        let mut new = ledger::NewAccount::new(
+            mirror.owner_org.clone(),
+            format!("bank:frozen:{}", sub_account.account),
+            format!("Funds frozen at the bank on {}", sub_account.account),
+            mirror.currency,
+            ledger::Side::Credit,
+        );
+        new.id = id;
+        Ok(self.ledger.create_account(new).await?.id)
+    }
+
+    /// What a freeze and an unfreeze must look like; other kinds are not looked at here.
+    async fn check_content(&self, new: &NewInstruction) -> Result<(), TreasuryError> {
+        let invalid = |m: &str| Err(TreasuryError::InvalidContent(m.to_owned()));
+        match new.kind {
+            InstructionKind::SubAccountTransfer | InstructionKind::Payout => {
+                if new.releases.is_some() {
+                    return invalid("only an unfreeze releases a freeze");
+                }
+            }
+            InstructionKind::Freeze => {
+                if new.releases.is_some() {
+                    return invalid("only an unfreeze releases a freeze");
+                }
+                if new.creditor.account != new.debtor.account
+                    || new.creditor.bank != new.debtor.bank
+                    || new.creditor.ledger_account != self.frozen_funds_account(&new.debtor).await?
+                {
+                    return invalid("a freeze is held on the sub-account's frozen funds");
+                }
+            }
+            InstructionKind::Unfreeze => {
+                let Some(freeze) = new.releases else {
+                    return invalid("an unfreeze names the freeze it releases");
+                };
+                let frozen = match self.get(freeze).await {
+                    Ok(frozen) => frozen,
+                    Err(TreasuryError::NotFound(_)) => {
+                        return invalid("the freeze to release does not exist");
+                    }
+                    Err(other) => return Err(other),
+                };
+                let f = &frozen.content;
+                if f.kind != InstructionKind::Freeze {
+                    return invalid("an unfreeze releases a freeze instruction");
+                }
+                if frozen.status != InstructionStatus::Settled {
+                    return invalid("only a freeze in force at the bank can be released");
+                }
+                if f.debtor != new.debtor || f.creditor != new.creditor || f.amount != new.amount {
+                    return invalid("an unfreeze releases the whole freeze, on its sub-account");
+                }
+                let released = treasury_instructions::Entity::find()
+                    .filter(treasury_instructions::Column::ReleasesInstructionId.eq(freeze))
+                    .filter(
+                        treasury_instructions::Column::Status
+                            .ne(InstructionStatus::Rejected.as_str()),
+                    )
+                    .count(&self.db)
+                    .await?;
+                if released > 0 {
+                    return invalid("another unfreeze releases this freeze already");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bank froze the amount: the freeze is in force, its hold stays pending.
+    pub async fn frozen(&self, id: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status == InstructionStatus::Settled {
+            return Ok(instruction);
+        }
+        let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "freeze")?;
+        self.transition(
+            &instruction,
+            InstructionStatus::Approved,
+            InstructionStatus::Settled,
+            ACTOR_BANK,
+            "frozen",
+            serde_json::json!({ "hold_entry_id": hold_id }),
+        )
+        .await
+    }
+
+    /// The bank released a freeze: the freeze's hold is voided (the funds are available
+    /// again) and the unfreeze is carried out.
+    pub async fn released(&self, unfreeze: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(unfreeze).await?;
+        if instruction.status == InstructionStatus::Settled {
+            return Ok(instruction);
+        }
+        self.expect_status(&instruction, InstructionStatus::Approved, "unfreeze")?;
+        let freeze_id = instruction.content.releases.ok_or_else(|| {
+            TreasuryError::Corrupt(format!("unfreeze {unfreeze} names no freeze"))
+        })?;
+        let freeze = self.get(freeze_id).await?;
+        let hold_id = freeze
+            .hold_entry_id
+            .ok_or_else(|| TreasuryError::Corrupt(format!("freeze {freeze_id} has no hold")))?;
+        let voided = self
+            .ledger
+            .void_hold(VoidHold {
+                idempotency_key: format!("treasury:{freeze_id}:unfreeze"),
+                hold_id,
+            })
+            .await;
+        match voided {
+            Ok(receipt) => {
+                if !receipt.replayed {
+                    let txn = entities::db::begin_write(&self.db).await?;
+                    let detail =
+                        serde_json::json!({ "by": unfreeze, "entry_id": receipt.entry_id });
+                    event(
+                        &txn,
+                        freeze_id,
+                        self.now(),
+                        ACTOR_BANK,
+                        "released",
+                        Some(detail),
+                    )
+                    .await?;
+                    txn.commit().await?;
+                }
+            }
+            Err(LedgerError::HoldNotPending {
+                status: ledger::HoldStatus::Voided,
+                ..
+            }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        self.transition(
+            &instruction,
+            InstructionStatus::Approved,
+            InstructionStatus::Settled,
+            ACTOR_BANK,
+            "unfrozen",
+            serde_json::json!({ "releases": freeze_id, "hold_entry_id": hold_id }),
+        )
+        .await
     }
 
     /// The transactions of an instruction's message, in message order; none before the
@@ -883,6 +1113,12 @@ impl Instructions {
         }
         match (status, instruction.hold_entry_id) {
             (InstructionStatus::Approved, Some(hold)) => Ok(hold),
+            // An unfreeze holds nothing.
+            (InstructionStatus::Approved, None)
+                if instruction.content.kind == InstructionKind::Unfreeze =>
+            {
+                Ok(Uuid::nil())
+            }
             (InstructionStatus::Approved, None) => Err(TreasuryError::Corrupt(format!(
                 "approved instruction {} has no hold",
                 instruction.id
@@ -898,6 +1134,9 @@ impl Instructions {
     ) -> Result<Instruction, TreasuryError> {
         let c = &instruction.content;
         let id = instruction.id;
+        if c.kind == InstructionKind::Unfreeze {
+            return self.mark_approved(id, None, by).await;
+        }
         let receipt = self
             .ledger
             .post_entry(
@@ -913,12 +1152,21 @@ impl Instructions {
                 .as_hold(None),
             )
             .await?;
+        self.mark_approved(id, Some(receipt.entry_id), by).await
+    }
+
+    async fn mark_approved(
+        &self,
+        id: Uuid,
+        hold: Option<Uuid>,
+        by: &UserId,
+    ) -> Result<Instruction, TreasuryError> {
         let now = self.now();
         let txn = entities::db::begin_write(&self.db).await?;
         let updated = treasury_instructions::Entity::update_many()
             .set(treasury_instructions::ActiveModel {
                 status: Set(InstructionStatus::Approved.as_str().to_owned()),
-                hold_entry_id: Set(Some(receipt.entry_id)),
+                hold_entry_id: Set(hold),
                 updated_at: Set(now),
                 ..Default::default()
             })
@@ -930,8 +1178,13 @@ impl Instructions {
             .exec(&txn)
             .await?;
         if updated.rows_affected == 1 {
-            let detail = serde_json::json!({ "hold_entry_id": receipt.entry_id });
-            event(&txn, id, now, &by.0, "approved_and_held", Some(detail)).await?;
+            match hold {
+                Some(hold) => {
+                    let detail = serde_json::json!({ "hold_entry_id": hold });
+                    event(&txn, id, now, &by.0, "approved_and_held", Some(detail)).await?;
+                }
+                None => event(&txn, id, now, &by.0, "approved_nothing_held", None).await?,
+            }
         }
         txn.commit().await?;
         self.get(id).await
@@ -1088,10 +1341,14 @@ impl Instructions {
             .filter(treasury_instructions::Column::Id.ne(instruction.id))
             .count(&self.db)
             .await?;
+        let moves_money = matches!(
+            c.kind,
+            InstructionKind::SubAccountTransfer | InstructionKind::Payout
+        );
         Ok(Subject {
             kind: c.kind,
             amount: c.amount,
-            new_creditor: paid_before == 0,
+            new_creditor: moves_money && paid_before == 0,
             maker: instruction.maker.clone(),
             digest: instruction.digest.clone(),
         })
@@ -1135,6 +1392,7 @@ fn content_model(
         purpose: Set(new.purpose.clone()),
         remittance: Set(new.remittance.clone()),
         requested_execution_date: Set(new.requested_execution_date.to_string()),
+        releases_instruction_id: Set(new.releases),
         ..Default::default()
     })
 }
@@ -1184,6 +1442,7 @@ fn to_instruction(row: treasury_instructions::Model) -> Result<Instruction, Trea
             .requested_execution_date
             .parse()
             .map_err(|e| corrupt("requested execution date", &e))?,
+        releases: row.releases_instruction_id,
     };
     Ok(Instruction {
         id: row.id,

@@ -151,6 +151,7 @@ fn payout(w: &World, amount: Decimal, e2e: &str) -> NewInstruction {
         purpose: Some("DEPOT_PURCHASE".into()),
         remittance: Some("PO-2026-118".into()),
         requested_execution_date: "2026-11-24".parse().unwrap(),
+        releases: None,
     }
 }
 

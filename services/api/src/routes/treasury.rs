@@ -114,6 +114,9 @@ fn treasury_error(err: TreasuryError) -> ApiError {
             | ApprovalError::AlreadyApproved
             | ApprovalError::Rejected => ApiError::conflict(e.to_string()),
         },
+        TreasuryError::InvalidContent(reason) => {
+            ApiError::validation(vec![FieldError::new("kind", reason)])
+        }
         TreasuryError::Ledger(ledger::LedgerError::ExceedsCredits { .. }) => ApiError::conflict(
             "the debtor sub-account cannot cover this instruction: nothing was held",
         ),
@@ -426,11 +429,15 @@ pub struct WorkflowView {
 }))]
 pub struct InstructionView {
     pub id: Uuid,
-    /// `sub_account_transfer` or `payout`.
+    /// `sub_account_transfer`, `payout`, `freeze` or `unfreeze`.
     pub kind: String,
     /// `pending_approval`, `approved` (funds held; at the bank when `bank` says so),
-    /// `rejected`, `settled` or `returned`.
+    /// `rejected`, `settled` (for a freeze: in force at the bank, the funds held until an
+    /// unfreeze is carried out) or `returned`.
     pub status: String,
+    /// For an unfreeze: the freeze it releases.
+    #[serde(default)]
+    pub releases_instruction_id: Option<Uuid>,
     pub end_to_end_id: String,
     pub debtor: Party,
     pub creditor: Party,
@@ -464,7 +471,9 @@ pub struct AuditEvent {
     pub actor: String,
     /// `created`, `amended`, `approved`, `approved_and_held`, `rejected`, `settled`,
     /// `settled_in_part` (some tranches refused; the hold posted for the rest),
-    /// `transaction_returned` (one transaction reversed), `returned`.
+    /// `transaction_returned` (one transaction reversed), `returned`; for freezes `frozen`,
+    /// `released` (on the freeze, when its unfreeze is carried out), `unfrozen` and
+    /// `approved_nothing_held` (an unfreeze).
     pub event: String,
     pub detail: serde_json::Value,
 }
@@ -558,6 +567,7 @@ async fn view(
         id,
         kind: c.kind.as_str().to_owned(),
         status: instruction.status.as_str().to_owned(),
+        releases_instruction_id: c.releases,
         end_to_end_id: c.end_to_end_id.as_str().to_owned(),
         debtor: Party::from(&c.debtor),
         creditor: Party::from(&c.creditor),
@@ -751,8 +761,11 @@ async fn detail(
     })
 }
 
-/// A new instruction. Exactly one creditor: another sub-account (a transfer at the bank) or
-/// an external account (a payout).
+/// A new instruction. A payment has exactly one creditor: another sub-account (a transfer
+/// at the bank) or an external account (a payout). A `freeze` blocks `amount` on the debtor
+/// sub-account at the bank (and in the ledger) until an `unfreeze` naming it in
+/// `releases_instruction_id` (with the same sub-account and amount) is carried out; neither
+/// has a creditor.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -785,19 +798,51 @@ pub struct CreateInstruction {
     /// The end-to-end id the bank and the creditor see, up to 35 characters; generated
     /// when absent.
     pub end_to_end_id: Option<String>,
+    /// `freeze` or `unfreeze`; a payment when absent (its kind follows from the creditor).
+    pub kind: Option<String>,
+    /// For an unfreeze: the freeze instruction it releases.
+    pub releases_instruction_id: Option<Uuid>,
 }
 
 impl Validate for CreateInstruction {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        match (
+        let creditors = (
             self.creditor_sub_account_id,
             self.creditor_external_account_id,
-        ) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => errors.push(FieldError::new(
-                "creditor_sub_account_id",
-                "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+        );
+        match self.kind.as_deref() {
+            None => {
+                if !matches!(creditors, (Some(_), None) | (None, Some(_))) {
+                    errors.push(FieldError::new(
+                        "creditor_sub_account_id",
+                        "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+                    ));
+                }
+                if self.releases_instruction_id.is_some() {
+                    errors.push(FieldError::new(
+                        "releases_instruction_id",
+                        "only an unfreeze releases a freeze",
+                    ));
+                }
+            }
+            Some(kind @ ("freeze" | "unfreeze")) => {
+                if creditors != (None, None) {
+                    errors.push(FieldError::new(
+                        "creditor_sub_account_id",
+                        format!("a {kind} has no creditor"),
+                    ));
+                }
+                if (kind == "unfreeze") != self.releases_instruction_id.is_some() {
+                    errors.push(FieldError::new(
+                        "releases_instruction_id",
+                        "an unfreeze, and only an unfreeze, names the freeze it releases",
+                    ));
+                }
+            }
+            Some(other) => errors.push(FieldError::new(
+                "kind",
+                format!("unknown kind {other:?}: freeze or unfreeze, or none for a payment"),
             )),
         }
         if self.amount <= Decimal::ZERO || self.amount.normalize().scale() > 2 {
@@ -886,6 +931,131 @@ async fn create_instruction(
         &debtor_org,
         "sub-account",
     )?;
+    let today = Utc::now().with_timezone(&treasury::rails::TZ).date_naive();
+    let id_seed = Uuid::now_v7();
+    let end_to_end_id = match &body.end_to_end_id {
+        Some(e2e) => EndToEndId::new(e2e.clone()),
+        None => EndToEndId::new(format!("FC{}", id_seed.simple())),
+    }
+    .map_err(|e| ApiError::validation(vec![FieldError::new("end_to_end_id", e.to_string())]))?;
+    let amount = ledger::Money::new(body.amount, ledger::Currency::CNY)
+        .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?;
+    let debtor_party = counterparty(
+        &debtor.holder_name,
+        &debtor.account_number,
+        &debtor.bank_code,
+        debtor.ledger_account_id,
+    )?;
+    let purpose = body.purpose.as_deref().map(|p| p.trim().to_owned());
+    let remittance = body.remittance.as_deref().map(|r| r.trim().to_owned());
+    let date = body.requested_execution_date.unwrap_or(today);
+    let instructions = &ctx.executor.instructions;
+    let new = match (body.kind.as_deref(), body.releases_instruction_id) {
+        (Some("freeze"), _) => Some(
+            instructions
+                .new_freeze(
+                    debtor_party.clone(),
+                    amount,
+                    end_to_end_id.clone(),
+                    purpose.clone(),
+                    remittance.clone(),
+                    date,
+                )
+                .await
+                .map_err(treasury_error)?,
+        ),
+        (Some("unfreeze"), Some(freeze)) => {
+            let new = instructions
+                .new_unfreeze(freeze, end_to_end_id.clone(), remittance.clone(), date)
+                .await
+                .map_err(|e| match e {
+                    TreasuryError::NotFound(_) => ApiError::validation(vec![FieldError::new(
+                        "releases_instruction_id",
+                        "no such freeze",
+                    )]),
+                    other => treasury_error(other),
+                })?;
+            if new.debtor.ledger_account != debtor.ledger_account_id {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "releases_instruction_id",
+                    "the freeze is on another sub-account",
+                )]));
+            }
+            if new.amount != amount {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "amount",
+                    format!(
+                        "an unfreeze releases the whole freeze: {}",
+                        new.amount.amount()
+                    ),
+                )]));
+            }
+            Some(new)
+        }
+        _ => None,
+    };
+    let new = match new {
+        Some(new) => new,
+        None => {
+            payment(
+                &state,
+                &body,
+                &debtor,
+                debtor_party,
+                end_to_end_id,
+                amount,
+                purpose,
+                remittance,
+                date,
+            )
+            .await?
+        }
+    };
+    let key = format!("api:{}:{}", caller.org.id, claim.key());
+    let instruction = ctx
+        .executor
+        .instructions
+        .create(new, &maker, &key)
+        .await
+        .map_err(treasury_error)?;
+    ctx.engine
+        .start::<BankInstruction>(
+            &instruction.id.to_string(),
+            BankInstructionInput {
+                instruction_id: instruction.id,
+                timing: ctx.timing.clone(),
+            },
+        )
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+    tracing::info!(instruction = %instruction.id, "instruction created");
+    let id = instruction.id;
+    let body = detail(&state, ctx, instruction).await?;
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(
+            txn,
+            StatusCode::CREATED,
+            Some(&body),
+            Some(format!("/v1/treasury/instructions/{id}")),
+            None,
+        )
+        .await
+}
+
+/// The content of a payment: its kind follows from its creditor.
+#[allow(clippy::too_many_arguments)]
+async fn payment(
+    state: &AppState,
+    body: &CreateInstruction,
+    debtor: &treasury_sub_accounts::Model,
+    debtor_party: Counterparty,
+    end_to_end_id: EndToEndId,
+    amount: ledger::Money,
+    purpose: Option<String>,
+    remittance: Option<String>,
+    date: NaiveDate,
+) -> Result<NewInstruction, ApiError> {
     let (kind, creditor) = match (
         body.creditor_sub_account_id,
         body.creditor_external_account_id,
@@ -937,59 +1107,17 @@ async fn create_instruction(
         }
         (None, None) => unreachable!("validated: one creditor"),
     };
-    let today = Utc::now().with_timezone(&treasury::rails::TZ).date_naive();
-    let id_seed = Uuid::now_v7();
-    let end_to_end_id = match &body.end_to_end_id {
-        Some(e2e) => EndToEndId::new(e2e.clone()),
-        None => EndToEndId::new(format!("FC{}", id_seed.simple())),
-    }
-    .map_err(|e| ApiError::validation(vec![FieldError::new("end_to_end_id", e.to_string())]))?;
-    let new = NewInstruction {
+    Ok(NewInstruction {
         kind,
         end_to_end_id,
-        debtor: counterparty(
-            &debtor.holder_name,
-            &debtor.account_number,
-            &debtor.bank_code,
-            debtor.ledger_account_id,
-        )?,
+        debtor: debtor_party,
         creditor,
-        amount: ledger::Money::new(body.amount, ledger::Currency::CNY)
-            .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?,
-        purpose: body.purpose.as_deref().map(|p| p.trim().to_owned()),
-        remittance: body.remittance.as_deref().map(|r| r.trim().to_owned()),
-        requested_execution_date: body.requested_execution_date.unwrap_or(today),
-    };
-    let key = format!("api:{}:{}", caller.org.id, claim.key());
-    let instruction = ctx
-        .executor
-        .instructions
-        .create(new, &maker, &key)
-        .await
-        .map_err(treasury_error)?;
-    ctx.engine
-        .start::<BankInstruction>(
-            &instruction.id.to_string(),
-            BankInstructionInput {
-                instruction_id: instruction.id,
-                timing: ctx.timing.clone(),
-            },
-        )
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
-    tracing::info!(instruction = %instruction.id, "instruction created");
-    let id = instruction.id;
-    let body = detail(&state, ctx, instruction).await?;
-    let txn = entities::db::begin_write(&state.db).await?;
-    claim
-        .commit(
-            txn,
-            StatusCode::CREATED,
-            Some(&body),
-            Some(format!("/v1/treasury/instructions/{id}")),
-            None,
-        )
-        .await
+        amount,
+        purpose,
+        remittance,
+        requested_execution_date: date,
+        releases: None,
+    })
 }
 
 fn counterparty(

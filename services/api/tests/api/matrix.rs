@@ -649,6 +649,7 @@ async fn instruction(app: &TestApp, company: &str) -> Uuid {
         purpose: None,
         remittance: None,
         requested_execution_date: chrono::Utc::now().date_naive(),
+        releases: None,
     };
     ctx.executor
         .instructions

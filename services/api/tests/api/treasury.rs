@@ -18,6 +18,7 @@ testkit::scenarios!(
     an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_needs_two_of_the_named_checkers,
     a_maker_registers_a_payout_account_once_and_other_details_for_it_conflict,
     the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_default,
+    a_freeze_blocks_the_funds_until_its_unfreeze_is_carried_out,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -575,4 +576,124 @@ async fn the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_defaul
     assert_eq!(status, 201, "{in_force}");
     assert_eq!(in_force["version"], 2);
     assert_eq!(read().await["tranches"], json!({"kind": "wait"}));
+}
+
+async fn approve_and_wait(app: &TestApp, id: &str, until: &str) -> Value {
+    let (status, approved) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{approved}");
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = get(app, id).await;
+        if last["status"] == until {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{id} is not {until}: {last:#}");
+}
+
+async fn a_freeze_blocks_the_funds_until_its_unfreeze_is_carried_out(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let w = &app.world;
+    let make = |request: Value| Call::post("/v1/treasury/instructions", Some(request));
+    let (status, problem) = body(
+        app.call(
+            Some(Who::TreasuryMaker),
+            &make(json!({
+                "kind": "freeze",
+                "debtor_sub_account_id": w.sub_accounts["company-a"],
+                "creditor_sub_account_id": w.sub_accounts["company-b"],
+                "amount": "1.00", "currency": "CNY"
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 422, "a freeze has no creditor: {problem}");
+    let (status, freeze) = body(
+        app.call(
+            Some(Who::TreasuryMaker),
+            &make(json!({
+                "kind": "freeze",
+                "debtor_sub_account_id": w.sub_accounts["company-a"],
+                "amount": "600000.00", "currency": "CNY",
+                "remittance": "(2026)沪0115民初12345号 财产保全"
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{freeze}");
+    assert_eq!(freeze["kind"], "freeze");
+    let freeze_id = freeze["id"].as_str().unwrap().to_owned();
+    let frozen = approve_and_wait(&app, &freeze_id, "settled").await;
+    assert_eq!(frozen["bank"]["last_status"], "ACSC", "{frozen:#}");
+    assert_eq!(available(&app, "company-a").await, "400000.00");
+    let account =
+        treasury::domain::AccountNumber::new(frozen["debtor"]["account_number"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        app.treasury
+            .bank
+            .available(&account)
+            .unwrap()
+            .amount()
+            .to_string(),
+        "400000.00"
+    );
+
+    // What is frozen cannot be paid out: the hold is refused.
+    let payout = create(&app, "500000.00", true).await;
+    let (status, problem) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(
+                format!(
+                    "/v1/treasury/instructions/{}/approve",
+                    payout["id"].as_str().unwrap()
+                ),
+                None,
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+
+    let unfreeze = |amount: &str| {
+        make(json!({
+            "kind": "unfreeze",
+            "releases_instruction_id": freeze_id,
+            "debtor_sub_account_id": w.sub_accounts["company-a"],
+            "amount": amount, "currency": "CNY"
+        }))
+    };
+    let (status, problem) = body(app.call(Some(Who::TreasuryMaker), &unfreeze("1.00")).await).await;
+    assert_eq!(status, 422, "the whole freeze or nothing: {problem}");
+    let (status, released) = body(
+        app.call(Some(Who::TreasuryMaker), &unfreeze("600000.00"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{released}");
+    assert_eq!(released["releases_instruction_id"], freeze_id.as_str());
+    let id = released["id"].as_str().unwrap().to_owned();
+    let done = approve_and_wait(&app, &id, "settled").await;
+    assert_eq!(done["bank"]["last_status"], "ACSC", "{done:#}");
+    assert_eq!(available(&app, "company-a").await, "1000000.00");
+    let events: Vec<Value> = get(&app, &freeze_id).await["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert!(events.contains(&json!("released")), "{events:?}");
 }
