@@ -42,6 +42,8 @@ testkit::scenarios!(
     a_configured_maintenance_window_holds_a_payment_until_it_ends,
     one_tranche_returned_after_settlement_reverses_that_tranche_only,
     a_frozen_amount_cannot_be_paid_out_and_an_unfreeze_restores_it,
+    a_batch_of_three_payments_goes_as_one_message_and_settles_line_by_line,
+    a_batch_payment_the_bank_refuses_is_released_alone,
 );
 
 const BANK: &str = "308584000013";
@@ -357,6 +359,7 @@ impl World {
             remittance: Some(format!("fuel purchase {e2e}")),
             requested_execution_date: date,
             releases: None,
+            lines: Vec::new(),
         };
         self.run(new).await
     }
@@ -416,6 +419,7 @@ impl World {
             remittance: None,
             requested_execution_date: today(),
             releases: None,
+            lines: Vec::new(),
         };
         let instruction = self
             .instructions
@@ -988,6 +992,7 @@ async fn a_frozen_amount_cannot_be_paid_out_and_an_unfreeze_restores_it(backend:
                 remittance: None,
                 requested_execution_date: today(),
                 releases: None,
+                lines: Vec::new(),
             },
             &UserId("maker-li".into()),
             "key-frz-pay-1",
@@ -1086,4 +1091,151 @@ async fn a_frozen_amount_cannot_be_paid_out_and_an_unfreeze_restores_it(backend:
     w.wait_for_status(paid, InstructionStatus::Settled).await;
     assert_eq!(w.at_bank(DEBTOR), cny(4_000_000_000));
     assert_eq!(w.posted(w.debtor).await, cny(4_000_000_000));
+}
+
+impl World {
+    /// A batch of payments from the debtor, one line per (creditor, fen).
+    fn batch(&self, e2e: &str, lines: Vec<(Counterparty, i64)>) -> NewInstruction {
+        let lines: Vec<treasury::store::Line> = lines
+            .into_iter()
+            .enumerate()
+            .map(|(n, (creditor, fen))| treasury::store::Line {
+                end_to_end_id: EndToEndId::new(format!("{e2e}-{}", n + 1)).unwrap(),
+                creditor,
+                amount: cny(fen),
+                remittance: Some(format!("invoice {}", n + 1)),
+            })
+            .collect();
+        let total = lines.iter().map(|l| l.amount.minor_units().unwrap()).sum();
+        NewInstruction {
+            kind: if lines[0].creditor.bank.as_str() == BANK {
+                InstructionKind::SubAccountTransfer
+            } else {
+                InstructionKind::Payout
+            },
+            end_to_end_id: EndToEndId::new(e2e).unwrap(),
+            debtor: self.debtor_party(),
+            creditor: lines[0].creditor.clone(),
+            amount: cny(total),
+            purpose: Some("SUPP".into()),
+            remittance: None,
+            requested_execution_date: today(),
+            releases: None,
+            lines,
+        }
+    }
+
+    fn depot_one(&self) -> Counterparty {
+        Counterparty {
+            ledger_account: self.creditor,
+            name: "Depot One Ltd".into(),
+            account: AccountNumber::new(CREDITOR).unwrap(),
+            bank: BankCode::new(BANK).unwrap(),
+        }
+    }
+
+    fn outside(&self, n: u32) -> Counterparty {
+        Counterparty {
+            ledger_account: self.master,
+            name: format!("Carrier {n}"),
+            account: AccountNumber::new(format!("62220202000000001{n:02}")).unwrap(),
+            bank: BankCode::new(OTHER_BANK).unwrap(),
+        }
+    }
+}
+
+async fn a_batch_of_three_payments_goes_as_one_message_and_settles_line_by_line(backend: Backend) {
+    let w = world(backend, None).await;
+    let new = w.batch(
+        "E2E-BATCH-1",
+        vec![
+            (w.depot_one(), 100_000),
+            (w.depot_one(), 200_050),
+            (w.depot_one(), 300_000),
+        ],
+    );
+    let id = w.run(new).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    assert_eq!(
+        w.instructions.get(id).await.unwrap().status,
+        InstructionStatus::Settled
+    );
+    let txs = w.instructions.transactions(id).await.unwrap();
+    let lines: Vec<(&str, Money, TransactionState)> = txs
+        .iter()
+        .map(|t| (t.end_to_end_id.as_str(), t.amount, t.state))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("E2E-BATCH-1-1", cny(100_000), TransactionState::Settled),
+            ("E2E-BATCH-1-2", cny(200_050), TransactionState::Settled),
+            ("E2E-BATCH-1-3", cny(300_000), TransactionState::Settled),
+        ]
+    );
+    let counters = w.bank.counters();
+    assert_eq!(
+        (counters.messages_received, counters.payments_executed),
+        (1, 3)
+    );
+    assert_eq!(w.at_bank(CREDITOR), cny(600_050));
+    assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 600_050));
+    assert_eq!(w.posted(w.creditor).await, cny(600_050));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 600_050));
+    let message = stored_message(&w, id).await;
+    assert_eq!(message.xml.matches("<PmtInf>").count(), 1);
+    assert_eq!(message.xml.matches("<CdtTrfTxInf>").count(), 3);
+    assert!(
+        message.xml.contains("<Ustrd>invoice 2</Ustrd>"),
+        "{}",
+        message.xml
+    );
+    validate(&message.xml, "pain.001.001.10.xsd");
+    validate(&message.last_report.unwrap(), "pain.002.001.11.xsd");
+}
+
+async fn a_batch_payment_the_bank_refuses_is_released_alone(backend: Backend) {
+    // The bank holds 5,000.00 CNY on the sub-account: the first two payments (4,500.00)
+    // pass, the third (1,000.00) is refused for insufficient funds.
+    let mut setup = Setup::new(None);
+    setup.bank_debtor_fen = 500_000;
+    let w = world_with(backend, setup).await;
+    let master_before = w.posted(w.master).await;
+    let new = w.batch(
+        "E2E-BATCH-2",
+        vec![
+            (w.outside(1), 200_000),
+            (w.outside(2), 250_000),
+            (w.outside(3), 100_000),
+        ],
+    );
+    let id = w.run(new).await;
+    let instance = w.finished(id).await;
+    assert_eq!(instance.status, Status::Completed, "{instance:#?}");
+    let instruction = w.instructions.get(id).await.unwrap();
+    assert_eq!(instruction.status, InstructionStatus::Settled);
+    let states: Vec<TransactionState> = w
+        .instructions
+        .transactions(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    use TransactionState::{Rejected, Settled};
+    assert_eq!(states, [Settled, Settled, Rejected]);
+    assert_eq!(w.at_bank(DEBTOR), cny(500_000 - 450_000));
+    assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 450_000));
+    assert_eq!(w.available(w.debtor).await, cny(5_000_000_000 - 450_000));
+    assert_eq!(
+        (w.posted(w.master).await.amount() - master_before.amount()).abs(),
+        cny(450_000).amount()
+    );
+    let history = w.instructions.history(id).await.unwrap();
+    let part = history
+        .iter()
+        .find(|e| e.event == "settled_in_part")
+        .expect("a partial settlement in the audit trail");
+    assert_eq!(part.detail["refused"][0]["end_to_end_id"], "E2E-BATCH-2-3");
 }

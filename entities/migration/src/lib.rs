@@ -24,6 +24,7 @@ mod m20261125_000003_treasury_policies;
 mod m20261125_000004_webhooks;
 mod m20261127_000001_treasury_message_transactions;
 mod m20261127_000002_treasury_freezes;
+mod m20261127_000003_treasury_batches;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_webhooks::Migration),
             Box::new(m20261127_000001_treasury_message_transactions::Migration),
             Box::new(m20261127_000002_treasury_freezes::Migration),
+            Box::new(m20261127_000003_treasury_batches::Migration),
         ]
     }
 }

@@ -38,13 +38,15 @@ use crate::iso20022::MessageError;
 use crate::iso20022::camt053::Direction;
 use crate::iso20022::camt054::Notification;
 use crate::iso20022::pain002::{PaymentStatus, StatusReport};
-use crate::planner::{Plan, PlanError, PlanRequest};
+use crate::planner::{BatchPlanRequest, Plan, PlanError, PlanRequest};
 use crate::rails::{Rail, Rails, TZ, shanghai};
 use crate::signing::{Signature, Signer, SigningError};
 use crate::store::{
     Clock, Instruction, InstructionStatus, Instructions, NewInstruction, TreasuryError,
 };
-use crate::submission::{BatchError, ReportOutcome, TransactionState, split_batch_for};
+use crate::submission::{
+    BatchError, ReportOutcome, TransactionState, lines_batch_for, split_batch_for,
+};
 
 /// Where an approval chain stands, as the workflow needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +255,17 @@ impl Executor {
         c: &NewInstruction,
         at: DateTime<Utc>,
     ) -> Result<Result<Plan, PlanError>, ExecutionError> {
+        if !c.lines.is_empty() {
+            return Ok(self.rails.plan_batch(&BatchPlanRequest {
+                debtor_bank: c.debtor.bank.clone(),
+                payments: c
+                    .lines
+                    .iter()
+                    .map(|l| (l.creditor.bank.clone(), l.amount))
+                    .collect(),
+                at,
+            }));
+        }
         let tranches = self.instructions.policy().await?.tranches();
         Ok(self.rails.plan(&PlanRequest {
             amount: c.amount,
@@ -489,16 +502,27 @@ impl Executor {
             .with_timezone(&TZ)
             .date_naive()
             .max(c.requested_execution_date);
-        let parts: Vec<Money> = planned.legs.iter().map(|l| l.amount).collect();
-        let batch = split_batch_for(
-            std::slice::from_ref(&instruction),
-            std::slice::from_ref(&parts),
-            message_id.clone(),
-            now,
-            &self.initiating_party,
-            planned.rail(),
-            execution_date,
-        )?;
+        let batch = if c.lines.is_empty() {
+            let parts: Vec<Money> = planned.legs.iter().map(|l| l.amount).collect();
+            split_batch_for(
+                std::slice::from_ref(&instruction),
+                std::slice::from_ref(&parts),
+                message_id.clone(),
+                now,
+                &self.initiating_party,
+                planned.rail(),
+                execution_date,
+            )?
+        } else {
+            lines_batch_for(
+                &instruction,
+                message_id.clone(),
+                now,
+                &self.initiating_party,
+                planned.rail(),
+                execution_date,
+            )?
+        };
         let xml = batch.to_xml()?;
         let signature = self.signer.sign(xml.as_bytes())?;
         let model = treasury_messages::ActiveModel {

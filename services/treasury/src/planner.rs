@@ -159,6 +159,77 @@ impl Rails {
     }
 }
 
+/// What to plan for a batch: several payments from one debtor bank, sent together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchPlanRequest {
+    pub debtor_bank: BankCode,
+    /// Each payment's creditor bank and amount.
+    pub payments: Vec<(BankCode, Money)>,
+    pub at: DateTime<Utc>,
+}
+
+impl Rails {
+    /// Plans a batch: the first moment (now, or the next rail boundary) at which one rail
+    /// carries every payment of it: intra-bank when all creditors are at the debtor's bank,
+    /// else the 24x7 system when every payment is within its cap and it is open for every
+    /// creditor's bank, else large-value when open for all. A batch is never split into
+    /// tranches: a payment above the cap waits for the large-value window with the rest.
+    pub fn plan_batch(&self, request: &BatchPlanRequest) -> Result<Plan, PlanError> {
+        for (_, amount) in &request.payments {
+            if amount.currency() != Currency::CNY {
+                return Err(PlanError::Currency(amount.currency()));
+            }
+            if !amount.is_positive() {
+                return Err(PlanError::NonPositive);
+            }
+        }
+        if request.payments.is_empty() {
+            return Err(PlanError::NonPositive);
+        }
+        let candidates = std::iter::once(request.at).chain(self.boundaries_after(request.at));
+        for moment in candidates {
+            if let Some(rail) = self.batch_rail_at(request, moment) {
+                let arrival = moment + Duration::minutes(i64::from(self.settle_minutes(rail)));
+                return Ok(Plan {
+                    legs: request
+                        .payments
+                        .iter()
+                        .map(|(_, amount)| Leg {
+                            rail,
+                            amount: *amount,
+                            send_at: moment,
+                        })
+                        .collect(),
+                    send_at: moment,
+                    expected_arrival: arrival,
+                    waits: moment > request.at,
+                });
+            }
+        }
+        Err(PlanError::NoWindow(HORIZON_DAYS))
+    }
+
+    fn batch_rail_at(&self, request: &BatchPlanRequest, moment: DateTime<Utc>) -> Option<Rail> {
+        let debtor = &request.debtor_bank;
+        let open_for_all = |rail| {
+            request
+                .payments
+                .iter()
+                .all(|(bank, _)| self.is_open(rail, debtor, bank, moment))
+        };
+        if request.payments.iter().all(|(bank, _)| bank == debtor) {
+            return open_for_all(Rail::IntraBank).then_some(Rail::IntraBank);
+        }
+        let cap = self.config().interbank.per_transaction_cap;
+        if request.payments.iter().all(|(_, a)| a.amount() <= cap)
+            && open_for_all(Rail::Interbank24x7)
+        {
+            return Some(Rail::Interbank24x7);
+        }
+        open_for_all(Rail::LargeValue).then_some(Rail::LargeValue)
+    }
+}
+
 /// Full tranches at the cap, then the rest: the parts sum to the whole, none exceeds the cap.
 fn tranches(total: Money, cap: Decimal) -> Option<Vec<Money>> {
     let cap = Money::new(cap, total.currency()).ok()?;
@@ -422,6 +493,68 @@ mod tests {
         let plan = rails("1000000").plan(&waiting).unwrap();
         assert_eq!(plan.rail(), Rail::LargeValue);
         assert_eq!(plan.send_at, at("2026-11-25T08:30:00"));
+    }
+
+    #[test]
+    fn a_batch_goes_on_one_rail_for_all_its_payments() {
+        let rails = rails_with(vec![MaintenanceWindow {
+            bank: bank("105100000017"),
+            rails: vec![Rail::Interbank24x7],
+            when: MaintenanceTime::OneOff {
+                from: "2026-11-24T21:00:00".parse().unwrap(),
+                until: "2026-11-24T23:00:00".parse().unwrap(),
+            },
+            note: String::new(),
+        }]);
+        let batch = |payments: Vec<(&str, Decimal)>, when: &str| BatchPlanRequest {
+            debtor_bank: bank("102100099996"),
+            payments: payments
+                .into_iter()
+                .map(|(b, a)| (bank(b), cny(a)))
+                .collect(),
+            at: at(when),
+        };
+        // Within the cap at night: at once on the 24x7 system, one leg per payment.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![
+                    ("313290000017", dec!(80000)),
+                    ("313290000017", dec!(120000.50)),
+                ],
+                "2026-11-24T20:00:00",
+            ))
+            .unwrap();
+        assert_eq!(
+            (plan.rail(), plan.legs.len(), plan.waits),
+            (Rail::Interbank24x7, 2, false)
+        );
+        // One creditor's bank in maintenance: the whole batch waits for its end.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![("313290000017", dec!(80000)), ("105100000017", dec!(1000))],
+                "2026-11-24T22:00:00",
+            ))
+            .unwrap();
+        assert_eq!(plan.send_at, at("2026-11-24T23:00:00"));
+        // One payment above the cap: the whole batch waits for large-value.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![("313290000017", dec!(6000000)), ("313290000017", dec!(1))],
+                "2026-11-24T20:00:00",
+            ))
+            .unwrap();
+        assert_eq!(
+            (plan.rail(), plan.send_at),
+            (Rail::LargeValue, at("2026-11-25T08:30:00"))
+        );
+        // All at the debtor's bank: intra-bank.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![("102100099996", dec!(6000000)), ("102100099996", dec!(1))],
+                "2026-11-29T03:00:00",
+            ))
+            .unwrap();
+        assert_eq!((plan.rail(), plan.waits), (Rail::IntraBank, false));
     }
 
     #[test]

@@ -8,6 +8,16 @@
 //! money twice; every status change is conditional on the status it leaves, so two racing
 //! calls cannot both apply. Every step leaves a row in the audit trail.
 //!
+//! # Batches
+//! An instruction may carry several payments (`lines`) from its debtor sub-account, each to
+//! its own creditor with its own end-to-end id: approved as a whole (the policy sees the
+//! total), held as one ledger hold with a debtor and a creditor leg per line, sent as one
+//! pain.001 with one transaction per line, and concluded per line: a line the bank refuses
+//! is released alone (the hold posts leg by leg), a line returned later is reversed alone.
+//! The lines live in `treasury_instruction_lines`; the instruction row keeps the total and,
+//! for listing, the first line's creditor. All lines go on one rail, so their creditors are
+//! all at the debtor's bank or all at other banks.
+//!
 //! # Freezes
 //! A freeze's creditor is the sub-account's frozen-funds ledger account
 //! ([`Instructions::new_freeze`]); its hold, placed on approval like any other, stays pending
@@ -28,8 +38,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use entities::{
-    treasury_approvals, treasury_events, treasury_instructions,
-    treasury_message_transactions as message_txs,
+    treasury_approvals, treasury_events, treasury_instruction_lines as instruction_lines,
+    treasury_instructions, treasury_message_transactions as message_txs,
 };
 
 use crate::approval::{
@@ -66,7 +76,26 @@ pub struct NewInstruction {
     /// For an unfreeze: the freeze instruction it releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub releases: Option<Uuid>,
+    /// For a batch: its payments, from the debtor, each to its own creditor (see
+    /// [`Line`]); `amount` is their total and `creditor` the first line's. Empty for a single
+    /// payment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<Line>,
 }
+
+/// One payment of a batch instruction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// The end-to-end id of its transaction in the message.
+    pub end_to_end_id: EndToEndId,
+    pub creditor: Counterparty,
+    pub amount: Money,
+    #[serde(default)]
+    pub remittance: Option<String>,
+}
+
+/// The most payments one batch may carry: they travel in one message.
+pub const MAX_BATCH_LINES: usize = 1000;
 
 /// Where an instruction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +287,10 @@ impl Instructions {
             })?
             .insert(&txn)
             .await;
+        let inserted = match inserted {
+            Ok(row) => insert_lines(&txn, id, &new.lines).await.map(|_| row),
+            Err(err) => Err(err),
+        };
         match inserted {
             Ok(_) => {
                 event(
@@ -280,7 +313,7 @@ impl Instructions {
                     .await?;
                 match existing {
                     Some(row) if row.content_digest == digest.0 && row.maker == maker.0 => {
-                        to_instruction(row)
+                        self.get(row.id).await
                     }
                     Some(_) => Err(TreasuryError::IdempotencyConflict(
                         idempotency_key.to_owned(),
@@ -319,6 +352,20 @@ impl Instructions {
             .exec(&txn)
             .await;
         let updated = match updated {
+            Ok(updated) if updated.rows_affected == 1 => {
+                let replaced = match instruction_lines::Entity::delete_many()
+                    .filter(instruction_lines::Column::InstructionId.eq(id))
+                    .exec(&txn)
+                    .await
+                {
+                    Ok(_) => insert_lines(&txn, id, &new.lines).await,
+                    Err(err) => Err(err),
+                };
+                replaced.map(|_| updated)
+            }
+            other => other,
+        };
+        let updated = match updated {
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 return Err(TreasuryError::DuplicateEndToEndId(
                     new.end_to_end_id.to_string(),
@@ -345,7 +392,14 @@ impl Instructions {
             .one(&self.db)
             .await?
             .ok_or(TreasuryError::NotFound(id))?;
-        to_instruction(row)
+        let mut instruction = to_instruction(row)?;
+        let lines = instruction_lines::Entity::find()
+            .filter(instruction_lines::Column::InstructionId.eq(id))
+            .order_by_asc(instruction_lines::Column::Seq)
+            .all(&self.db)
+            .await?;
+        instruction.content.lines = lines.into_iter().map(to_line).collect::<Result<_, _>>()?;
+        Ok(instruction)
     }
 
     /// The audit trail, oldest first.
@@ -627,6 +681,7 @@ impl Instructions {
             remittance: reason,
             requested_execution_date,
             releases: None,
+            lines: Vec::new(),
         })
     }
 
@@ -650,6 +705,7 @@ impl Instructions {
             remittance: reason,
             requested_execution_date,
             releases: Some(freeze),
+            lines: Vec::new(),
         })
     }
 
@@ -675,14 +731,20 @@ impl Instructions {
         Ok(self.ledger.create_account(new).await?.id)
     }
 
-    /// What a freeze and an unfreeze must look like; other kinds are not looked at here.
+    /// What a batch, a freeze and an unfreeze must look like.
     async fn check_content(&self, new: &NewInstruction) -> Result<(), TreasuryError> {
         let invalid = |m: &str| Err(TreasuryError::InvalidContent(m.to_owned()));
+        if !new.lines.is_empty() {
+            check_batch(new).map_err(TreasuryError::InvalidContent)?;
+        }
         match new.kind {
             InstructionKind::SubAccountTransfer | InstructionKind::Payout => {
                 if new.releases.is_some() {
                     return invalid("only an unfreeze releases a freeze");
                 }
+            }
+            InstructionKind::Freeze | InstructionKind::Unfreeze if !new.lines.is_empty() => {
+                return invalid("a freeze or an unfreeze is not a batch");
             }
             InstructionKind::Freeze => {
                 if new.releases.is_some() {
@@ -963,7 +1025,8 @@ impl Instructions {
                     |sum, r| sum.checked_add(r.amount),
                 );
                 let amount = amount.map_err(|e| TreasuryError::Corrupt(e.to_string()))?;
-                self.settled_in_part(&instruction, amount, refused).await?;
+                self.settled_in_part(&instruction, amount, &rows, refused)
+                    .await?;
             }
         }
         let instruction = self.get(id).await?;
@@ -1011,6 +1074,12 @@ impl Instructions {
     ) -> Result<Uuid, TreasuryError> {
         let c = &instruction.content;
         let id = instruction.id;
+        let creditor = c
+            .lines
+            .iter()
+            .find(|l| l.end_to_end_id == row.end_to_end_id)
+            .map(|l| &l.creditor)
+            .unwrap_or(&c.creditor);
         // The instruction's own end-to-end id: the key a whole return has always had.
         let key = if row.end_to_end_id == c.end_to_end_id {
             format!("treasury:{id}:return")
@@ -1023,7 +1092,7 @@ impl Instructions {
                 NewEntry::transfer(
                     key,
                     format!("treasury:{id}"),
-                    c.creditor.ledger_account,
+                    creditor.ledger_account,
                     c.debtor.ledger_account,
                     row.amount.amount(),
                     row.amount.currency(),
@@ -1063,18 +1132,33 @@ impl Instructions {
         &self,
         instruction: &Instruction,
         amount: Money,
+        rows: &[MessageTransaction],
         refused: Vec<serde_json::Value>,
     ) -> Result<Instruction, TreasuryError> {
         let id = instruction.id;
         let hold_id = self.expect_status(instruction, InstructionStatus::Approved, "settle")?;
-        let posted = self
-            .ledger
-            .post_hold(PostHold::partial(
-                format!("treasury:{id}:settle"),
-                hold_id,
-                amount.amount(),
-            ))
-            .await;
+        let key = format!("treasury:{id}:settle");
+        let lines = &instruction.content.lines;
+        let post = if lines.is_empty() {
+            // Tranches to one creditor: the settled amount of the two-leg hold.
+            PostHold::partial(key, hold_id, amount.amount())
+        } else {
+            // A batch: the legs of the lines that settled, the others released.
+            let mut legs = Vec::with_capacity(lines.len() * 2);
+            for line in lines {
+                let settled = rows
+                    .iter()
+                    .any(|r| r.end_to_end_id == line.end_to_end_id && r.state.settled());
+                let amount = if settled {
+                    line.amount.amount()
+                } else {
+                    rust_decimal::Decimal::ZERO
+                };
+                legs.extend([amount, amount]);
+            }
+            PostHold::by_legs(key, hold_id, legs)
+        };
+        let posted = self.ledger.post_hold(post).await;
         match posted {
             Ok(_)
             | Err(LedgerError::HoldNotPending {
@@ -1137,21 +1221,39 @@ impl Instructions {
         if c.kind == InstructionKind::Unfreeze {
             return self.mark_approved(id, None, by).await;
         }
-        let receipt = self
-            .ledger
-            .post_entry(
-                NewEntry::transfer(
-                    format!("treasury:{id}:hold"),
-                    format!("treasury:{id}"),
-                    c.debtor.ledger_account,
-                    c.creditor.ledger_account,
-                    c.amount.amount(),
-                    c.amount.currency(),
-                )
-                .description(format!("bank instruction {}", c.end_to_end_id))
-                .as_hold(None),
-            )
-            .await?;
+        let mut entry = NewEntry::transfer(
+            format!("treasury:{id}:hold"),
+            format!("treasury:{id}"),
+            c.debtor.ledger_account,
+            c.creditor.ledger_account,
+            c.amount.amount(),
+            c.amount.currency(),
+        )
+        .description(format!("bank instruction {}", c.end_to_end_id))
+        .as_hold(None);
+        if !c.lines.is_empty() {
+            // A debtor and a creditor leg per line, in line order: each line posts or is
+            // released on its own.
+            entry.postings = c
+                .lines
+                .iter()
+                .flat_map(|l| {
+                    [
+                        ledger::PostingInput::debit(
+                            c.debtor.ledger_account,
+                            l.amount.amount(),
+                            l.amount.currency(),
+                        ),
+                        ledger::PostingInput::credit(
+                            l.creditor.ledger_account,
+                            l.amount.amount(),
+                            l.amount.currency(),
+                        ),
+                    ]
+                })
+                .collect();
+        }
+        let receipt = self.ledger.post_entry(entry).await?;
         self.mark_approved(id, Some(receipt.entry_id), by).await
     }
 
@@ -1334,13 +1436,47 @@ impl Instructions {
     /// the same account at the same bank has settled.
     async fn subject(&self, instruction: &Instruction) -> Result<Subject, TreasuryError> {
         let c = &instruction.content;
-        let paid_before = treasury_instructions::Entity::find()
-            .filter(treasury_instructions::Column::CreditorBank.eq(c.creditor.bank.as_str()))
-            .filter(treasury_instructions::Column::CreditorAccount.eq(c.creditor.account.as_str()))
-            .filter(treasury_instructions::Column::Status.eq(InstructionStatus::Settled.as_str()))
-            .filter(treasury_instructions::Column::Id.ne(instruction.id))
-            .count(&self.db)
-            .await?;
+        let creditors: Vec<&Counterparty> = if c.lines.is_empty() {
+            vec![&c.creditor]
+        } else {
+            c.lines.iter().map(|l| &l.creditor).collect()
+        };
+        // A batch has a new creditor when any of its lines has.
+        let mut paid_before = u64::MAX;
+        for creditor in creditors {
+            let single = treasury_instructions::Entity::find()
+                .filter(treasury_instructions::Column::CreditorBank.eq(creditor.bank.as_str()))
+                .filter(
+                    treasury_instructions::Column::CreditorAccount.eq(creditor.account.as_str()),
+                )
+                .filter(
+                    treasury_instructions::Column::Status.eq(InstructionStatus::Settled.as_str()),
+                )
+                .filter(treasury_instructions::Column::Id.ne(instruction.id))
+                .count(&self.db)
+                .await?;
+            let in_batches = message_txs::Entity::find()
+                .filter(message_txs::Column::Status.eq(TransactionState::Settled.as_str()))
+                .filter(message_txs::Column::InstructionId.ne(instruction.id))
+                .filter(
+                    message_txs::Column::EndToEndId.in_subquery(
+                        sea_orm::sea_query::Query::select()
+                            .column(instruction_lines::Column::EndToEndId)
+                            .from(instruction_lines::Entity)
+                            .and_where(
+                                instruction_lines::Column::CreditorBank.eq(creditor.bank.as_str()),
+                            )
+                            .and_where(
+                                instruction_lines::Column::CreditorAccount
+                                    .eq(creditor.account.as_str()),
+                            )
+                            .to_owned(),
+                    ),
+                )
+                .count(&self.db)
+                .await?;
+            paid_before = paid_before.min(single + in_batches);
+        }
         let moves_money = matches!(
             c.kind,
             InstructionKind::SubAccountTransfer | InstructionKind::Payout
@@ -1443,6 +1579,7 @@ fn to_instruction(row: treasury_instructions::Model) -> Result<Instruction, Trea
             .parse()
             .map_err(|e| corrupt("requested execution date", &e))?,
         releases: row.releases_instruction_id,
+        lines: Vec::new(),
     };
     Ok(Instruction {
         id: row.id,
@@ -1475,4 +1612,112 @@ async fn event(
     .insert(db)
     .await
     .map(|_| ())
+}
+
+async fn insert_lines(db: &impl ConnectionTrait, id: Uuid, lines: &[Line]) -> Result<(), DbErr> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(lines.len());
+    for (n, line) in lines.iter().enumerate() {
+        let amount_minor = line
+            .amount
+            .minor_units()
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        rows.push(instruction_lines::ActiveModel {
+            instruction_id: Set(id),
+            seq: Set(i32::try_from(n + 1).map_err(|e| DbErr::Custom(e.to_string()))?),
+            end_to_end_id: Set(line.end_to_end_id.to_string()),
+            creditor_ledger_account_id: Set(line.creditor.ledger_account),
+            creditor_name: Set(line.creditor.name.clone()),
+            creditor_account: Set(line.creditor.account.to_string()),
+            creditor_bank: Set(line.creditor.bank.to_string()),
+            amount_minor: Set(amount_minor),
+            currency: Set(line.amount.currency().code().to_owned()),
+            remittance: Set(line.remittance.clone()),
+        });
+    }
+    instruction_lines::Entity::insert_many(rows)
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+fn to_line(row: instruction_lines::Model) -> Result<Line, TreasuryError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        TreasuryError::Corrupt(format!(
+            "line {} of {}: {what}: {e}",
+            row.seq, row.instruction_id
+        ))
+    };
+    let currency: Currency = row.currency.parse().map_err(|e| corrupt("currency", &e))?;
+    Ok(Line {
+        end_to_end_id: EndToEndId::new(row.end_to_end_id.clone())
+            .map_err(|e| corrupt("end-to-end id", &e))?,
+        creditor: Counterparty {
+            ledger_account: row.creditor_ledger_account_id,
+            name: row.creditor_name.clone(),
+            account: AccountNumber::new(row.creditor_account.clone())
+                .map_err(|e| corrupt("account", &e))?,
+            bank: BankCode::new(row.creditor_bank.clone()).map_err(|e| corrupt("bank", &e))?,
+        },
+        amount: Money::from_minor(row.amount_minor, currency),
+        remittance: row.remittance,
+    })
+}
+
+/// What a batch must look like: at least two lines, within the message limit, their total
+/// the instruction's amount, the first line's creditor the instruction's, distinct end-to-end
+/// ids, one currency, and one rail for all (every creditor at the debtor's bank, or none).
+fn check_batch(new: &NewInstruction) -> Result<(), String> {
+    let lines = &new.lines;
+    if lines.len() < 2 || lines.len() > MAX_BATCH_LINES {
+        return Err(format!("a batch carries 2 to {MAX_BATCH_LINES} payments"));
+    }
+    if !matches!(
+        new.kind,
+        InstructionKind::SubAccountTransfer | InstructionKind::Payout
+    ) {
+        return Err("a batch carries payments only".into());
+    }
+    let currency = new.amount.currency();
+    let mut total = Money::zero(currency);
+    let mut ids = std::collections::BTreeSet::new();
+    ids.insert(new.end_to_end_id.as_str());
+    for line in lines {
+        if line.amount.currency() != currency || !line.amount.is_positive() {
+            return Err("every payment of a batch is positive, in the batch's currency".into());
+        }
+        total = total.checked_add(line.amount).map_err(|e| e.to_string())?;
+        if !ids.insert(line.end_to_end_id.as_str()) {
+            return Err(format!(
+                "end-to-end id {} appears twice in the batch",
+                line.end_to_end_id
+            ));
+        }
+        if line.creditor.ledger_account == new.debtor.ledger_account {
+            return Err("a payment of the batch goes to the debtor itself".into());
+        }
+    }
+    if total != new.amount {
+        return Err(format!(
+            "the batch's amount {} is not the total of its payments {}",
+            new.amount.amount(),
+            total.amount()
+        ));
+    }
+    if lines[0].creditor != new.creditor {
+        return Err("the batch's creditor is its first payment's".into());
+    }
+    let here = lines
+        .iter()
+        .filter(|l| l.creditor.bank == new.debtor.bank)
+        .count();
+    if here != 0 && here != lines.len() {
+        return Err(
+            "one batch, one rail: its creditors are all at the debtor's bank or all elsewhere"
+                .into(),
+        );
+    }
+    Ok(())
 }

@@ -170,6 +170,53 @@ pub fn split_batch_for(
     })
 }
 
+/// Builds the message of a batch instruction: one transaction per line, each with its own
+/// creditor, amount, end-to-end id and remittance, the instruction's purpose.
+pub fn lines_batch_for(
+    instruction: &Instruction,
+    message_id: MessageId,
+    created_at: DateTime<Utc>,
+    initiating_party: &str,
+    rail: Rail,
+    execution_date: NaiveDate,
+) -> Result<Batch, BatchError> {
+    if instruction.status != InstructionStatus::Approved {
+        return Err(BatchError::NotApproved(instruction.id));
+    }
+    let c = &instruction.content;
+    if c.lines.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    let transfers = c
+        .lines
+        .iter()
+        .map(|l| CreditTransfer {
+            end_to_end_id: l.end_to_end_id.clone(),
+            amount: l.amount,
+            creditor: AccountHolder {
+                name: l.creditor.name.clone(),
+                account: l.creditor.account.clone(),
+                bank: l.creditor.bank.clone(),
+            },
+            purpose: c.purpose.clone(),
+            remittance: l.remittance.clone(),
+        })
+        .collect();
+    Ok(Batch {
+        message_id,
+        created_at,
+        initiating_party: initiating_party.to_owned(),
+        debtor: AccountHolder {
+            name: c.debtor.name.clone(),
+            account: c.debtor.account.clone(),
+            bank: c.debtor.bank.clone(),
+        },
+        rail,
+        requested_execution_date: execution_date,
+        transfers,
+    })
+}
+
 /// What applying a status report did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReportOutcome {

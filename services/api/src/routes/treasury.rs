@@ -379,6 +379,16 @@ pub struct BankMessage {
     pub settled_amount: Decimal,
 }
 
+/// One payment of a batch.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchLineView {
+    pub end_to_end_id: String,
+    pub creditor: Party,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub remittance: Option<String>,
+}
+
 /// One credit transfer of a message and what the bank made of it.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BankTransaction {
@@ -438,6 +448,10 @@ pub struct InstructionView {
     /// For an unfreeze: the freeze it releases.
     #[serde(default)]
     pub releases_instruction_id: Option<Uuid>,
+    /// For a batch: its payments, in message order (`amount` is their total, `creditor` the
+    /// first one's); empty for a single payment.
+    #[serde(default)]
+    pub transactions: Vec<BatchLineView>,
     pub end_to_end_id: String,
     pub debtor: Party,
     pub creditor: Party,
@@ -568,6 +582,16 @@ async fn view(
         kind: c.kind.as_str().to_owned(),
         status: instruction.status.as_str().to_owned(),
         releases_instruction_id: c.releases,
+        transactions: c
+            .lines
+            .iter()
+            .map(|l| BatchLineView {
+                end_to_end_id: l.end_to_end_id.to_string(),
+                creditor: Party::from(&l.creditor),
+                amount: l.amount.amount(),
+                remittance: l.remittance.clone(),
+            })
+            .collect(),
         end_to_end_id: c.end_to_end_id.as_str().to_owned(),
         debtor: Party::from(&c.debtor),
         creditor: Party::from(&c.creditor),
@@ -802,6 +826,27 @@ pub struct CreateInstruction {
     pub kind: Option<String>,
     /// For an unfreeze: the freeze instruction it releases.
     pub releases_instruction_id: Option<Uuid>,
+    /// A batch: 2 to 1000 payments from the debtor sub-account, approved as a whole (the
+    /// approval policy sees `amount`, which must be their total), held as a whole, sent as
+    /// one message with one transaction each, and settled, refused or returned each on its
+    /// own. All to sub-accounts or all to external accounts, all at the debtor's bank or all
+    /// elsewhere; no top-level creditor then.
+    pub transactions: Option<Vec<BatchTransaction>>,
+}
+
+/// One payment of a batch.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchTransaction {
+    pub creditor_sub_account_id: Option<Uuid>,
+    pub creditor_external_account_id: Option<Uuid>,
+    /// A positive decimal with at most two places, as a string.
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// Up to 35 characters; `<the batch's end_to_end_id>-<n>` when absent.
+    pub end_to_end_id: Option<String>,
+    /// What this creditor sees, up to 140 characters.
+    pub remittance: Option<String>,
 }
 
 impl Validate for CreateInstruction {
@@ -811,7 +856,55 @@ impl Validate for CreateInstruction {
             self.creditor_sub_account_id,
             self.creditor_external_account_id,
         );
+        if let Some(transactions) = &self.transactions {
+            if creditors != (None, None) || self.kind.is_some() {
+                errors.push(FieldError::new(
+                    "transactions",
+                    "a batch names its creditors in its transactions, and is a payment",
+                ));
+            }
+            if !(2..=1000).contains(&transactions.len()) {
+                errors.push(FieldError::new(
+                    "transactions",
+                    "a batch carries 2 to 1000 transactions",
+                ));
+            }
+            for (n, t) in transactions.iter().enumerate() {
+                if !matches!(
+                    (t.creditor_sub_account_id, t.creditor_external_account_id),
+                    (Some(_), None) | (None, Some(_))
+                ) {
+                    errors.push(FieldError::new(
+                        format!("transactions[{n}]"),
+                        "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+                    ));
+                }
+                if t.amount <= Decimal::ZERO || t.amount.normalize().scale() > 2 {
+                    errors.push(FieldError::new(
+                        format!("transactions[{n}].amount"),
+                        "a positive amount with at most two decimal places",
+                    ));
+                }
+                if let Some(remittance) = &t.remittance {
+                    check_text(
+                        &format!("transactions[{n}].remittance"),
+                        remittance,
+                        140,
+                        &mut errors,
+                    );
+                }
+                if let Some(e2e) = &t.end_to_end_id
+                    && let Err(e) = EndToEndId::new(e2e.clone())
+                {
+                    errors.push(FieldError::new(
+                        format!("transactions[{n}].end_to_end_id"),
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
         match self.kind.as_deref() {
+            None if self.transactions.is_some() => {}
             None => {
                 if !matches!(creditors, (Some(_), None) | (None, Some(_))) {
                     errors.push(FieldError::new(
@@ -1043,7 +1136,8 @@ async fn create_instruction(
         .await
 }
 
-/// The content of a payment: its kind follows from its creditor.
+/// The content of a payment, or of a batch of payments: the kind follows from the
+/// creditors.
 #[allow(clippy::too_many_arguments)]
 async fn payment(
     state: &AppState,
@@ -1056,10 +1150,95 @@ async fn payment(
     remittance: Option<String>,
     date: NaiveDate,
 ) -> Result<NewInstruction, ApiError> {
-    let (kind, creditor) = match (
-        body.creditor_sub_account_id,
-        body.creditor_external_account_id,
-    ) {
+    let Some(transactions) = &body.transactions else {
+        let (kind, creditor) = creditor_of(
+            state,
+            debtor,
+            body.creditor_sub_account_id,
+            body.creditor_external_account_id,
+        )
+        .await?;
+        return Ok(NewInstruction {
+            kind,
+            end_to_end_id,
+            debtor: debtor_party,
+            creditor,
+            amount,
+            purpose,
+            remittance,
+            requested_execution_date: date,
+            releases: None,
+            lines: Vec::new(),
+        });
+    };
+    let mut lines = Vec::with_capacity(transactions.len());
+    let mut kinds = Vec::with_capacity(transactions.len());
+    for (n, t) in transactions.iter().enumerate() {
+        let (kind, creditor) = creditor_of(
+            state,
+            debtor,
+            t.creditor_sub_account_id,
+            t.creditor_external_account_id,
+        )
+        .await?;
+        kinds.push(kind);
+        lines.push(treasury::store::Line {
+            end_to_end_id: match &t.end_to_end_id {
+                Some(e2e) => EndToEndId::new(e2e.clone()).map_err(|e| {
+                    ApiError::validation(vec![FieldError::new(
+                        format!("transactions[{n}].end_to_end_id"),
+                        e.to_string(),
+                    )])
+                })?,
+                None => treasury::submission::tranche_end_to_end_id(&end_to_end_id, n + 1),
+            },
+            creditor,
+            amount: ledger::Money::new(t.amount, ledger::Currency::CNY).map_err(|e| {
+                ApiError::validation(vec![FieldError::new(
+                    format!("transactions[{n}].amount"),
+                    e.to_string(),
+                )])
+            })?,
+            remittance: t.remittance.as_deref().map(|r| r.trim().to_owned()),
+        });
+    }
+    let kind = kinds[0];
+    if kinds.iter().any(|k| *k != kind) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "transactions",
+            "one batch, one kind: all to sub-accounts or all to external accounts",
+        )]));
+    }
+    let total: Decimal = lines.iter().map(|l| l.amount.amount()).sum();
+    if total != amount.amount() {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "amount",
+            format!("the batch's amount is the total of its transactions: {total}"),
+        )]));
+    }
+    Ok(NewInstruction {
+        kind,
+        end_to_end_id,
+        debtor: debtor_party,
+        creditor: lines[0].creditor.clone(),
+        amount,
+        purpose,
+        remittance,
+        requested_execution_date: date,
+        releases: None,
+        lines,
+    })
+}
+
+/// A payment's creditor: another sub-account (a transfer at the bank) or an external
+/// account (a payout, credited in the ledger to the master account's mirror).
+async fn creditor_of(
+    state: &AppState,
+    debtor: &treasury_sub_accounts::Model,
+    sub_account: Option<Uuid>,
+    external_account: Option<Uuid>,
+) -> Result<(InstructionKind, Counterparty), ApiError> {
+    Ok(match (sub_account, external_account) {
         (Some(id), _) => {
             let c = treasury_sub_accounts::Entity::find_by_id(id)
                 .one(&state.db)
@@ -1106,17 +1285,6 @@ async fn payment(
             )
         }
         (None, None) => unreachable!("validated: one creditor"),
-    };
-    Ok(NewInstruction {
-        kind,
-        end_to_end_id,
-        debtor: debtor_party,
-        creditor,
-        amount,
-        purpose,
-        remittance,
-        requested_execution_date: date,
-        releases: None,
     })
 }
 

@@ -650,6 +650,7 @@ async fn instruction(app: &TestApp, company: &str) -> Uuid {
         remittance: None,
         requested_execution_date: chrono::Utc::now().date_naive(),
         releases: None,
+        lines: Vec::new(),
     };
     ctx.executor
         .instructions

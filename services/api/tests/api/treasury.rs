@@ -19,6 +19,7 @@ testkit::scenarios!(
     a_maker_registers_a_payout_account_once_and_other_details_for_it_conflict,
     the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_default,
     a_freeze_blocks_the_funds_until_its_unfreeze_is_carried_out,
+    a_batch_of_payments_is_one_instruction_and_one_message,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -696,4 +697,73 @@ async fn a_freeze_blocks_the_funds_until_its_unfreeze_is_carried_out(backend: Ba
         .map(|e| e["event"].clone())
         .collect();
     assert!(events.contains(&json!("released")), "{events:?}");
+}
+
+async fn a_batch_of_payments_is_one_instruction_and_one_message(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let w = &app.world;
+    let make = |request: Value| Call::post("/v1/treasury/instructions", Some(request));
+    let batch = |amount: &str, extra: Option<(&str, Value)>| {
+        let mut request = json!({
+            "debtor_sub_account_id": w.sub_accounts["company-a"],
+            "amount": amount, "currency": "CNY", "purpose": "SUPP",
+            "end_to_end_id": "FC-BATCH-0001",
+            "transactions": [
+                {"creditor_sub_account_id": w.sub_accounts["company-b"], "amount": "100.00",
+                 "remittance": "invoice 1"},
+                {"creditor_sub_account_id": w.sub_accounts["company-b"], "amount": "23.45",
+                 "end_to_end_id": "FC-BATCH-0001-B", "remittance": "invoice 2"}
+            ]
+        });
+        if let Some((field, value)) = extra {
+            request[field] = value;
+        }
+        make(request)
+    };
+    let (status, problem) = body(
+        app.call(Some(Who::TreasuryMaker), &batch("123.00", None))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422, "the amount is the total: {problem}");
+    let both = Some((
+        "creditor_sub_account_id",
+        json!(w.sub_accounts["company-b"]),
+    ));
+    let (status, problem) = body(
+        app.call(Some(Who::TreasuryMaker), &batch("123.45", both))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422, "creditors in the transactions only: {problem}");
+    let (status, created) = body(
+        app.call(Some(Who::TreasuryMaker), &batch("123.45", None))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["kind"], "sub_account_transfer");
+    assert_eq!(created["amount"], "123.45");
+    let ids: Vec<&str> = created["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["end_to_end_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["FC-BATCH-0001-1", "FC-BATCH-0001-B"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = approve_and_wait(&app, &id, "settled").await;
+    assert_eq!(done["bank"]["settled_amount"], "123.45", "{done:#}");
+    let statuses: Vec<&str> = done["bank"]["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["settled", "settled"]);
+    assert_eq!(available(&app, "company-a").await, "999876.55");
+    assert_eq!(available(&app, "company-b").await, "1000123.45");
+    assert_eq!(app.treasury.bank.counters().messages_received, 1);
+    assert_eq!(app.treasury.bank.counters().payments_executed, 2);
 }
