@@ -693,6 +693,19 @@ fn validate(xml: &str, xsd: &str) {
     );
 }
 
+/// The bank's statement of `account` for `date`, reconciled against the platform's books:
+/// the transactions it matched.
+async fn reconciled(w: &World, account: &str, date: NaiveDate) -> Vec<String> {
+    let account = AccountNumber::new(account).unwrap();
+    let statement = w.executor.bank.statement(&account, date).await.unwrap();
+    let expected = treasury::statements::expected_movements(&w._db.db, &account, date)
+        .await
+        .unwrap();
+    let result = treasury::reconcile::reconcile(&statement, &expected);
+    assert!(result.is_clean(), "{:#?}", result.exceptions);
+    result.matched.iter().map(|e| e.to_string()).collect()
+}
+
 /// The instruction's one stored message, its transactions' end-to-end ids and amounts.
 async fn stored_message(w: &World, id: Uuid) -> entities::treasury_messages::Model {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -770,6 +783,8 @@ async fn a_30_million_payout_at_22_00_goes_in_6_tranches_of_one_message_when_pol
     // The hold posted once, for the whole.
     let history = w.instructions.history(id).await.unwrap();
     assert_eq!(history.iter().filter(|e| e.event == "settled").count(), 1);
+    // The day's statement shows six bookings, each matched to its tranche.
+    assert_eq!(reconciled(&w, DEBTOR, wednesday()).await.len(), 6);
 }
 
 async fn tranches_the_bank_refuses_post_the_hold_in_part_and_release_the_rest(backend: Backend) {
@@ -906,6 +921,8 @@ async fn one_tranche_returned_after_settlement_reverses_that_tranche_only(backen
         .map(|t| t.end_to_end_id.as_str())
         .collect();
     assert_eq!(returned, ["E2E-TRANCHE-4-3"]);
+    // Six debits and the third one's reversal, all matched.
+    assert_eq!(reconciled(&w, DEBTOR, wednesday()).await.len(), 7);
     assert_eq!(w.at_bank(DEBTOR), cny(5_000_000_000 - 2_500_000_000));
     assert_eq!(w.posted(w.debtor).await, cny(5_000_000_000 - 2_500_000_000));
     let history = w.instructions.history(id).await.unwrap();
@@ -1193,6 +1210,13 @@ async fn a_batch_of_three_payments_goes_as_one_message_and_settles_line_by_line(
     );
     validate(&message.xml, "pain.001.001.10.xsd");
     validate(&message.last_report.unwrap(), "pain.002.001.11.xsd");
+    let today = w
+        .bank
+        .now()
+        .with_timezone(&treasury::rails::TZ)
+        .date_naive();
+    assert_eq!(reconciled(&w, DEBTOR, today).await.len(), 3);
+    assert_eq!(reconciled(&w, CREDITOR, today).await.len(), 3);
 }
 
 async fn a_batch_payment_the_bank_refuses_is_released_alone(backend: Backend) {
@@ -1238,4 +1262,15 @@ async fn a_batch_payment_the_bank_refuses_is_released_alone(backend: Backend) {
         .find(|e| e.event == "settled_in_part")
         .expect("a partial settlement in the audit trail");
     assert_eq!(part.detail["refused"][0]["end_to_end_id"], "E2E-BATCH-2-3");
+    let mut matched = reconciled(
+        &w,
+        DEBTOR,
+        w.bank
+            .now()
+            .with_timezone(&treasury::rails::TZ)
+            .date_naive(),
+    )
+    .await;
+    matched.sort();
+    assert_eq!(matched, ["E2E-BATCH-2-1", "E2E-BATCH-2-2"]);
 }
