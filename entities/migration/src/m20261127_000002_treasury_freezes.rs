@@ -1,5 +1,7 @@
 //! Freezes and unfreezes: an unfreeze instruction names the freeze instruction it releases;
-//! at most one unfreeze that is not rejected releases a freeze.
+//! at most one unfreeze that is not rejected releases a freeze. On SQLite the column carries
+//! no foreign key: SQLite cannot drop a column that is part of one, and the store checks
+//! the freeze exists before it writes an unfreeze.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -14,8 +16,7 @@ CREATE UNIQUE INDEX treasury_instructions_one_release
 "#;
 
 const SQLITE: &str = r#"
-ALTER TABLE treasury_instructions
-    ADD COLUMN releases_instruction_id blob REFERENCES treasury_instructions (id);
+ALTER TABLE treasury_instructions ADD COLUMN releases_instruction_id blob;
 CREATE UNIQUE INDEX treasury_instructions_one_release
     ON treasury_instructions (releases_instruction_id)
     WHERE releases_instruction_id IS NOT NULL AND status <> 'rejected';
