@@ -868,4 +868,51 @@ mod tests {
             matches!(end.state.phase, Phase::Finished { ref outcome } if outcome == "returned")
         );
     }
+
+    #[test]
+    fn a_return_of_some_tranches_waits_out_a_new_return_window() {
+        let syncing = approved_and_planned();
+        let settled = on(
+            &syncing.state,
+            &done(&ran(&syncing, SYNC), json!({ "outcome": "settled" })),
+        )
+        .unwrap();
+        let returned = on(
+            &settled.state,
+            &Event::Signal {
+                name: SIGNAL_RETURNED.into(),
+                payload: json!({ "reason": "AC04 account closed" }),
+            },
+        )
+        .unwrap();
+        let step = ran(&returned, RETURN);
+        let partly = on(
+            &returned.state,
+            &done(
+                &step,
+                json!({ "reason": "AC04 account closed", "whole": false }),
+            ),
+        )
+        .unwrap();
+        let Phase::Settled { timer } = &partly.state.phase else {
+            panic!("{:?}", partly.state.phase)
+        };
+        assert_eq!(
+            self::timer(&partly),
+            (timer.clone(), Timing::default().return_window_ms)
+        );
+        assert!(
+            !partly
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::Complete { .. } | Command::Emit { .. })),
+            "{:?}",
+            partly.commands
+        );
+        // An output from before the field existed reads as a whole return.
+        let whole = on(&returned.state, &done(&step, json!({ "reason": "AC04" }))).unwrap();
+        assert!(
+            matches!(whole.state.phase, Phase::Finished { ref outcome } if outcome == "returned")
+        );
+    }
 }
