@@ -287,3 +287,67 @@ impl TreasuryArgs {
         Ok(Some((Arc::new(executor), bank)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "forecourt-{}-{}-{name}",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_rails_come_from_treasury_rails_and_the_defaults_stay_without_it() {
+        let defaults = TreasuryArgs::default().rails().unwrap();
+        assert_eq!(defaults.config(), &RailsConfig::default());
+        let path = file(
+            "rails.json",
+            r#"{"interbank": {"per_transaction_cap": "1000000"},
+                "maintenance": [{"bank": "313290000017",
+                  "when": {"kind": "daily", "from": "23:55:00", "until": "00:30:00"}}]}"#,
+        );
+        let args = TreasuryArgs {
+            rails: Some(path.clone()),
+            ..TreasuryArgs::default()
+        };
+        let rails = args.rails().unwrap();
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(
+            rails.config().interbank.per_transaction_cap,
+            rust_decimal::Decimal::from(1_000_000)
+        );
+        assert_eq!(rails.config().maintenance.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_rails_file_stops_the_start_with_a_clear_error() {
+        let typo = file("typo.json", r#"{"interbank": {"cap": "1000000"}}"#);
+        let inverted = file(
+            "inverted.json",
+            r#"{"large_value": {"opens_at": "17:00:00", "cut_off": "08:30:00"}}"#,
+        );
+        for (path, says) in [(&typo, "unknown field `cap`"), (&inverted, "cut-off")] {
+            let args = TreasuryArgs {
+                rails: Some(path.clone()),
+                ..TreasuryArgs::default()
+            };
+            let error = format!("{:#}", args.rails().unwrap_err());
+            assert!(error.contains("TREASURY_RAILS"), "{error}");
+            assert!(error.contains(says), "{error}");
+        }
+        let missing = TreasuryArgs {
+            rails: Some("/nonexistent/rails.json".into()),
+            ..TreasuryArgs::default()
+        };
+        let error = format!("{:#}", missing.rails().unwrap_err());
+        assert!(error.contains("/nonexistent/rails.json"), "{error}");
+        std::fs::remove_file(typo).unwrap();
+        std::fs::remove_file(inverted).unwrap();
+    }
+}
