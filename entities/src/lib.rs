@@ -14,9 +14,11 @@
 //! - [`api_idempotency`]: claimed `Idempotency-Key`s and their stored responses.
 //! - [`treasury_instructions`], [`treasury_approvals`], [`treasury_events`]: instructions to
 //!   the custodial bank, the approvals of their content and their append-only audit trail.
+//! - [`treasury_instruction_lines`]: the payments of a batch instruction.
 //! - [`treasury_external_accounts`]: legal entities' own bank accounts, creditors of payouts.
 //! - [`treasury_sub_accounts`], [`treasury_messages`]: sub-accounts at the custodial bank and
-//!   the messages sent to it.
+//!   the messages sent to it; [`treasury_message_transactions`]: the transactions of each
+//!   message (one per instruction, or one per tranche) and their status at the bank.
 //! - [`treasury_statements`], [`treasury_exceptions`]: imported camt.053 statements and the
 //!   exceptions their reconciliation raised.
 //! - [`treasury_policies`]: versions of the approval policy.
@@ -54,7 +56,9 @@ pub mod treasury_approvals;
 pub mod treasury_events;
 pub mod treasury_exceptions;
 pub mod treasury_external_accounts;
+pub mod treasury_instruction_lines;
 pub mod treasury_instructions;
+pub mod treasury_message_transactions;
 pub mod treasury_messages;
 pub mod treasury_policies;
 pub mod treasury_statements;

@@ -35,6 +35,8 @@ pub struct Model {
     pub content_digest: String,
     /// The ledger hold placed when the instruction was approved.
     pub hold_entry_id: Option<Uuid>,
+    /// For an unfreeze: the freeze instruction it releases.
+    pub releases_instruction_id: Option<Uuid>,
     pub rejected_by: Option<String>,
     pub rejection_reason: Option<String>,
     pub created_at: DateTimeUtc,

@@ -27,7 +27,14 @@
 //! - `treasury.sync`: submits the instruction's message, or queries the bank about the one
 //!   sent before; idempotent by message id and end-to-end id, so running it again after a
 //!   crash never pays twice;
-//! - `treasury.return`: books a return reported by the bank.
+//! - `treasury.return`: books a return reported by the bank; when only some tranches of an
+//!   instruction came back, the instance goes back to waiting out a return window.
+//!
+//! An instruction above the 24x7 cap, outside the large-value hours, waits for the window
+//! unless the policy in force allows tranches: then `treasury.plan` sends it now and
+//! `treasury.sync` sends one message whose transactions are the tranches; it is settled when
+//! the bank has settled them all (or, when the bank refused some, settled in part, the rest
+//! of the hold released).
 
 use std::sync::Arc;
 
@@ -325,6 +332,8 @@ pub enum BankEvent {
     ReturnBooked {
         step: String,
         reason: String,
+        /// Whether everything that settled came back (false: some tranches only).
+        whole: bool,
     },
     /// An activity failed for good, or answered something unreadable.
     StepFailed {
@@ -373,6 +382,7 @@ impl WorkflowEvent for BankEvent {
                             .and_then(Value::as_str)
                             .unwrap_or("returned")
                             .to_owned(),
+                        whole: output.get("whole").and_then(Value::as_bool).unwrap_or(true),
                     },
                     _ => return None,
                 }
@@ -550,13 +560,36 @@ impl Workflow for BankInstruction {
             (Phase::Settled { timer }, E::Timer { name }) if name == timer => {
                 Some(s.finish("settled", "settled; the return window closed".into(), false))
             }
-            (Phase::Returning { step }, E::ReturnBooked { step: done, reason }) if done == step => {
-                Some(s.finish(
+            (
+                Phase::Returning { step },
+                E::ReturnBooked {
+                    step: done,
+                    reason,
+                    whole,
+                },
+            ) if done == step => Some(if *whole {
+                s.finish(
                     "returned",
                     format!("returned after settlement ({reason}); reversed"),
                     false,
-                ))
-            }
+                )
+            } else {
+                // Some tranches came back; the others may still: a new return window.
+                let mut s = s;
+                let timer = s.next("return-window");
+                let after_ms = s.input.timing.return_window_ms;
+                s.phase = Phase::Settled {
+                    timer: timer.clone(),
+                };
+                Step::to(
+                    s,
+                    format!("part of the payment came back ({reason}); that part is reversed"),
+                )
+                .then(Command::StartTimer {
+                    name: timer,
+                    after_ms,
+                })
+            }),
             (Phase::Returning { step }, E::StepFailed { step: done, error }) if done == step => {
                 Some(s.finish(
                     "failed",
@@ -617,8 +650,8 @@ pub fn register_activities(registry: Registry, executor: Arc<Executor>) -> Regis
             async move {
                 let id = instruction_id(&input)?;
                 let reason = input["reason"].as_str().unwrap_or("returned").to_owned();
-                executor.book_return(id, &reason).await.map_err(failure)?;
-                Ok(json!({ "reason": reason }))
+                let whole = executor.book_return(id, &reason).await.map_err(failure)?;
+                Ok(json!({ "reason": reason, "whole": whole }))
             }
         })
 }
@@ -833,6 +866,53 @@ mod tests {
         .unwrap();
         assert!(
             matches!(end.state.phase, Phase::Finished { ref outcome } if outcome == "returned")
+        );
+    }
+
+    #[test]
+    fn a_return_of_some_tranches_waits_out_a_new_return_window() {
+        let syncing = approved_and_planned();
+        let settled = on(
+            &syncing.state,
+            &done(&ran(&syncing, SYNC), json!({ "outcome": "settled" })),
+        )
+        .unwrap();
+        let returned = on(
+            &settled.state,
+            &Event::Signal {
+                name: SIGNAL_RETURNED.into(),
+                payload: json!({ "reason": "AC04 account closed" }),
+            },
+        )
+        .unwrap();
+        let step = ran(&returned, RETURN);
+        let partly = on(
+            &returned.state,
+            &done(
+                &step,
+                json!({ "reason": "AC04 account closed", "whole": false }),
+            ),
+        )
+        .unwrap();
+        let Phase::Settled { timer } = &partly.state.phase else {
+            panic!("{:?}", partly.state.phase)
+        };
+        assert_eq!(
+            self::timer(&partly),
+            (timer.clone(), Timing::default().return_window_ms)
+        );
+        assert!(
+            !partly
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::Complete { .. } | Command::Emit { .. })),
+            "{:?}",
+            partly.commands
+        );
+        // An output from before the field existed reads as a whole return.
+        let whole = on(&returned.state, &done(&step, json!({ "reason": "AC04" }))).unwrap();
+        assert!(
+            matches!(whole.state.phase, Phase::Finished { ref outcome } if outcome == "returned")
         );
     }
 }

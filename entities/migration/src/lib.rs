@@ -24,6 +24,9 @@ mod m20261125_000003_treasury_policies;
 mod m20261125_000004_webhooks;
 mod m20261126_000001_pos;
 mod m20261126_000002_pos_close;
+mod m20261127_000001_treasury_message_transactions;
+mod m20261127_000002_treasury_freezes;
+mod m20261127_000003_treasury_batches;
 mod m20261128_000001_channel_attempts;
 
 /// Every migration of the platform, in order.
@@ -48,6 +51,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_webhooks::Migration),
             Box::new(m20261126_000001_pos::Migration),
             Box::new(m20261126_000002_pos_close::Migration),
+            Box::new(m20261127_000001_treasury_message_transactions::Migration),
+            Box::new(m20261127_000002_treasury_freezes::Migration),
+            Box::new(m20261127_000003_treasury_batches::Migration),
             Box::new(m20261128_000001_channel_attempts::Migration),
         ]
     }

@@ -58,6 +58,7 @@ pub fn default_policy() -> anyhow::Result<ApprovalPolicy> {
             },
         ],
         valid_for_minutes: 24 * 60,
+        tranches: Default::default(),
     })?)
 }
 
@@ -138,6 +139,7 @@ pub async fn embedded(
     ledger: &Ledger,
     dir: &Path,
     api_base: &str,
+    args: &TreasuryArgs,
 ) -> anyhow::Result<Custodian> {
     seed_accounts(db, ledger).await?;
     let keys = dir.join("treasury-keys");
@@ -146,13 +148,10 @@ pub async fn embedded(
     let platform = Signer::from_pem_file(&platform_paths.private_key)?;
     let bank_signer = Signer::from_pem_file(&bank_paths.private_key)?;
     let bank_key = Verifier::from_pem_file(&bank_paths.public_key)?;
-    let rails = || -> anyhow::Result<Rails> {
-        Ok(Rails::new(
-            RailsConfig::default(),
-            BusinessCalendar::new(Default::default())?,
-        )?)
-    };
-    let mut config = sim::bank::BankSimConfig::new(bank_signer, platform.verifier()?, rails()?);
+    // The simulator follows the same rails and calendar as the platform.
+    let rails = args.rails()?;
+    let mut config =
+        sim::bank::BankSimConfig::new(bank_signer, platform.verifier()?, rails.clone());
     use entities::treasury_sub_accounts as subs;
     for row in subs::Entity::find()
         .filter(subs::Column::IsMaster.eq(false))
@@ -176,11 +175,11 @@ pub async fn embedded(
     )?;
     let executor = Arc::new(Executor {
         instructions: Instructions::new(ledger.clone(), default_policy()?, Arc::new(Utc::now)),
-        rails: Arc::new(rails()?),
+        rails: Arc::new(rails),
         bank: client,
         signer: platform,
         clock: Arc::new(Utc::now),
-        initiating_party: "Forecourt Platform".into(),
+        initiating_party: args.initiating_party.clone(),
     });
     Ok(Custodian {
         executor,
@@ -208,6 +207,10 @@ pub struct TreasuryArgs {
     /// "makeup_working_days": [...]}`); none when absent.
     #[arg(long = "treasury-calendar", env = "TREASURY_CALENDAR")]
     pub calendar: Option<std::path::PathBuf>,
+    /// The rails' hours, the 24x7 per-transaction cap and the banks' maintenance windows
+    /// (JSON, see `treasury::rails`); the defaults when absent. Checked at start.
+    #[arg(long = "treasury-rails", env = "TREASURY_RAILS")]
+    pub rails: Option<std::path::PathBuf>,
     /// The platform's name as initiating party of its messages.
     #[arg(
         long = "treasury-initiating-party",
@@ -226,6 +229,30 @@ pub struct TreasuryArgs {
 }
 
 impl TreasuryArgs {
+    /// The business calendar (`TREASURY_CALENDAR`) and the rails (`TREASURY_RAILS`), checked;
+    /// an error names the file and what is wrong with it.
+    pub fn rails(&self) -> anyhow::Result<Rails> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let calendar = match &self.calendar {
+            Some(path) => BusinessCalendar::from_json(&read(path)?)
+                .with_context(|| format!("TREASURY_CALENDAR {}", path.display()))?,
+            None => BusinessCalendar::new(Default::default())?,
+        };
+        let config = match &self.rails {
+            Some(path) => RailsConfig::from_json(&read(path)?)
+                .with_context(|| format!("TREASURY_RAILS {}", path.display()))?,
+            None => RailsConfig::default(),
+        };
+        let origin = self
+            .rails
+            .as_ref()
+            .map(|p| format!("TREASURY_RAILS {}", p.display()))
+            .unwrap_or_else(|| "the default rails".into());
+        Rails::new(config, calendar).with_context(|| origin)
+    }
+
     /// The executor and the bank's key, or `None` when no bank is configured.
     pub fn executor(&self, ledger: &Ledger) -> anyhow::Result<Option<(Arc<Executor>, Verifier)>> {
         let Some(url) = &self.bank_url else {
@@ -243,14 +270,7 @@ impl TreasuryArgs {
             .with_context(|| format!("reading {}", signing.display()))?;
         let bank = Verifier::from_pem_file(bank_key)
             .with_context(|| format!("reading {}", bank_key.display()))?;
-        let calendar = match &self.calendar {
-            Some(path) => BusinessCalendar::from_json(
-                &std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            )?,
-            None => BusinessCalendar::new(Default::default())?,
-        };
-        let rails = Rails::new(RailsConfig::default(), calendar)?;
+        let rails = self.rails()?;
         let client = BankClient::new(
             BankClientConfig::new(url.clone()),
             platform.clone(),
@@ -265,5 +285,69 @@ impl TreasuryArgs {
             initiating_party: self.initiating_party.clone(),
         };
         Ok(Some((Arc::new(executor), bank)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "forecourt-{}-{}-{name}",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_rails_come_from_treasury_rails_and_the_defaults_stay_without_it() {
+        let defaults = TreasuryArgs::default().rails().unwrap();
+        assert_eq!(defaults.config(), &RailsConfig::default());
+        let path = file(
+            "rails.json",
+            r#"{"interbank": {"per_transaction_cap": "1000000"},
+                "maintenance": [{"bank": "313290000017",
+                  "when": {"kind": "daily", "from": "23:55:00", "until": "00:30:00"}}]}"#,
+        );
+        let args = TreasuryArgs {
+            rails: Some(path.clone()),
+            ..TreasuryArgs::default()
+        };
+        let rails = args.rails().unwrap();
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(
+            rails.config().interbank.per_transaction_cap,
+            rust_decimal::Decimal::from(1_000_000)
+        );
+        assert_eq!(rails.config().maintenance.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_rails_file_stops_the_start_with_a_clear_error() {
+        let typo = file("typo.json", r#"{"interbank": {"cap": "1000000"}}"#);
+        let inverted = file(
+            "inverted.json",
+            r#"{"large_value": {"opens_at": "17:00:00", "cut_off": "08:30:00"}}"#,
+        );
+        for (path, says) in [(&typo, "unknown field `cap`"), (&inverted, "cut-off")] {
+            let args = TreasuryArgs {
+                rails: Some(path.clone()),
+                ..TreasuryArgs::default()
+            };
+            let error = format!("{:#}", args.rails().unwrap_err());
+            assert!(error.contains("TREASURY_RAILS"), "{error}");
+            assert!(error.contains(says), "{error}");
+        }
+        let missing = TreasuryArgs {
+            rails: Some("/nonexistent/rails.json".into()),
+            ..TreasuryArgs::default()
+        };
+        let error = format!("{:#}", missing.rails().unwrap_err());
+        assert!(error.contains("/nonexistent/rails.json"), "{error}");
+        std::fs::remove_file(typo).unwrap();
+        std::fs::remove_file(inverted).unwrap();
     }
 }

@@ -140,8 +140,14 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let custodian =
-        crate::custodian::embedded(&db, &ledger, &args.data_dir, &format!("http://{addr}")).await?;
+    let custodian = crate::custodian::embedded(
+        &db,
+        &ledger,
+        &args.data_dir,
+        &format!("http://{addr}"),
+        &args.treasury,
+    )
+    .await?;
     // The payment channels' simulators, in process; their notifications come to this API.
     let retail = sim::retail::start(payments::channels::Timeouts {
         connect_ms: 1_000,

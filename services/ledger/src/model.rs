@@ -329,6 +329,12 @@ pub struct PostHold {
     /// When the post takes effect in the books (the moment the pump stopped, the depot
     /// confirmed); the time it is written when absent.
     pub effective_at: Option<DateTime<Utc>>,
+    /// For a post leg by leg (a hold that reserves several payments at once, some of which
+    /// happened): the amount to post of each leg of the hold, in the hold's leg order, from
+    /// zero (the leg is released) to the leg's amount; debits must equal credits in each
+    /// currency. Excludes `amount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legs: Option<Vec<Decimal>>,
 }
 
 impl PostHold {
@@ -339,6 +345,16 @@ impl PostHold {
             hold_id,
             amount: None,
             effective_at: None,
+            legs: None,
+        }
+    }
+
+    /// Posts each leg of the hold for the amount given (in the hold's leg order) and
+    /// releases the rest, effective when written.
+    pub fn by_legs(idempotency_key: impl Into<String>, hold_id: Uuid, legs: Vec<Decimal>) -> Self {
+        PostHold {
+            legs: Some(legs),
+            ..PostHold::full(idempotency_key, hold_id)
         }
     }
 

@@ -44,6 +44,8 @@ pub(crate) enum Op {
         /// Checked against the hold's currency by the planner.
         amount: Option<Decimal>,
         effective_at: Option<DateTime<Utc>>,
+        /// Checked against the hold's legs by the planner.
+        legs: Option<Vec<Decimal>>,
     },
     VoidHold {
         key: String,
@@ -168,19 +170,41 @@ pub(crate) fn validate_post(post: PostHold) -> Result<Op, LedgerError> {
     if post.amount.is_some_and(|a| a <= Decimal::ZERO) {
         return Err(LedgerError::NonPositiveAmount { leg: 0 });
     }
+    if let Some(legs) = &post.legs {
+        if post.amount.is_some() {
+            return Err(LedgerError::InvalidField {
+                field: "legs",
+                reason: "post by amount or by legs, not both".into(),
+            });
+        }
+        if let Some(leg) = legs.iter().position(|a| a.is_sign_negative()) {
+            return Err(LedgerError::NonPositiveAmount { leg });
+        }
+        if legs.iter().all(|a| a.is_zero()) {
+            return Err(LedgerError::InvalidField {
+                field: "legs",
+                reason: "nothing to post: void the hold instead".into(),
+            });
+        }
+    }
     let effective_at = post.effective_at.map(to_micros);
-    let hash = content_hash(&serde_json::json!({
+    let mut fields = serde_json::json!({
         "op": "post_hold",
         "hold_id": post.hold_id,
         "amount": post.amount.map(|a| a.normalize().to_string()),
         "effective_at": effective_at,
-    }));
+    });
+    if let Some(legs) = &post.legs {
+        fields["legs"] = legs.iter().map(|a| a.normalize().to_string()).collect();
+    }
+    let hash = content_hash(&fields);
     Ok(Op::PostHold {
         key: post.idempotency_key,
         hash,
         hold_id: post.hold_id,
         amount: post.amount,
         effective_at,
+        legs: post.legs,
     })
 }
 
@@ -493,12 +517,16 @@ impl Planner<'_> {
                 hold_id,
                 amount,
                 effective_at,
+                legs,
             } => {
                 let hold = self.pending_hold(*hold_id)?;
                 if hold.expires_at.is_some_and(|at| at <= self.now) {
                     return Err(LedgerError::HoldExpired(*hold_id));
                 }
-                let posted = post_legs(*hold_id, &hold.legs, *amount)?;
+                let posted = match legs {
+                    Some(amounts) => post_by_legs(*hold_id, &hold.legs, amounts)?,
+                    None => post_legs(*hold_id, &hold.legs, *amount)?,
+                };
                 let effective_at = effective_at.unwrap_or(self.now);
                 let resolution = Resolution {
                     key,
@@ -755,6 +783,44 @@ impl Planner<'_> {
         account.closed = true;
         Ok(Outcome::Closed)
     }
+}
+
+/// The legs a post of `hold` leg by leg writes: each leg for its amount (none for zero),
+/// never above the leg, debits equal to credits in each currency.
+fn post_by_legs(hold_id: Uuid, legs: &[Leg], amounts: &[Decimal]) -> Result<Vec<Leg>, LedgerError> {
+    if amounts.len() != legs.len() {
+        return Err(LedgerError::InvalidField {
+            field: "legs",
+            reason: format!(
+                "hold {hold_id} has {} legs, {} amounts given",
+                legs.len(),
+                amounts.len()
+            ),
+        });
+    }
+    let mut out = Vec::with_capacity(legs.len());
+    for (n, (leg, amount)) in legs.iter().zip(amounts).enumerate() {
+        let money = Money::new(*amount, leg.currency)
+            .map_err(|source| LedgerError::InvalidAmount { leg: n, source })?;
+        let amount_minor = money
+            .minor_units()
+            .map_err(|source| LedgerError::InvalidAmount { leg: n, source })?;
+        if amount_minor > leg.amount_minor {
+            return Err(LedgerError::ExceedsHold {
+                hold: hold_id,
+                requested_minor: amount_minor,
+                held_minor: leg.amount_minor,
+            });
+        }
+        if amount_minor > 0 {
+            out.push(Leg {
+                amount_minor,
+                ..leg.clone()
+            });
+        }
+    }
+    check_balanced(&out)?;
+    Ok(out)
 }
 
 /// The legs a post of `hold` writes: all of them, or `amount` shared out by largest remainder

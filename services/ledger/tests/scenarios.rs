@@ -18,6 +18,7 @@ testkit::scenarios!(
     each_kind_of_bad_input_gets_its_own_error_and_writes_nothing,
     a_pump_preauthorisation_posts_the_fuel_actually_taken_and_releases_the_rest,
     a_three_leg_hold_posted_in_part_stays_balanced,
+    a_hold_of_several_payments_posts_leg_by_leg_what_happened,
     a_voided_hold_cannot_be_posted_or_voided_again,
     an_expired_hold_cannot_be_posted_and_the_sweep_releases_it,
     a_balance_as_of_a_time_counts_only_entries_effective_by_then,
@@ -934,6 +935,82 @@ async fn the_books_refuse_to_rewrite_or_delete_history(backend: Backend) {
     assert_eq!(
         b.ledger.balance(wallet).await.unwrap().posted,
         cny(dec!(10))
+    );
+    b.assert_consistent().await;
+}
+
+async fn a_hold_of_several_payments_posts_leg_by_leg_what_happened(backend: Backend) {
+    let b = books(backend).await;
+    let bank = b.asset("bank").await;
+    let wallet = b.wallet("sub-account").await;
+    let depot = b.revenue("depot").await;
+    let carrier = b.revenue("carrier").await;
+    b.top_up(bank, wallet, dec!(1000)).await;
+    // Two payments reserved at once: 600 to the depot, 250.50 to the carrier.
+    let entry = NewEntry {
+        idempotency_key: "batch-hold".into(),
+        reference: "batch-1".into(),
+        description: "two payments".into(),
+        effective_at: None,
+        postings: vec![
+            PostingInput::debit(wallet, dec!(600), Currency::CNY),
+            PostingInput::credit(depot, dec!(600), Currency::CNY),
+            PostingInput::debit(wallet, dec!(250.50), Currency::CNY),
+            PostingInput::credit(carrier, dec!(250.50), Currency::CNY),
+        ],
+        hold: Some(Default::default()),
+        metadata: serde_json::json!({}),
+    };
+    let hold = b.ledger.post_entry(entry).await.unwrap();
+    assert_eq!(
+        b.ledger.balance(wallet).await.unwrap().available,
+        cny(dec!(149.50))
+    );
+    // Unbalanced, above a leg, the wrong number of legs, or both ways: refused.
+    let refused = [
+        PostHold::by_legs(
+            "bad-1",
+            hold.entry_id,
+            vec![dec!(600), dec!(0), dec!(0), dec!(0)],
+        ),
+        PostHold::by_legs(
+            "bad-2",
+            hold.entry_id,
+            vec![dec!(700), dec!(700), dec!(0), dec!(0)],
+        ),
+        PostHold::by_legs("bad-3", hold.entry_id, vec![dec!(600), dec!(600)]),
+        PostHold {
+            amount: Some(dec!(1)),
+            ..PostHold::by_legs(
+                "bad-4",
+                hold.entry_id,
+                vec![dec!(1), dec!(1), dec!(0), dec!(0)],
+            )
+        },
+    ];
+    for post in refused {
+        let key = post.idempotency_key.clone();
+        assert!(b.ledger.post_hold(post).await.is_err(), "{key}");
+    }
+    // The depot was paid, the carrier's payment was refused by the bank.
+    let post = PostHold::by_legs(
+        "batch-post",
+        hold.entry_id,
+        vec![dec!(600), dec!(600), dec!(0), dec!(0)],
+    );
+    b.ledger.post_hold(post.clone()).await.unwrap();
+    assert!(b.ledger.post_hold(post).await.unwrap().replayed);
+    let after = b.ledger.balance(wallet).await.unwrap();
+    assert_eq!(after.posted, cny(dec!(400)));
+    assert_eq!(after.available, cny(dec!(400)));
+    assert_eq!(after.debits_pending, cny(dec!(0)));
+    assert_eq!(
+        b.ledger.balance(depot).await.unwrap().posted,
+        cny(dec!(600))
+    );
+    assert_eq!(
+        b.ledger.balance(carrier).await.unwrap().posted,
+        cny(dec!(0))
     );
     b.assert_consistent().await;
 }

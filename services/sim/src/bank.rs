@@ -25,6 +25,9 @@
 //!   `drop_response_next` (the next messages are fully processed, money moves, but the answer
 //!   is held back until long after any client has given up), `callback_url`,
 //!   `callback_delay_ms`.
+//! - `POST /h2h/freeze`, `GET /h2h/freeze/{request_id}`: freezing and releasing funds (a
+//!   signed JSON request, see `treasury::freeze`); a freeze lowers the available balance
+//!   and payments beyond it are refused with `AM04`.
 //! - `POST /sim/accounts/{account}/credit` `{"amount": "100.00", "currency": "CNY"}`: a
 //!   deposit, booked and notified; `GET /sim/accounts/{account}`: balance and journal.
 //! - `GET /sim/clock`; `POST /sim/clock` with `{"now": "2026-11-24T22:00:00+08:00",
@@ -221,6 +224,8 @@ pub struct Counters {
     /// pain.001 whose signature did not verify.
     pub bad_signatures: u64,
     pub status_queries: u64,
+    /// Freeze and unfreeze requests taken (after maintenance and latency).
+    pub freeze_requests: u64,
     pub statements: u64,
     pub callbacks_delivered: u64,
 }
@@ -309,6 +314,8 @@ pub async fn start(config: BankSimConfig, addr: SocketAddr) -> std::io::Result<B
     let router = Router::new()
         .route("/h2h/pain001", post(pain001))
         .route("/h2h/status/{message_id}", get(status))
+        .route("/h2h/freeze", post(freeze))
+        .route("/h2h/freeze/{request_id}", get(freeze_status))
         .route("/h2h/statements/{account}", get(statement))
         .route("/sim/behaviour", get(get_behaviour).post(set_behaviour))
         .route("/sim/accounts/{account}", get(account))
@@ -357,6 +364,11 @@ impl BankSimHandle {
 
     pub fn balance(&self, account: &AccountNumber) -> Option<Money> {
         self.app.lock().bank.balance(account)
+    }
+
+    /// The balance less everything frozen.
+    pub fn available(&self, account: &AccountNumber) -> Option<Money> {
+        self.app.lock().bank.available(account)
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -805,6 +817,57 @@ async fn pain001(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
     signed_xml(StatusCode::OK, &answer)
 }
 
+/// `POST /h2h/freeze`: a signed freeze or unfreeze request, answered with signed JSON.
+async fn freeze(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = app.gate().await {
+        return refusal;
+    }
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Signature::from_base64(v).ok())
+        .unwrap_or_else(|| Signature::from_base64("").expect("empty is valid base64"));
+    let mut st = app.lock();
+    let now = st.clock.now();
+    st.counters.freeze_requests += 1;
+    match st.bank.receive_freeze(&body, &signature, now) {
+        Ok(signed) => signed_json(&signed),
+        Err(error) => failure(StatusCode::BAD_REQUEST, error),
+    }
+}
+
+/// `GET /h2h/freeze/{request_id}`: the answer to a request, or 404 when never taken.
+async fn freeze_status(State(app): State<App>, Path(request_id): Path<String>) -> Response {
+    if let Some(refusal) = app.gate().await {
+        return refusal;
+    }
+    let Ok(request_id) = MessageId::new(request_id) else {
+        return failure(StatusCode::BAD_REQUEST, "not a request id");
+    };
+    let mut st = app.lock();
+    st.counters.status_queries += 1;
+    match st.bank.query_freeze(&request_id) {
+        Ok(Some(signed)) => signed_json(&signed),
+        Ok(None) => failure(StatusCode::NOT_FOUND, "request never received"),
+        Err(error) => failure(StatusCode::INTERNAL_SERVER_ERROR, error),
+    }
+}
+
+fn signed_json(signed: &SignedReport) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::HeaderName::from_static(SIGNATURE_HEADER),
+                signed.signature.to_base64(),
+            ),
+        ],
+        signed.xml.clone(),
+    )
+        .into_response()
+}
+
 async fn status(State(app): State<App>, Path(message_id): Path<String>) -> Response {
     if let Some(refusal) = app.gate().await {
         return refusal;
@@ -870,6 +933,7 @@ async fn account(State(app): State<App>, Path(account): Path<String>) -> Respons
         Some(balance) => axum::Json(json!({
             "account": account,
             "balance": balance,
+            "available": st.bank.available(&account),
             "bookings": st.bank.bookings(&account),
         }))
         .into_response(),

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::InstructionKind;
+use crate::planner::TranchePolicy;
 
 /// A user of the platform, as the API authenticates them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -89,6 +90,7 @@ pub struct Rule {
 pub struct ApprovalPolicy {
     rules: Vec<Rule>,
     valid_for_minutes: u32,
+    tranches: TranchePolicy,
 }
 
 /// An approval policy as configured, before it is checked.
@@ -97,6 +99,10 @@ pub struct PolicyConfig {
     pub rules: Vec<Rule>,
     /// How long an approval stays valid.
     pub valid_for_minutes: u32,
+    /// Whether an approved payment above the 24x7 cap may go in tranches when only that
+    /// rail is open; versions stored before this setting existed wait for the window.
+    #[serde(default)]
+    pub tranches: TranchePolicy,
 }
 
 /// Why a policy is refused.
@@ -114,7 +120,12 @@ pub enum PolicyError {
     },
     #[error("approvals must stay valid for a positive time")]
     NoValidity,
+    #[error("tranches need a limit of 2 to {MAX_TRANCHES} transactions, not {0}")]
+    TrancheLimit(u32),
 }
+
+/// The most tranches one instruction may be split into: one message carries them all.
+pub const MAX_TRANCHES: u32 = 100;
 
 impl ApprovalPolicy {
     /// The policy as configuration.
@@ -122,6 +133,7 @@ impl ApprovalPolicy {
         PolicyConfig {
             rules: self.rules.clone(),
             valid_for_minutes: self.valid_for_minutes,
+            tranches: self.tranches,
         }
     }
 }
@@ -162,10 +174,21 @@ impl ApprovalPolicy {
                 }
             }
         }
+        if let TranchePolicy::Allowed { max_tranches } = config.tranches
+            && !(2..=MAX_TRANCHES).contains(&max_tranches)
+        {
+            return Err(PolicyError::TrancheLimit(max_tranches));
+        }
         Ok(ApprovalPolicy {
             rules: config.rules,
             valid_for_minutes: config.valid_for_minutes,
+            tranches: config.tranches,
         })
+    }
+
+    /// Whether a payment above the 24x7 cap may go in tranches.
+    pub fn tranches(&self) -> TranchePolicy {
+        self.tranches
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -433,6 +456,7 @@ mod tests {
                 },
             ],
             valid_for_minutes: 240,
+            tranches: TranchePolicy::Never,
         })
         .unwrap()
     }
@@ -684,6 +708,7 @@ mod tests {
         let config = |rules: Vec<Rule>, minutes| PolicyConfig {
             rules,
             valid_for_minutes: minutes,
+            tranches: TranchePolicy::Never,
         };
         assert_eq!(
             ApprovalPolicy::new(config(vec![only_large.clone()], 60)),
@@ -701,11 +726,36 @@ mod tests {
             ApprovalPolicy::new(config(vec![base.clone()], 0)),
             Err(PolicyError::NoValidity)
         );
-        let json = serde_json::to_string(&config(vec![base], 60)).unwrap();
+        let json = serde_json::to_string(&config(vec![base.clone()], 60)).unwrap();
         assert!(serde_json::from_str::<ApprovalPolicy>(&json).is_ok());
         assert!(
             serde_json::from_str::<ApprovalPolicy>(r#"{"rules": [], "valid_for_minutes": 5}"#)
                 .is_err()
+        );
+        let mut one_tranche = config(vec![base.clone()], 60);
+        one_tranche.tranches = TranchePolicy::Allowed { max_tranches: 1 };
+        assert_eq!(
+            ApprovalPolicy::new(one_tranche),
+            Err(PolicyError::TrancheLimit(1))
+        );
+    }
+
+    #[test]
+    fn a_policy_stored_before_tranches_existed_waits_for_the_window() {
+        let old = r#"{"rules": [{"name": "all", "when": {}, "steps": [
+            {"role": "treasury_checker", "approvals": 1}]}], "valid_for_minutes": 60}"#;
+        let policy: ApprovalPolicy = serde_json::from_str(old).unwrap();
+        assert_eq!(policy.tranches(), TranchePolicy::Never);
+        let json = serde_json::to_value(policy.config()).unwrap();
+        assert_eq!(json["tranches"], serde_json::json!({"kind": "wait"}));
+        let allowed = old.replace(
+            r#""valid_for_minutes": 60"#,
+            r#""valid_for_minutes": 60, "tranches": {"kind": "allowed", "max_tranches": 8}"#,
+        );
+        let policy: ApprovalPolicy = serde_json::from_str(&allowed).unwrap();
+        assert_eq!(
+            policy.tranches(),
+            TranchePolicy::Allowed { max_tranches: 8 }
         );
     }
 }

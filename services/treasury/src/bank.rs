@@ -18,6 +18,9 @@
 //!   when the bank never accepted a message with this id (so sending it is safe).
 //! - `GET {base}/h2h/statements/{account}?date=YYYY-MM-DD`: the signed camt.053.001.08 of a
 //!   sub-account for a Shanghai calendar day; `404` for an account the bank does not hold.
+//! - `POST {base}/h2h/freeze` and `GET {base}/h2h/freeze/{request_id}`: freezing and
+//!   releasing funds on a sub-account, a proprietary JSON request on the same signed
+//!   interface (see [`crate::freeze`] for why and how); the answers are signed JSON.
 //! - Callbacks: the bank `POST`s later pain.002 reports (a PDNG payment settling, the final
 //!   status of a message) and camt.054.001.08 notifications (every booking, returns after
 //!   settlement included) to the platform's callback URL, signed the same way, and retries
@@ -43,6 +46,7 @@ use chrono::NaiveDate;
 use reqwest::StatusCode;
 
 use crate::domain::{AccountNumber, MessageId};
+use crate::freeze::{FreezeAnswer, FreezeRequest};
 use crate::iso20022::MessageError;
 use crate::iso20022::camt053::Statement;
 use crate::iso20022::camt054::{self, Notification};
@@ -52,8 +56,10 @@ use crate::signing::{Signature, Signer, SigningError, Verifier};
 
 /// The header carrying the base64 RSA-SHA256 signature of the body.
 pub const SIGNATURE_HEADER: &str = "X-Signature";
-/// The content type of every message.
+/// The content type of every ISO 20022 message.
 pub const XML_CONTENT_TYPE: &str = "application/xml";
+/// The content type of freeze requests and answers.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Where the bank is and how long to wait for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,6 +254,87 @@ impl BankClient {
                     )));
                 }
                 Ok(Some(report))
+            }
+            Err(QueryError::NotFound(_)) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Sends a signed freeze or unfreeze request (the exact stored bytes); the bank's
+    /// verified answer. Failures are classified as for [`submit_signed`](Self::submit_signed).
+    pub async fn freeze_signed(
+        &self,
+        json: &[u8],
+        signature: &Signature,
+    ) -> Result<FreezeAnswer, SubmitError> {
+        let unknown = |reason: String| SubmitError::Unknown { reason };
+        let sent = std::str::from_utf8(json)
+            .ok()
+            .and_then(|text| FreezeRequest::parse(text).ok())
+            .map(|request| request.request_id)
+            .ok_or_else(|| SubmitError::Local("not a readable freeze request".into()))?;
+        let response = self
+            .http
+            .post(format!("{}/h2h/freeze", self.base_url))
+            .header(reqwest::header::CONTENT_TYPE, JSON_CONTENT_TYPE)
+            .header(SIGNATURE_HEADER, signature.to_base64())
+            .body(json.to_vec())
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return Err(SubmitError::Refused {
+                reason: "503 maintenance".into(),
+            });
+        }
+        let signature = header_signature(&response);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unknown(format!("reading the answer: {e}")))?;
+        if status.is_client_error() {
+            return Err(SubmitError::Refused {
+                reason: format!("{status}: {}", String::from_utf8_lossy(&body).trim()),
+            });
+        }
+        if !status.is_success() {
+            return Err(unknown(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )));
+        }
+        let verified = self
+            .verified(&body, signature.as_deref())
+            .map_err(|e| unknown(format!("answer not believed: {e}")))?;
+        let answer = FreezeAnswer::parse(verified)
+            .map_err(|e| unknown(format!("unreadable answer: {e}")))?;
+        if answer.request_id != sent {
+            return Err(unknown(format!(
+                "the answer is about request {}, not {sent}",
+                answer.request_id
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// The bank's answer to a freeze or unfreeze request, or `None` when it never received
+    /// it (sending it is then safe).
+    pub async fn freeze_status(
+        &self,
+        request_id: &MessageId,
+    ) -> Result<Option<FreezeAnswer>, QueryError> {
+        let url = format!("{}/h2h/freeze/{}", self.base_url, request_id);
+        match self.get_signed(&url).await {
+            Ok(json) => {
+                let answer = FreezeAnswer::parse(&json)?;
+                if &answer.request_id != request_id {
+                    return Err(QueryError::Mismatch(format!(
+                        "request {request_id} asked, {} answered",
+                        answer.request_id
+                    )));
+                }
+                Ok(Some(answer))
             }
             Err(QueryError::NotFound(_)) => Ok(None),
             Err(other) => Err(other),

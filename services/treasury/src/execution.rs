@@ -3,13 +3,22 @@
 //!
 //! - [`Executor::check_approval`]: where the approval chain stands; completes a hold a crash
 //!   interrupted; expires an instruction when asked to.
-//! - [`Executor::plan`]: the rail now, or how long to wait for a window.
+//! - [`Executor::plan`]: the rail now, or how long to wait for a window. The tranche policy
+//!   in force (part of the versioned approval policy, "wait" by default) decides whether a
+//!   payment above the 24x7 cap waits for the large-value window or goes now in tranches
+//!   under the cap, all in the instruction's one message.
 //! - [`Executor::sync`]: the one way an instruction reaches the bank. The first call builds
 //!   the pain.001, signs it and stores message id, bytes and signature before anything is
 //!   sent; every later call asks the bank about that message before sending the same bytes
 //!   again. The bank refuses a message id (DU01) and an end-to-end id it has seen, so a
 //!   resubmission after a crash never pays twice.
 //! - [`Executor::book_return`]: a return after settlement, reversed in the ledger.
+//!
+//! A freeze or an unfreeze takes the same path with the bank's freeze request instead of a
+//! pain.001 ([`crate::freeze`]): the signed JSON request is stored (in the message's `xml`
+//! column, under the same message id) before the first send, a later call asks the bank
+//! about the request id before sending the same bytes again, and the bank never acts twice
+//! on one request id. Its rail is the intra-bank one: a freeze is the bank's own booking.
 
 use chrono::{DateTime, NaiveTime, Utc};
 use sea_orm::ActiveValue::Set;
@@ -18,20 +27,26 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use entities::treasury_messages;
+use entities::{treasury_message_transactions, treasury_messages};
+use ledger::Money;
 
 use crate::approval::ApprovalState;
 use crate::bank::{BankClient, SubmitError};
-use crate::domain::MessageId;
+use crate::domain::{InstructionKind, MessageId};
+use crate::freeze::{FreezeAction, FreezeAnswer, FreezeRequest, FreezeStatus};
 use crate::iso20022::MessageError;
 use crate::iso20022::camt053::Direction;
 use crate::iso20022::camt054::Notification;
 use crate::iso20022::pain002::{PaymentStatus, StatusReport};
-use crate::planner::{Plan, PlanError, PlanRequest, TranchePolicy};
+use crate::planner::{BatchPlanRequest, Plan, PlanError, PlanRequest};
 use crate::rails::{Rail, Rails, TZ, shanghai};
 use crate::signing::{Signature, Signer, SigningError};
-use crate::store::{Clock, InstructionStatus, Instructions, NewInstruction, TreasuryError};
-use crate::submission::{BatchError, ReportOutcome, batch_for};
+use crate::store::{
+    Clock, Instruction, InstructionStatus, Instructions, NewInstruction, TreasuryError,
+};
+use crate::submission::{
+    BatchError, ReportOutcome, TransactionState, lines_batch_for, split_batch_for,
+};
 
 /// Where an approval chain stands, as the workflow needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,7 +225,7 @@ impl Executor {
         let now = self.now();
         let day_start = shanghai(c.requested_execution_date, NaiveTime::MIN).unwrap_or(now);
         let at = now.max(day_start);
-        let plan = match self.plan_at(c, at) {
+        let plan = match self.plan_at(c, at).await? {
             Ok(plan) => plan,
             Err(err) => {
                 return Ok(PlanOutcome::Impossible {
@@ -234,16 +249,31 @@ impl Executor {
         }
     }
 
-    /// The rails' plan for an instruction at `at`. Tranches are never planned: the workflow
-    /// sends one transaction per instruction and waits for a window instead.
-    fn plan_at(&self, c: &NewInstruction, at: DateTime<Utc>) -> Result<Plan, PlanError> {
-        self.rails.plan(&PlanRequest {
+    /// The rails' plan for an instruction at `at`, under the tranche policy in force.
+    async fn plan_at(
+        &self,
+        c: &NewInstruction,
+        at: DateTime<Utc>,
+    ) -> Result<Result<Plan, PlanError>, ExecutionError> {
+        if !c.lines.is_empty() {
+            return Ok(self.rails.plan_batch(&BatchPlanRequest {
+                debtor_bank: c.debtor.bank.clone(),
+                payments: c
+                    .lines
+                    .iter()
+                    .map(|l| (l.creditor.bank.clone(), l.amount))
+                    .collect(),
+                at,
+            }));
+        }
+        let tranches = self.instructions.policy().await?.tranches();
+        Ok(self.rails.plan(&PlanRequest {
             amount: c.amount,
             debtor_bank: c.debtor.bank.clone(),
             creditor_bank: c.creditor.bank.clone(),
             at,
-            tranches: TranchePolicy::Never,
-        })
+            tranches,
+        }))
     }
 
     /// Sends the instruction's message, or asks the bank about the one sent before, and
@@ -253,6 +283,12 @@ impl Executor {
         match instruction.status {
             InstructionStatus::Approved => {}
             status => return final_progress(&self.instructions, id, status).await,
+        }
+        if matches!(
+            instruction.content.kind,
+            InstructionKind::Freeze | InstructionKind::Unfreeze
+        ) {
+            return self.sync_freeze(&instruction).await;
         }
         let message = match self.message_of(id).await? {
             Some(message) => message,
@@ -333,9 +369,18 @@ impl Executor {
             ) else {
                 continue;
             };
-            let Some(instruction) = self.instructions.by_end_to_end_id(e2e.as_str()).await? else {
-                continue;
+            let transaction = self
+                .instructions
+                .transaction_by_end_to_end_id(e2e.as_str())
+                .await?;
+            let id = match &transaction {
+                Some(t) => t.instruction_id,
+                None => match self.instructions.by_end_to_end_id(e2e.as_str()).await? {
+                    Some(instruction) => instruction.id,
+                    None => continue,
+                },
             };
+            let instruction = self.instructions.get(id).await?;
             if instruction.content.debtor.account != notification.account {
                 continue;
             }
@@ -345,16 +390,32 @@ impl Executor {
                 .map(|r| format!("{} {}", r.code, r.info.clone().unwrap_or_default()))
                 .unwrap_or_else(|| "returned by the creditor's bank".into());
             let reason = reason.trim().to_owned();
-            self.instructions.returned(instruction.id, &reason).await?;
-            returned.push((instruction.id, reason));
+            match &transaction {
+                Some(t) => {
+                    self.instructions.transaction_returned(t, &reason).await?;
+                }
+                None => {
+                    self.instructions.returned(id, &reason).await?;
+                }
+            }
+            returned.push((id, reason));
         }
         Ok(returned)
     }
 
-    /// Books a return after settlement (idempotent).
-    pub async fn book_return(&self, id: Uuid, reason: &str) -> Result<(), ExecutionError> {
-        self.instructions.returned(id, reason).await?;
-        Ok(())
+    /// Books a return after settlement (idempotent) and says whether everything that
+    /// settled has come back. An instruction sent as one transaction is returned whole; one
+    /// sent in tranches has each returned tranche recorded when the bank reported it (a
+    /// status report or a camt.054), so only what the bank said is reversed here.
+    pub async fn book_return(&self, id: Uuid, reason: &str) -> Result<bool, ExecutionError> {
+        let transactions = self.instructions.transactions(id).await?;
+        let instruction = if transactions.len() > 1 {
+            self.instructions.conclude(id).await?;
+            self.instructions.get(id).await?
+        } else {
+            self.instructions.returned(id, reason).await?
+        };
+        Ok(instruction.status == InstructionStatus::Returned)
     }
 
     async fn apply(
@@ -363,12 +424,11 @@ impl Executor {
         message: &treasury_messages::Model,
         report: &StatusReport,
     ) -> Result<BankProgress, ExecutionError> {
+        // The message's status: the group status when the bank gives one (the only one of a
+        // message of several transactions), else its one transaction's.
         let status = report
-            .transactions
-            .iter()
-            .map(|t| t.status)
-            .next()
-            .or(report.group_status)
+            .group_status
+            .or_else(|| report.transactions.iter().map(|t| t.status).next())
             .map(PaymentStatus::code)
             .unwrap_or("RCVD");
         let xml = report.to_xml()?;
@@ -429,26 +489,40 @@ impl Executor {
             .await?)
     }
 
-    /// Builds, signs and stores the instruction's one message. Two racing calls store one.
+    /// Builds, signs and stores the instruction's one message and its transactions (one, or
+    /// one per tranche). Two racing calls store one.
     async fn write_message(&self, id: Uuid) -> Result<treasury_messages::Model, ExecutionError> {
         let instruction = self.instructions.get(id).await?;
         let now = self.now();
         let c = &instruction.content;
-        let planned = self.plan_at(c, now)?;
+        let planned = self.plan_at(c, now).await??;
         let message_id = message_id_for(id);
         let execution_date = planned
             .send_at
             .with_timezone(&TZ)
             .date_naive()
             .max(c.requested_execution_date);
-        let batch = batch_for(
-            std::slice::from_ref(&instruction),
-            message_id.clone(),
-            now,
-            &self.initiating_party,
-            planned.rail(),
-            execution_date,
-        )?;
+        let batch = if c.lines.is_empty() {
+            let parts: Vec<Money> = planned.legs.iter().map(|l| l.amount).collect();
+            split_batch_for(
+                std::slice::from_ref(&instruction),
+                std::slice::from_ref(&parts),
+                message_id.clone(),
+                now,
+                &self.initiating_party,
+                planned.rail(),
+                execution_date,
+            )?
+        } else {
+            lines_batch_for(
+                &instruction,
+                message_id.clone(),
+                now,
+                &self.initiating_party,
+                planned.rail(),
+                execution_date,
+            )?
+        };
         let xml = batch.to_xml()?;
         let signature = self.signer.sign(xml.as_bytes())?;
         let model = treasury_messages::ActiveModel {
@@ -463,17 +537,184 @@ impl Executor {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        match model.insert(self.instructions.db()).await {
-            Ok(stored) => Ok(stored),
+        let transactions: Vec<treasury_message_transactions::ActiveModel> = batch
+            .transfers
+            .iter()
+            .enumerate()
+            .map(|(n, t)| {
+                Ok::<_, ExecutionError>(treasury_message_transactions::ActiveModel {
+                    message_id: Set(message_id.as_str().to_owned()),
+                    seq: Set(i32::try_from(n + 1).map_err(|_| {
+                        TreasuryError::Corrupt("more transactions than i32".into())
+                    })?),
+                    instruction_id: Set(id),
+                    end_to_end_id: Set(t.end_to_end_id.to_string()),
+                    amount_minor: Set(t
+                        .amount
+                        .minor_units()
+                        .map_err(|e| TreasuryError::Corrupt(e.to_string()))?),
+                    currency: Set(t.amount.currency().code().to_owned()),
+                    status: Set(TransactionState::Pending.as_str().to_owned()),
+                    reason: Set(None),
+                    updated_at: Set(now),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let txn = entities::db::begin_write(self.instructions.db()).await?;
+        let inserted = match model.insert(&txn).await {
+            Ok(stored) => treasury_message_transactions::Entity::insert_many(transactions)
+                .exec(&txn)
+                .await
+                .map(|_| stored),
+            Err(err) => Err(err),
+        };
+        match inserted {
+            Ok(stored) => {
+                txn.commit().await?;
+                Ok(stored)
+            }
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                txn.rollback().await?;
                 self.message_of(id).await?.ok_or_else(|| {
                     ExecutionError::Treasury(TreasuryError::Corrupt(format!(
                         "message of {id} neither inserted nor found"
                     )))
                 })
             }
+            Err(err) => {
+                txn.rollback().await?;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// [`sync`](Self::sync) for a freeze or an unfreeze.
+    async fn sync_freeze(&self, instruction: &Instruction) -> Result<BankProgress, ExecutionError> {
+        let id = instruction.id;
+        let message = match self.message_of(id).await? {
+            Some(message) => message,
+            None => self.write_freeze_request(instruction).await?,
+        };
+        let request_id =
+            MessageId::new(message.message_id.clone()).map_err(|e| MessageError::Invalid {
+                field: "request_id",
+                reason: e.to_string(),
+            })?;
+        if message.sends > 0 {
+            match self.bank.freeze_status(&request_id).await {
+                Ok(Some(answer)) => return self.apply_freeze(id, &message, &answer).await,
+                Ok(None) => {}
+                Err(err) => {
+                    return Ok(BankProgress::Unknown {
+                        reason: format!("status query failed: {err}"),
+                    });
+                }
+            }
+        }
+        self.count_send(&message.message_id).await?;
+        let signature = Signature::from_base64(&message.signature)?;
+        match self
+            .bank
+            .freeze_signed(message.xml.as_bytes(), &signature)
+            .await
+        {
+            Ok(answer) => self.apply_freeze(id, &message, &answer).await,
+            Err(SubmitError::Refused { reason }) | Err(SubmitError::Local(reason)) => {
+                Ok(BankProgress::InProgress {
+                    status: format!("not sent: {reason}"),
+                })
+            }
+            Err(SubmitError::Unknown { reason }) => Ok(BankProgress::Unknown { reason }),
+        }
+    }
+
+    /// Builds, signs and stores the freeze or unfreeze request of an instruction.
+    async fn write_freeze_request(
+        &self,
+        instruction: &Instruction,
+    ) -> Result<treasury_messages::Model, ExecutionError> {
+        let id = instruction.id;
+        let c = &instruction.content;
+        let now = self.now();
+        let request = FreezeRequest {
+            request_id: message_id_for(id),
+            action: match c.kind {
+                InstructionKind::Unfreeze => FreezeAction::Unfreeze,
+                _ => FreezeAction::Freeze,
+            },
+            account: c.debtor.account.clone(),
+            bank: c.debtor.bank.clone(),
+            amount: c.amount.amount(),
+            currency: c.amount.currency(),
+            reference: c.end_to_end_id.clone(),
+            releases: c.releases.map(message_id_for),
+            reason: c.remittance.clone(),
+            created_at: now,
+        };
+        let json = request.to_json()?;
+        let signature = self.signer.sign(json.as_bytes())?;
+        let model = treasury_messages::ActiveModel {
+            message_id: Set(request.request_id.as_str().to_owned()),
+            instruction_id: Set(id),
+            rail: Set(rail_name(Rail::IntraBank).to_owned()),
+            xml: Set(json),
+            signature: Set(signature.to_base64()),
+            sends: Set(0),
+            last_status: Set(None),
+            last_report: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        match model.insert(self.instructions.db()).await {
+            Ok(stored) => Ok(stored),
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                self.message_of(id).await?.ok_or_else(|| {
+                    ExecutionError::Treasury(TreasuryError::Corrupt(format!(
+                        "request of {id} neither inserted nor found"
+                    )))
+                })
+            }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Applies the bank's answer to a freeze or unfreeze request.
+    async fn apply_freeze(
+        &self,
+        id: Uuid,
+        message: &treasury_messages::Model,
+        answer: &FreezeAnswer,
+    ) -> Result<BankProgress, ExecutionError> {
+        let code = match answer.status {
+            FreezeStatus::Done => "ACSC",
+            FreezeStatus::Rejected => "RJCT",
+        };
+        treasury_messages::Entity::update_many()
+            .set(treasury_messages::ActiveModel {
+                last_status: Set(Some(code.to_owned())),
+                last_report: Set(Some(answer.to_json()?)),
+                updated_at: Set(self.now()),
+                ..Default::default()
+            })
+            .filter(treasury_messages::Column::MessageId.eq(&message.message_id))
+            .exec(self.instructions.db())
+            .await?;
+        let instruction = self.instructions.get(id).await?;
+        match (answer.status, instruction.content.kind) {
+            (FreezeStatus::Done, InstructionKind::Unfreeze) => {
+                self.instructions.released(id).await?;
+            }
+            (FreezeStatus::Done, _) => {
+                self.instructions.frozen(id).await?;
+            }
+            (FreezeStatus::Rejected, _) => {
+                self.instructions
+                    .bank_rejected(id, &answer.reason_line())
+                    .await?;
+            }
+        }
+        let status = self.instructions.get(id).await?.status;
+        final_progress(&self.instructions, id, status).await
     }
 
     /// Counts a send before it happens: after a crash, a count above zero means "ask the

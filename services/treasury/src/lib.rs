@@ -26,6 +26,8 @@
 //!   checks, balances and bookings, rails, returns, signed pain.002, camt.053 and camt.054;
 //!   transport is the caller's.
 //! - [`accounts`]: legal entities' external bank accounts (payout creditors), in storage.
+//! - [`freeze`]: freezing and releasing funds on a sub-account: the proprietary signed
+//!   request to the bank (ISO 20022 has none) and its answer.
 //! - [`execution`]: approved instructions carried out at the bank: planning, the one stored
 //!   and signed message per instruction, submission and status queries, callbacks applied.
 //! - [`store`]: instructions in storage (PostgreSQL or SQLite): creation, amendment,
@@ -43,6 +45,7 @@ pub mod bank;
 pub mod calendar;
 pub mod domain;
 pub mod execution;
+pub mod freeze;
 pub mod iso20022;
 pub mod planner;
 pub mod policies;

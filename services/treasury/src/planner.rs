@@ -16,10 +16,12 @@ use crate::domain::BankCode;
 use crate::rails::{HORIZON_DAYS, Rail, Rails};
 
 /// Whether an amount above the 24x7 cap may go in several tranches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TranchePolicy {
-    /// Wait for the large-value system.
+    /// Wait for the large-value system (the default).
+    #[default]
+    #[serde(rename = "wait", alias = "never")]
     Never,
     /// Split into at most `max_tranches` transactions on the capped rail when it is the only
     /// one open.
@@ -154,6 +156,77 @@ impl Rails {
             }
             TranchePolicy::Allowed { .. } | TranchePolicy::Never => None,
         }
+    }
+}
+
+/// What to plan for a batch: several payments from one debtor bank, sent together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchPlanRequest {
+    pub debtor_bank: BankCode,
+    /// Each payment's creditor bank and amount.
+    pub payments: Vec<(BankCode, Money)>,
+    pub at: DateTime<Utc>,
+}
+
+impl Rails {
+    /// Plans a batch: the first moment (now, or the next rail boundary) at which one rail
+    /// carries every payment of it: intra-bank when all creditors are at the debtor's bank,
+    /// else the 24x7 system when every payment is within its cap and it is open for every
+    /// creditor's bank, else large-value when open for all. A batch is never split into
+    /// tranches: a payment above the cap waits for the large-value window with the rest.
+    pub fn plan_batch(&self, request: &BatchPlanRequest) -> Result<Plan, PlanError> {
+        for (_, amount) in &request.payments {
+            if amount.currency() != Currency::CNY {
+                return Err(PlanError::Currency(amount.currency()));
+            }
+            if !amount.is_positive() {
+                return Err(PlanError::NonPositive);
+            }
+        }
+        if request.payments.is_empty() {
+            return Err(PlanError::NonPositive);
+        }
+        let candidates = std::iter::once(request.at).chain(self.boundaries_after(request.at));
+        for moment in candidates {
+            if let Some(rail) = self.batch_rail_at(request, moment) {
+                let arrival = moment + Duration::minutes(i64::from(self.settle_minutes(rail)));
+                return Ok(Plan {
+                    legs: request
+                        .payments
+                        .iter()
+                        .map(|(_, amount)| Leg {
+                            rail,
+                            amount: *amount,
+                            send_at: moment,
+                        })
+                        .collect(),
+                    send_at: moment,
+                    expected_arrival: arrival,
+                    waits: moment > request.at,
+                });
+            }
+        }
+        Err(PlanError::NoWindow(HORIZON_DAYS))
+    }
+
+    fn batch_rail_at(&self, request: &BatchPlanRequest, moment: DateTime<Utc>) -> Option<Rail> {
+        let debtor = &request.debtor_bank;
+        let open_for_all = |rail| {
+            request
+                .payments
+                .iter()
+                .all(|(bank, _)| self.is_open(rail, debtor, bank, moment))
+        };
+        if request.payments.iter().all(|(bank, _)| bank == debtor) {
+            return open_for_all(Rail::IntraBank).then_some(Rail::IntraBank);
+        }
+        let cap = self.config().interbank.per_transaction_cap;
+        if request.payments.iter().all(|(_, a)| a.amount() <= cap)
+            && open_for_all(Rail::Interbank24x7)
+        {
+            return Some(Rail::Interbank24x7);
+        }
+        open_for_all(Rail::LargeValue).then_some(Rail::LargeValue)
     }
 }
 
@@ -367,6 +440,121 @@ mod tests {
             .unwrap();
         assert_eq!(plan.rail(), Rail::LargeValue);
         assert_eq!(plan.send_at, at("2026-11-24T16:30:00"));
+    }
+
+    #[test]
+    fn a_configured_maintenance_window_makes_the_planner_wait_until_it_ends() {
+        let config = crate::rails::RailsConfig::from_json(
+            r#"{"maintenance": [{"bank": "313290000017",
+                "when": {"kind": "weekly", "days": ["tue"], "from": "21:30:00", "until": "23:15:00"},
+                "note": "weekly batch window"}]}"#,
+        )
+        .unwrap();
+        let rails = Rails::new(config, crate::calendar::tests::national_day_2026()).unwrap();
+        let plan = rails
+            .plan(&request(
+                dec!(80000),
+                "2026-11-24T22:00:00",
+                TranchePolicy::Never,
+            ))
+            .unwrap();
+        assert!(plan.waits);
+        assert_eq!(plan.rail(), Rail::Interbank24x7);
+        assert_eq!(plan.send_at, at("2026-11-24T23:15:00"));
+    }
+
+    #[test]
+    fn a_configured_cap_changes_the_plan() {
+        let rails = |cap: &str| {
+            let json = format!(r#"{{"interbank": {{"per_transaction_cap": "{cap}"}}}}"#);
+            let config = crate::rails::RailsConfig::from_json(&json).unwrap();
+            Rails::new(config, crate::calendar::tests::national_day_2026()).unwrap()
+        };
+        let night = request(
+            dec!(3000000),
+            "2026-11-24T22:00:00",
+            TranchePolicy::Allowed { max_tranches: 10 },
+        );
+        // Within the default cap: at once on the 24x7 system.
+        let plan = rails("5000000").plan(&night).unwrap();
+        assert_eq!(
+            (plan.rail(), plan.legs.len(), plan.waits),
+            (Rail::Interbank24x7, 1, false)
+        );
+        // Above a configured cap of one million: three tranches.
+        let plan = rails("1000000").plan(&night).unwrap();
+        assert_eq!(
+            (plan.rail(), plan.legs.len(), plan.waits),
+            (Rail::Interbank24x7, 3, false)
+        );
+        // And without tranches, the morning window.
+        let mut waiting = night.clone();
+        waiting.tranches = TranchePolicy::Never;
+        let plan = rails("1000000").plan(&waiting).unwrap();
+        assert_eq!(plan.rail(), Rail::LargeValue);
+        assert_eq!(plan.send_at, at("2026-11-25T08:30:00"));
+    }
+
+    #[test]
+    fn a_batch_goes_on_one_rail_for_all_its_payments() {
+        let rails = rails_with(vec![MaintenanceWindow {
+            bank: bank("105100000017"),
+            rails: vec![Rail::Interbank24x7],
+            when: MaintenanceTime::OneOff {
+                from: "2026-11-24T21:00:00".parse().unwrap(),
+                until: "2026-11-24T23:00:00".parse().unwrap(),
+            },
+            note: String::new(),
+        }]);
+        let batch = |payments: Vec<(&str, Decimal)>, when: &str| BatchPlanRequest {
+            debtor_bank: bank("102100099996"),
+            payments: payments
+                .into_iter()
+                .map(|(b, a)| (bank(b), cny(a)))
+                .collect(),
+            at: at(when),
+        };
+        // Within the cap at night: at once on the 24x7 system, one leg per payment.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![
+                    ("313290000017", dec!(80000)),
+                    ("313290000017", dec!(120000.50)),
+                ],
+                "2026-11-24T20:00:00",
+            ))
+            .unwrap();
+        assert_eq!(
+            (plan.rail(), plan.legs.len(), plan.waits),
+            (Rail::Interbank24x7, 2, false)
+        );
+        // One creditor's bank in maintenance: the whole batch waits for its end.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![("313290000017", dec!(80000)), ("105100000017", dec!(1000))],
+                "2026-11-24T22:00:00",
+            ))
+            .unwrap();
+        assert_eq!(plan.send_at, at("2026-11-24T23:00:00"));
+        // One payment above the cap: the whole batch waits for large-value.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![("313290000017", dec!(6000000)), ("313290000017", dec!(1))],
+                "2026-11-24T20:00:00",
+            ))
+            .unwrap();
+        assert_eq!(
+            (plan.rail(), plan.send_at),
+            (Rail::LargeValue, at("2026-11-25T08:30:00"))
+        );
+        // All at the debtor's bank: intra-bank.
+        let plan = rails
+            .plan_batch(&batch(
+                vec![("102100099996", dec!(6000000)), ("102100099996", dec!(1))],
+                "2026-11-29T03:00:00",
+            ))
+            .unwrap();
+        assert_eq!((plan.rail(), plan.waits), (Rail::IntraBank, false));
     }
 
     #[test]

@@ -9,11 +9,33 @@
 //!
 //! Any rail is closed for a bank during that bank's maintenance windows (the notices in the
 //! domain brief: "上海银行实时付款业务将于11月24日23:55-11月25日2:05进行维护"), one-off or
-//! recurring daily. All wall-clock times are Asia/Shanghai.
+//! recurring daily or weekly. All wall-clock times are Asia/Shanghai.
+//!
+//! # Configuration
+//! Hours, the cap and the maintenance windows are data ([`RailsConfig`]), read from a JSON
+//! file (`TREASURY_RAILS`) with [`RailsConfig::from_json`]: every field may be left out and
+//! keeps its default, unknown fields are refused (a misspelt `per_transaction_cap` must not
+//! silently leave the default cap in force), and [`Rails::new`] checks the whole before the
+//! process starts:
+//! ```json
+//! {
+//!   "large_value": {"opens_at": "08:30:00", "cut_off": "17:15:00", "settle_minutes": 5},
+//!   "interbank": {"per_transaction_cap": "5000000", "settle_minutes": 1},
+//!   "maintenance": [
+//!     {"bank": "313290000017", "rails": ["interbank_24x7"],
+//!      "when": {"kind": "one_off", "from": "2026-11-24T23:55:00", "until": "2026-11-25T02:05:00"},
+//!      "note": "上海银行实时付款业务维护"},
+//!     {"bank": "102100099996",
+//!      "when": {"kind": "weekly", "days": ["sun"], "from": "00:00:00", "until": "04:00:00"}}
+//!   ]
+//! }
+//! ```
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -30,6 +52,8 @@ pub const TZ: Tz = chrono_tz::Asia::Shanghai;
 pub enum Rail {
     IntraBank,
     LargeValue,
+    /// `interbank_24x7`, as the rail is named everywhere else.
+    #[serde(rename = "interbank_24x7", alias = "interbank24x7")]
     Interbank24x7,
 }
 
@@ -60,6 +84,7 @@ impl Rail {
 
 /// Hours of the large-value system on a working day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LargeValueConfig {
     pub opens_at: NaiveTime,
     /// The last moment a customer payment is accepted (exclusive).
@@ -69,6 +94,7 @@ pub struct LargeValueConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct InterbankConfig {
     /// The most one transaction may carry, in CNY.
     pub per_transaction_cap: Decimal,
@@ -76,6 +102,7 @@ pub struct InterbankConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct IntraBankConfig {
     pub settle_minutes: u32,
 }
@@ -92,11 +119,45 @@ pub enum MaintenanceTime {
     /// Every day from `from` until `until`; a window that crosses midnight has `until`
     /// before `from`.
     Daily { from: NaiveTime, until: NaiveTime },
+    /// On the listed days of the week from `from` until `until`; a window that crosses
+    /// midnight (`until` before `from`) ends on the next day.
+    Weekly {
+        days: Vec<Weekday>,
+        from: NaiveTime,
+        until: NaiveTime,
+    },
+}
+
+impl MaintenanceTime {
+    /// Whether the local moment `at` falls inside the window.
+    fn covers(&self, at: NaiveDateTime) -> bool {
+        let t = at.time();
+        match self {
+            MaintenanceTime::OneOff { from, until } => *from <= at && at < *until,
+            MaintenanceTime::Daily { from, until } => {
+                if from < until {
+                    *from <= t && t < *until
+                } else {
+                    t >= *from || t < *until
+                }
+            }
+            MaintenanceTime::Weekly { days, from, until } => {
+                let today = at.date().weekday();
+                if from < until {
+                    days.contains(&today) && *from <= t && t < *until
+                } else {
+                    (days.contains(&today) && t >= *from)
+                        || (days.contains(&today.pred()) && t < *until)
+                }
+            }
+        }
+    }
 }
 
 /// A bank's maintenance window: the rails listed (all rails when empty) are closed for
 /// payments from or to that bank.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MaintenanceWindow {
     pub bank: BankCode,
     #[serde(default)]
@@ -109,6 +170,7 @@ pub struct MaintenanceWindow {
 
 /// The rails as configured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RailsConfig {
     pub large_value: LargeValueConfig,
     pub interbank: InterbankConfig,
@@ -137,6 +199,32 @@ impl Default for RailsConfig {
     }
 }
 
+impl Default for LargeValueConfig {
+    fn default() -> Self {
+        RailsConfig::default().large_value
+    }
+}
+
+impl Default for InterbankConfig {
+    fn default() -> Self {
+        RailsConfig::default().interbank
+    }
+}
+
+impl Default for IntraBankConfig {
+    fn default() -> Self {
+        RailsConfig::default().intra_bank
+    }
+}
+
+impl RailsConfig {
+    /// Reads a configuration file's text (see the module documentation); fields left out
+    /// keep their defaults. Check the result with [`Rails::new`].
+    pub fn from_json(text: &str) -> Result<Self, RailsError> {
+        serde_json::from_str(text).map_err(|e| RailsError::Parse(e.to_string()))
+    }
+}
+
 /// Why a rails configuration is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RailsError {
@@ -146,6 +234,10 @@ pub enum RailsError {
     InvalidCap,
     #[error("maintenance window of bank {0} is empty or ends before it starts")]
     EmptyWindow(BankCode),
+    #[error("a weekly maintenance window of bank {0} names no day")]
+    NoDays(BankCode),
+    #[error("rails configuration is not valid JSON: {0}")]
+    Parse(String),
 }
 
 /// The configured rails and the calendar they follow.
@@ -171,6 +263,12 @@ impl Rails {
             let empty = match &window.when {
                 MaintenanceTime::OneOff { from, until } => from >= until,
                 MaintenanceTime::Daily { from, until } => from == until,
+                MaintenanceTime::Weekly { days, from, until } => {
+                    if days.is_empty() {
+                        return Err(RailsError::NoDays(window.bank.clone()));
+                    }
+                    from == until
+                }
             };
             if empty {
                 return Err(RailsError::EmptyWindow(window.bank.clone()));
@@ -199,19 +297,7 @@ impl Rails {
     /// Whether `bank` is under maintenance for `rail` at the local time `at`.
     pub fn in_maintenance(&self, rail: Rail, bank: &BankCode, at: NaiveDateTime) -> bool {
         self.config.maintenance.iter().any(|w| {
-            &w.bank == bank
-                && (w.rails.is_empty() || w.rails.contains(&rail))
-                && match &w.when {
-                    MaintenanceTime::OneOff { from, until } => *from <= at && at < *until,
-                    MaintenanceTime::Daily { from, until } => {
-                        let t = at.time();
-                        if from < until {
-                            *from <= t && t < *until
-                        } else {
-                            t >= *from || t < *until
-                        }
-                    }
-                }
+            &w.bank == bank && (w.rails.is_empty() || w.rails.contains(&rail)) && w.when.covers(at)
         })
     }
 
@@ -261,7 +347,11 @@ impl Rails {
             add(day.and_time(self.config.large_value.opens_at));
             add(day.and_time(self.config.large_value.cut_off));
             for window in &self.config.maintenance {
-                if let MaintenanceTime::Daily { from, until } = &window.when {
+                // A weekly window's edges on every day: one crossing midnight ends the
+                // next day, and an edge on a day outside the window changes nothing.
+                if let MaintenanceTime::Daily { from, until }
+                | MaintenanceTime::Weekly { from, until, .. } = &window.when
+                {
                     add(day.and_time(*from));
                     add(day.and_time(*until));
                 }
@@ -480,6 +570,70 @@ pub(crate) mod tests {
             Rails::new(empty, cal),
             Err(RailsError::EmptyWindow(_))
         ));
+    }
+
+    #[test]
+    fn a_configuration_file_may_give_only_what_differs_from_the_defaults() {
+        let config =
+            RailsConfig::from_json(r#"{"interbank": {"per_transaction_cap": "1000000"}}"#).unwrap();
+        assert_eq!(
+            config.interbank.per_transaction_cap,
+            Decimal::from(1_000_000)
+        );
+        assert_eq!(config.interbank.settle_minutes, 1);
+        assert_eq!(config.large_value, RailsConfig::default().large_value);
+        assert_eq!(
+            RailsConfig::from_json("{}").unwrap(),
+            RailsConfig::default()
+        );
+    }
+
+    #[test]
+    fn a_misspelt_or_malformed_configuration_is_refused_with_the_reason() {
+        let typo = RailsConfig::from_json(r#"{"interbank": {"per_transacton_cap": "1"}}"#);
+        assert!(
+            matches!(&typo, Err(RailsError::Parse(m)) if m.contains("per_transacton_cap")),
+            "{typo:?}"
+        );
+        let bad_time = RailsConfig::from_json(r#"{"large_value": {"opens_at": "8h30"}}"#);
+        assert!(
+            matches!(bad_time, Err(RailsError::Parse(_))),
+            "{bad_time:?}"
+        );
+        let no_days = RailsConfig::from_json(
+            r#"{"maintenance": [{"bank": "313290000017",
+                "when": {"kind": "weekly", "days": [], "from": "00:00:00", "until": "04:00:00"}}]}"#,
+        )
+        .unwrap();
+        let cal = crate::calendar::tests::national_day_2026();
+        assert!(matches!(
+            Rails::new(no_days, cal),
+            Err(RailsError::NoDays(_))
+        ));
+    }
+
+    #[test]
+    fn a_weekly_window_closes_its_days_only_and_may_cross_midnight() {
+        // Every Sunday from 23:00 until Monday 01:00.
+        let config = RailsConfig::from_json(
+            r#"{"maintenance": [{"bank": "313290000017", "rails": ["interbank_24x7"],
+                "when": {"kind": "weekly", "days": ["sun"], "from": "23:00:00", "until": "01:00:00"}}]}"#,
+        )
+        .unwrap();
+        let rails = Rails::new(config, crate::calendar::tests::national_day_2026()).unwrap();
+        let (a, b) = (bank("102100099996"), bank("313290000017"));
+        let open = |t| rails.is_open(Rail::Interbank24x7, &a, &b, at(t));
+        assert!(open("2026-11-29T22:59:59"), "Sunday before the window");
+        assert!(!open("2026-11-29T23:00:00"), "Sunday night");
+        assert!(!open("2026-11-30T00:59:59"), "Monday small hours");
+        assert!(open("2026-11-30T01:00:00"), "Monday after the window");
+        assert!(open("2026-11-28T23:30:00"), "Saturday night is not in it");
+        assert!(open("2026-11-29T00:30:00"), "nor Sunday's small hours");
+        assert!(
+            rails
+                .boundaries_after(at("2026-11-29T22:00:00"))
+                .contains(&at("2026-11-30T01:00:00"))
+        );
     }
 
     #[test]

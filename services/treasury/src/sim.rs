@@ -18,6 +18,14 @@
 //! end-of-day camt.053 statement of an account for a date ([`CustodialBank::statement`];
 //! days are Asia/Shanghai days).
 //!
+//! # Freezes
+//! A signed freeze request ([`crate::freeze`]) blocks an amount on a sub-account: the
+//! available balance (the booked balance less everything frozen) drops, payments beyond it
+//! are rejected with `AM04`, and so is a freeze beyond it. An unfreeze names the freeze it
+//! releases. Answers are signed JSON, stored per request id: the same request again gets
+//! the same answer and changes nothing ([`CustodialBank::receive_freeze`],
+//! [`CustodialBank::query_freeze`]).
+//!
 //! # Returns after settlement
 //! A settled payment can come back from the creditor's side ([`CustodialBank::return_payment`],
 //! e.g. `AC04` closed account). The bank then
@@ -40,6 +48,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::domain::{AccountNumber, BankCode, EndToEndId, MessageId};
+use crate::freeze::{FreezeAction, FreezeAnswer, FreezeRequest, FreezeStatus};
 use crate::iso20022::MessageError;
 use crate::iso20022::camt053::{Counterparty, Direction, ReturnReason, Statement, StatementEntry};
 use crate::iso20022::camt054::Notification;
@@ -170,6 +179,18 @@ pub struct CustodialBank {
     journal: BTreeMap<AccountNumber, Vec<Booking>>,
     settled: BTreeMap<EndToEndId, Settled>,
     outbox: Vec<SignedNotification>,
+    /// Freezes by request id, and whether released.
+    freezes: BTreeMap<MessageId, Frozen>,
+    /// The answer to every freeze or unfreeze request taken, for repeats and queries.
+    freeze_answers: BTreeMap<MessageId, FreezeAnswer>,
+}
+
+/// An amount blocked on an account.
+#[derive(Clone, Debug)]
+struct Frozen {
+    account: AccountNumber,
+    amount: Money,
+    released: bool,
 }
 
 impl CustodialBank {
@@ -189,7 +210,146 @@ impl CustodialBank {
             journal: BTreeMap::new(),
             settled: BTreeMap::new(),
             outbox: Vec::new(),
+            freezes: BTreeMap::new(),
+            freeze_answers: BTreeMap::new(),
         }
+    }
+
+    /// Everything frozen on an account now.
+    pub fn frozen(&self, account: &AccountNumber) -> Decimal {
+        self.freezes
+            .values()
+            .filter(|f| &f.account == account && !f.released)
+            .map(|f| f.amount.amount())
+            .sum()
+    }
+
+    /// The booked balance less everything frozen.
+    pub fn available(&self, account: &AccountNumber) -> Option<Money> {
+        let balance = self.balances.get(account)?;
+        Money::new(balance.amount() - self.frozen(account), balance.currency()).ok()
+    }
+
+    /// Takes a signed freeze or unfreeze request at `at` and answers it, signed. A request
+    /// id seen before gets its first answer again; nothing is done twice.
+    pub fn receive_freeze(
+        &mut self,
+        body: &[u8],
+        signature: &Signature,
+        at: DateTime<Utc>,
+    ) -> Result<SignedReport, BankError> {
+        let text = std::str::from_utf8(body).map_err(|e| MessageError::Xml(e.to_string()))?;
+        let request = FreezeRequest::parse(text)?;
+        let answer = |status, code: Option<&str>, info: Option<&str>, frozen| FreezeAnswer {
+            request_id: request.request_id.clone(),
+            status,
+            reason_code: code.map(str::to_owned),
+            reason: info.map(str::to_owned),
+            frozen,
+            answered_at: at,
+        };
+        if self.platform.verify(body, signature).is_err() {
+            // Not taken: the id stays free for a correctly signed request.
+            let refused = answer(
+                FreezeStatus::Rejected,
+                Some("DS0B"),
+                Some("signature invalid"),
+                self.frozen(&request.account),
+            );
+            return self.sign_json(&refused.to_json()?);
+        }
+        if let Some(known) = self.freeze_answers.get(&request.request_id).cloned() {
+            return self.sign_json(&known.to_json()?);
+        }
+        let amount = request.money()?;
+        let reject = |code: &str, info: &str, frozen| {
+            answer(FreezeStatus::Rejected, Some(code), Some(info), frozen)
+        };
+        let decided = match (self.available(&request.account), request.action) {
+            (None, _) => reject("AC01", "unknown account", Decimal::ZERO),
+            (Some(available), _) if available.currency() != amount.currency() => reject(
+                "AM03",
+                "not the account's currency",
+                self.frozen(&request.account),
+            ),
+            (Some(available), FreezeAction::Freeze) => {
+                if available.amount() < amount.amount() {
+                    reject(
+                        "AM04",
+                        "insufficient available funds to freeze",
+                        self.frozen(&request.account),
+                    )
+                } else {
+                    self.freezes.insert(
+                        request.request_id.clone(),
+                        Frozen {
+                            account: request.account.clone(),
+                            amount,
+                            released: false,
+                        },
+                    );
+                    answer(
+                        FreezeStatus::Done,
+                        None,
+                        None,
+                        self.frozen(&request.account),
+                    )
+                }
+            }
+            (Some(_), FreezeAction::Unfreeze) => {
+                let target = request
+                    .releases
+                    .as_ref()
+                    .and_then(|id| self.freezes.get_mut(id));
+                match target {
+                    Some(f) if f.account != request.account || f.amount != amount => {
+                        let frozen = self.frozen(&request.account);
+                        reject("NARR", "the freeze is on another account or amount", frozen)
+                    }
+                    Some(f) if f.released => {
+                        let frozen = self.frozen(&request.account);
+                        reject("NARR", "the freeze was released already", frozen)
+                    }
+                    Some(f) => {
+                        f.released = true;
+                        answer(
+                            FreezeStatus::Done,
+                            None,
+                            None,
+                            self.frozen(&request.account),
+                        )
+                    }
+                    None => {
+                        let frozen = self.frozen(&request.account);
+                        reject("NARR", "no such freeze", frozen)
+                    }
+                }
+            }
+        };
+        self.freeze_answers
+            .insert(request.request_id.clone(), decided.clone());
+        self.sign_json(&decided.to_json()?)
+    }
+
+    /// The answer to a freeze or unfreeze request, signed again; `None` when the bank never
+    /// took a request with this id.
+    pub fn query_freeze(
+        &mut self,
+        request_id: &MessageId,
+    ) -> Result<Option<SignedReport>, BankError> {
+        match self.freeze_answers.get(request_id).cloned() {
+            Some(answer) => self.sign_json(&answer.to_json()?).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A JSON answer with the bank's signature (in the `xml` field of the signed message).
+    fn sign_json(&self, json: &str) -> Result<SignedReport, BankError> {
+        let signature = self.signer.sign(json.as_bytes())?;
+        Ok(SignedReport {
+            xml: json.to_owned(),
+            signature,
+        })
     }
 
     /// Opens or tops up a sub-account with funds it had before any day the bank reports on
@@ -677,6 +837,12 @@ impl CustodialBank {
         if balance.currency() != q.amount.currency() || balance.amount() < q.amount.amount() {
             return reject("AM04", "insufficient funds");
         }
+        if balance.amount() - self.frozen(&q.debtor) < q.amount.amount() {
+            return reject(
+                "AM04",
+                "insufficient available funds: part of the balance is frozen",
+            );
+        }
         let credited_here = self
             .balances
             .get(&q.creditor)
@@ -1033,6 +1199,203 @@ mod tests {
             .unwrap();
         let report = read_signed_report(&s.bank_key, &signed).unwrap();
         assert_eq!(report.transactions[0].reason.as_ref().unwrap().code, "AM02");
+    }
+
+    fn freeze_request(
+        s: &Setup,
+        id: &str,
+        action: FreezeAction,
+        amount: Decimal,
+        releases: Option<&str>,
+    ) -> (String, Signature) {
+        let request = FreezeRequest {
+            request_id: MessageId::new(id).unwrap(),
+            action,
+            account: s.debtor.clone(),
+            bank: BankCode::new("102100099996").unwrap(),
+            amount,
+            currency: Currency::CNY,
+            reference: EndToEndId::new(format!("E2E-{id}")).unwrap(),
+            releases: releases.map(|r| MessageId::new(r).unwrap()),
+            reason: Some("(2026)沪0115民初12345号 财产保全".into()),
+            created_at: at("2026-11-24T10:00:00"),
+        };
+        let json = request.to_json().unwrap();
+        let signature = s.platform.sign(json.as_bytes()).unwrap();
+        (json, signature)
+    }
+
+    fn freeze_answer(bank_key: &Verifier, signed: &SignedReport) -> FreezeAnswer {
+        bank_key
+            .verify(signed.xml.as_bytes(), &signed.signature)
+            .expect("signed by the bank");
+        FreezeAnswer::parse(&signed.xml).unwrap()
+    }
+
+    #[test]
+    fn a_frozen_amount_cannot_be_paid_and_an_unfreeze_restores_it() {
+        let mut s = setup();
+        let when = at("2026-11-24T10:00:00");
+        let (json, sig) = freeze_request(&s, "FRZ-1", FreezeAction::Freeze, dec!(40000000), None);
+        let done = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &sig, when).unwrap(),
+        );
+        assert_eq!(done.status, FreezeStatus::Done);
+        assert_eq!(done.frozen, dec!(40000000));
+        assert_eq!(s.bank.available(&s.debtor), Some(cny(dec!(10000000))));
+        // The same request again: the same answer, nothing frozen twice.
+        let again = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &sig, when).unwrap(),
+        );
+        assert_eq!(again, done);
+        assert_eq!(s.bank.frozen(&s.debtor), dec!(40000000));
+        // 30,001,234.56 to pay, 10,000,000 available: refused, nothing booked.
+        let xml = depot_batch().to_xml().unwrap();
+        let signature = s.platform.sign(xml.as_bytes()).unwrap();
+        let signed = s.bank.receive(xml.as_bytes(), &signature, when).unwrap();
+        let report = read_signed_report(&s.bank_key, &signed).unwrap();
+        let reason = report.transactions[0].reason.as_ref().unwrap();
+        assert_eq!(reason.code, "AM04");
+        assert!(reason.info.as_deref().unwrap().contains("frozen"));
+        assert_eq!(
+            report.transactions[1].status,
+            PaymentStatus::AcceptedSettlementCompleted
+        );
+        assert_eq!(s.bank.balance(&s.debtor), Some(cny(dec!(49998765.44))));
+        // A freeze beyond what is available is refused.
+        let (json, sig) = freeze_request(&s, "FRZ-2", FreezeAction::Freeze, dec!(10000000), None);
+        let refused = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &sig, when).unwrap(),
+        );
+        assert_eq!(
+            (refused.status, refused.reason_code.as_deref()),
+            (FreezeStatus::Rejected, Some("AM04"))
+        );
+        // The unfreeze must name the freeze, with its amount.
+        let (json, sig) =
+            freeze_request(&s, "UNF-0", FreezeAction::Unfreeze, dec!(1), Some("FRZ-1"));
+        let wrong = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &sig, when).unwrap(),
+        );
+        assert_eq!(wrong.status, FreezeStatus::Rejected);
+        let (json, sig) = freeze_request(
+            &s,
+            "UNF-1",
+            FreezeAction::Unfreeze,
+            dec!(40000000),
+            Some("FRZ-1"),
+        );
+        let released = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &sig, when).unwrap(),
+        );
+        assert_eq!(
+            (released.status, released.frozen),
+            (FreezeStatus::Done, dec!(0))
+        );
+        assert_eq!(s.bank.available(&s.debtor), s.bank.balance(&s.debtor));
+        let queried = s
+            .bank
+            .query_freeze(&MessageId::new("UNF-1").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(freeze_answer(&s.bank_key, &queried), released);
+        assert!(
+            s.bank
+                .query_freeze(&MessageId::new("UNF-9").unwrap())
+                .unwrap()
+                .is_none()
+        );
+        // Released once only.
+        let (json, sig) = freeze_request(
+            &s,
+            "UNF-2",
+            FreezeAction::Unfreeze,
+            dec!(40000000),
+            Some("FRZ-1"),
+        );
+        let twice = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &sig, when).unwrap(),
+        );
+        assert_eq!(twice.status, FreezeStatus::Rejected);
+        // Now the payment goes through.
+        let mut batch = depot_batch();
+        batch.message_id = MessageId::new("FC-20261124-0002").unwrap();
+        batch.transfers.truncate(1);
+        batch.transfers[0].end_to_end_id = EndToEndId::new("E2E-DEPOT-0003").unwrap();
+        let xml = batch.to_xml().unwrap();
+        let signature = s.platform.sign(xml.as_bytes()).unwrap();
+        let signed = s.bank.receive(xml.as_bytes(), &signature, when).unwrap();
+        let report = read_signed_report(&s.bank_key, &signed).unwrap();
+        assert_eq!(
+            report.transactions[0].status,
+            PaymentStatus::AcceptedSettlementCompleted
+        );
+    }
+
+    #[test]
+    fn a_forged_freeze_request_is_refused_and_its_id_stays_free() {
+        let mut s = setup();
+        let when = at("2026-11-24T10:00:00");
+        let (json, good) = freeze_request(&s, "FRZ-9", FreezeAction::Freeze, dec!(1000), None);
+        // The amount changed after signing.
+        let tampered = json.replace("\"1000\"", "\"9000\"");
+        assert_ne!(tampered, json);
+        let refused = freeze_answer(
+            &s.bank_key,
+            &s.bank
+                .receive_freeze(tampered.as_bytes(), &good, when)
+                .unwrap(),
+        );
+        assert_eq!(refused.reason_code.as_deref(), Some("DS0B"));
+        assert_eq!(s.bank.frozen(&s.debtor), dec!(0));
+        let done = freeze_answer(
+            &s.bank_key,
+            &s.bank.receive_freeze(json.as_bytes(), &good, when).unwrap(),
+        );
+        assert_eq!(done.status, FreezeStatus::Done);
+    }
+
+    #[test]
+    fn tranches_in_one_message_are_capped_one_by_one_and_the_report_validates() {
+        let mut s = setup();
+        let mut batch = depot_batch();
+        batch.rail = Rail::Interbank24x7;
+        let template = batch.transfers[0].clone();
+        batch.transfers = (1..=7)
+            .map(|n| {
+                let mut t = template.clone();
+                t.end_to_end_id = EndToEndId::new(format!("E2E-DEPOT-0001-{n}")).unwrap();
+                t.amount = cny(if n == 7 {
+                    dec!(5000000.01)
+                } else {
+                    dec!(5000000)
+                });
+                t
+            })
+            .collect();
+        let xml = batch.to_xml().unwrap();
+        schema::validate(&xml, "pain.001.001.10.xsd").unwrap();
+        let signature = s.platform.sign(xml.as_bytes()).unwrap();
+        let signed = s
+            .bank
+            .receive(xml.as_bytes(), &signature, at("2026-11-24T22:00:00"))
+            .unwrap();
+        schema::validate(&signed.xml, "pain.002.001.11.xsd").unwrap();
+        let report = read_signed_report(&s.bank_key, &signed).unwrap();
+        assert_eq!(report.transactions.len(), 7);
+        assert!(
+            report.transactions[..6]
+                .iter()
+                .all(|t| t.status == PaymentStatus::AcceptedSettlementCompleted)
+        );
+        assert_eq!(report.transactions[6].reason.as_ref().unwrap().code, "AM02");
+        assert_eq!(s.bank.balance(&s.debtor), Some(cny(dec!(20000000))));
     }
 
     #[test]

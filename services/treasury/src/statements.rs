@@ -17,8 +17,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use entities::{
-    treasury_events, treasury_exceptions, treasury_instructions, treasury_statements,
-    treasury_sub_accounts,
+    treasury_events, treasury_exceptions, treasury_instruction_lines, treasury_instructions,
+    treasury_message_transactions, treasury_statements, treasury_sub_accounts,
 };
 
 use crate::domain::{AccountNumber, EndToEndId};
@@ -215,54 +215,109 @@ async fn exceptions_of(
         .await
 }
 
-/// What the platform's instructions say happened on `account` on `date` (Shanghai).
+/// What the platform's instructions say happened on `account` on `date` (Shanghai): one
+/// movement per transaction the bank carried out (an instruction's own, each tranche, each
+/// payment of a batch), on the day its settlement was recorded, and a reversal on the day
+/// a returned transaction was reversed. A freeze moves nothing.
 pub async fn expected_movements(
     db: &DatabaseConnection,
     account: &AccountNumber,
     date: NaiveDate,
 ) -> Result<Vec<ExpectedMovement>, StatementError> {
     use treasury_instructions::Column as I;
+    let paid_in_batches = sea_orm::sea_query::Query::select()
+        .column(treasury_instruction_lines::Column::InstructionId)
+        .from(treasury_instruction_lines::Entity)
+        .and_where(treasury_instruction_lines::Column::CreditorAccount.eq(account.as_str()))
+        .to_owned();
     let instructions = treasury_instructions::Entity::find()
         .filter(
             Condition::any()
                 .add(I::DebtorAccount.eq(account.as_str()))
-                .add(I::CreditorAccount.eq(account.as_str())),
+                .add(I::CreditorAccount.eq(account.as_str()))
+                .add(I::Id.in_subquery(paid_in_batches)),
         )
         .filter(I::Status.is_in(["settled", "returned"]))
+        .filter(I::Kind.is_in(["sub_account_transfer", "payout"]))
         .all(db)
         .await?;
+    let on_the_day = |at: DateTime<Utc>| at.with_timezone(&TZ).date_naive() == date;
+    let corrupt = |e: &dyn std::fmt::Display| StatementError::Corrupt(e.to_string());
     let mut out = Vec::new();
     for i in instructions {
         let events = treasury_events::Entity::find()
             .filter(treasury_events::Column::InstructionId.eq(i.id))
-            .filter(treasury_events::Column::Event.is_in(["settled", "returned"]))
+            .filter(treasury_events::Column::Event.is_in([
+                "settled",
+                "settled_in_part",
+                "returned",
+                "transaction_returned",
+            ]))
             .all(db)
             .await?;
-        let e2e = EndToEndId::new(i.end_to_end_id.clone())
-            .map_err(|e| StatementError::Corrupt(e.to_string()))?;
         let currency: ledger::Currency = i
             .currency
             .parse()
             .map_err(|e| StatementError::Corrupt(format!("{e:?}")))?;
-        let amount = ledger::Money::from_minor(i.amount_minor, currency);
+        let lines = treasury_instruction_lines::Entity::find()
+            .filter(treasury_instruction_lines::Column::InstructionId.eq(i.id))
+            .all(db)
+            .await?;
+        let transactions = treasury_message_transactions::Entity::find()
+            .filter(treasury_message_transactions::Column::InstructionId.eq(i.id))
+            .all(db)
+            .await?;
+        // Which side of each transaction `account` is on.
         let debtor = i.debtor_account == account.as_str();
-        for event in events {
-            if event.at.with_timezone(&TZ).date_naive() != date {
-                continue;
-            }
-            let reversal = event.event == "returned";
-            // The debtor's account is debited on settlement and credited back on a return;
-            // the creditor's the other way round.
+        let credited = |e2e: &str| {
+            lines
+                .iter()
+                .find(|l| l.end_to_end_id == e2e)
+                .map(|l| l.creditor_account == account.as_str())
+                .unwrap_or(i.creditor_account == account.as_str())
+        };
+        let movement = |e2e: &str, minor: i64, reversal: bool| -> Result<_, StatementError> {
+            // The debtor's account is debited on settlement and credited back on a
+            // return; the creditor's the other way round.
             let direction = match (debtor, reversal) {
                 (true, false) | (false, true) => Direction::Debit,
                 (true, true) | (false, false) => Direction::Credit,
             };
-            out.push(ExpectedMovement {
-                end_to_end_id: e2e.clone(),
-                amount,
+            Ok(ExpectedMovement {
+                end_to_end_id: EndToEndId::new(e2e.to_owned()).map_err(|e| corrupt(&e))?,
+                amount: ledger::Money::from_minor(minor, currency),
                 direction,
                 reversal,
+            })
+        };
+        if transactions.is_empty() {
+            // Sent before transactions were recorded: the instruction is its transaction.
+            for event in events.iter().filter(|e| on_the_day(e.at)) {
+                let reversal = event.event == "returned";
+                out.push(movement(&i.end_to_end_id, i.amount_minor, reversal)?);
+            }
+            continue;
+        }
+        let settled_on_the_day = events
+            .iter()
+            .any(|e| matches!(e.event.as_str(), "settled" | "settled_in_part") && on_the_day(e.at));
+        for t in &transactions {
+            if !(debtor || credited(&t.end_to_end_id)) {
+                continue;
+            }
+            if settled_on_the_day && matches!(t.status.as_str(), "settled" | "returned") {
+                out.push(movement(&t.end_to_end_id, t.amount_minor, false)?);
+            }
+            let returned_on_the_day = events.iter().any(|e| {
+                e.event == "transaction_returned"
+                    && on_the_day(e.at)
+                    && serde_json::from_str::<serde_json::Value>(&e.detail)
+                        .ok()
+                        .is_some_and(|d| d["end_to_end_id"] == t.end_to_end_id.as_str())
             });
+            if returned_on_the_day {
+                out.push(movement(&t.end_to_end_id, t.amount_minor, true)?);
+            }
         }
     }
     Ok(out)

@@ -7,6 +7,24 @@
 //! an idempotency key derived from the instruction, so a retry after a crash never moves
 //! money twice; every status change is conditional on the status it leaves, so two racing
 //! calls cannot both apply. Every step leaves a row in the audit trail.
+//!
+//! # Batches
+//! An instruction may carry several payments (`lines`) from its debtor sub-account, each to
+//! its own creditor with its own end-to-end id: approved as a whole (the policy sees the
+//! total), held as one ledger hold with a debtor and a creditor leg per line, sent as one
+//! pain.001 with one transaction per line, and concluded per line: a line the bank refuses
+//! is released alone (the hold posts leg by leg), a line returned later is reversed alone.
+//! The lines live in `treasury_instruction_lines`; the instruction row keeps the total and,
+//! for listing, the first line's creditor. All lines go on one rail, so their creditors are
+//! all at the debtor's bank or all at other banks.
+//!
+//! # Freezes
+//! A freeze's creditor is the sub-account's frozen-funds ledger account
+//! ([`Instructions::new_freeze`]); its hold, placed on approval like any other, stays pending
+//! after the bank confirms the freeze (the instruction is then `settled`: carried out at the
+//! bank), so the funds are not available in the ledger either. An unfreeze names the freeze
+//! ([`Instructions::new_unfreeze`]), holds nothing, and voids the freeze's hold when the bank
+//! confirms the release.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger::{Currency, Ledger, LedgerError, Money, NewEntry, PostHold, VoidHold};
@@ -19,13 +37,17 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use entities::{treasury_approvals, treasury_events, treasury_instructions};
+use entities::{
+    treasury_approvals, treasury_events, treasury_instruction_lines as instruction_lines,
+    treasury_instructions, treasury_message_transactions as message_txs,
+};
 
 use crate::approval::{
     self, Approval, ApprovalError, ApprovalPolicy, ApprovalState, ContentDigest, Rejection, Role,
     Subject, UserId,
 };
 use crate::domain::{AccountNumber, BankCode, EndToEndId, InstructionKind};
+use crate::submission::{Concluded, TransactionState};
 
 /// The source of time; tests pass one they can move.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -51,7 +73,29 @@ pub struct NewInstruction {
     pub purpose: Option<String>,
     pub remittance: Option<String>,
     pub requested_execution_date: NaiveDate,
+    /// For an unfreeze: the freeze instruction it releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases: Option<Uuid>,
+    /// For a batch: its payments, from the debtor, each to its own creditor (see
+    /// [`Line`]); `amount` is their total and `creditor` the first line's. Empty for a single
+    /// payment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<Line>,
 }
+
+/// One payment of a batch instruction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// The end-to-end id of its transaction in the message.
+    pub end_to_end_id: EndToEndId,
+    pub creditor: Counterparty,
+    pub amount: Money,
+    #[serde(default)]
+    pub remittance: Option<String>,
+}
+
+/// The most payments one batch may carry: they travel in one message.
+pub const MAX_BATCH_LINES: usize = 1000;
 
 /// Where an instruction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +146,36 @@ pub struct Instruction {
     pub created_at: DateTime<Utc>,
 }
 
+/// One transaction of an instruction's message (the instruction itself, or one tranche).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageTransaction {
+    pub message_id: String,
+    pub seq: i32,
+    pub instruction_id: Uuid,
+    pub end_to_end_id: EndToEndId,
+    pub amount: Money,
+    pub state: TransactionState,
+    /// The bank's reason of a rejection or return.
+    pub reason: Option<String>,
+}
+
+fn to_transaction(row: message_txs::Model) -> Result<MessageTransaction, TreasuryError> {
+    let currency: Currency = row
+        .currency
+        .parse()
+        .map_err(|e| TreasuryError::Corrupt(format!("transaction {}: {e}", row.end_to_end_id)))?;
+    Ok(MessageTransaction {
+        end_to_end_id: EndToEndId::new(row.end_to_end_id.clone())
+            .map_err(|e| TreasuryError::Corrupt(e.to_string()))?,
+        amount: Money::from_minor(row.amount_minor, currency),
+        state: TransactionState::parse(&row.status)?,
+        message_id: row.message_id,
+        seq: row.seq,
+        instruction_id: row.instruction_id,
+        reason: row.reason,
+    })
+}
+
 /// One line of an instruction's audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
@@ -133,6 +207,8 @@ pub enum TreasuryError {
     Storage(#[from] DbErr),
     #[error("stored instruction is inconsistent: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    InvalidContent(String),
 }
 
 /// The treasury's instructions, over the database and the ledger.
@@ -145,6 +221,8 @@ pub struct Instructions {
 }
 
 const ACTOR_BANK: &str = "bank";
+/// The creditor name of a freeze: the sub-account's own frozen funds.
+pub const FROZEN_FUNDS: &str = "Frozen funds";
 const ACTOR_SYSTEM: &str = "system";
 
 impl Instructions {
@@ -189,6 +267,7 @@ impl Instructions {
         maker: &UserId,
         idempotency_key: &str,
     ) -> Result<Instruction, TreasuryError> {
+        self.check_content(&new).await?;
         let digest = ContentDigest::of(&new);
         let now = self.now();
         let id = Uuid::now_v7();
@@ -208,6 +287,10 @@ impl Instructions {
             })?
             .insert(&txn)
             .await;
+        let inserted = match inserted {
+            Ok(row) => insert_lines(&txn, id, &new.lines).await.map(|_| row),
+            Err(err) => Err(err),
+        };
         match inserted {
             Ok(_) => {
                 event(
@@ -230,7 +313,7 @@ impl Instructions {
                     .await?;
                 match existing {
                     Some(row) if row.content_digest == digest.0 && row.maker == maker.0 => {
-                        to_instruction(row)
+                        self.get(row.id).await
                     }
                     Some(_) => Err(TreasuryError::IdempotencyConflict(
                         idempotency_key.to_owned(),
@@ -252,6 +335,7 @@ impl Instructions {
         new: NewInstruction,
         by: &UserId,
     ) -> Result<Instruction, TreasuryError> {
+        self.check_content(&new).await?;
         let digest = ContentDigest::of(&new);
         let now = self.now();
         let txn = entities::db::begin_write(&self.db).await?;
@@ -267,6 +351,20 @@ impl Instructions {
             )
             .exec(&txn)
             .await;
+        let updated = match updated {
+            Ok(updated) if updated.rows_affected == 1 => {
+                let replaced = match instruction_lines::Entity::delete_many()
+                    .filter(instruction_lines::Column::InstructionId.eq(id))
+                    .exec(&txn)
+                    .await
+                {
+                    Ok(_) => insert_lines(&txn, id, &new.lines).await,
+                    Err(err) => Err(err),
+                };
+                replaced.map(|_| updated)
+            }
+            other => other,
+        };
         let updated = match updated {
             Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 return Err(TreasuryError::DuplicateEndToEndId(
@@ -294,7 +392,14 @@ impl Instructions {
             .one(&self.db)
             .await?
             .ok_or(TreasuryError::NotFound(id))?;
-        to_instruction(row)
+        let mut instruction = to_instruction(row)?;
+        let lines = instruction_lines::Entity::find()
+            .filter(instruction_lines::Column::InstructionId.eq(id))
+            .order_by_asc(instruction_lines::Column::Seq)
+            .all(&self.db)
+            .await?;
+        instruction.content.lines = lines.into_iter().map(to_line).collect::<Result<_, _>>()?;
+        Ok(instruction)
     }
 
     /// The audit trail, oldest first.
@@ -435,13 +540,17 @@ impl Instructions {
             return Ok(instruction);
         }
         let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "reject")?;
-        let voided = self
-            .ledger
-            .void_hold(VoidHold {
-                idempotency_key: format!("treasury:{id}:void"),
-                hold_id,
-            })
-            .await;
+        let voided = if instruction.content.kind == InstructionKind::Unfreeze {
+            Ok(None)
+        } else {
+            self.ledger
+                .void_hold(VoidHold {
+                    idempotency_key: format!("treasury:{id}:void"),
+                    hold_id,
+                })
+                .await
+                .map(Some)
+        };
         match voided {
             // Another caller (the bank's callback and a worker's query, say) voided it a
             // moment ago; the conditional status change below settles who records it.
@@ -492,35 +601,584 @@ impl Instructions {
         .await
     }
 
-    /// The creditor's bank returned a settled payment: a new entry reverses it.
+    /// The creditor's bank returned a settled payment: new entries reverse what settled
+    /// (every settled transaction of the instruction's message, or the instruction as a
+    /// whole when it has no stored message).
     pub async fn returned(&self, id: Uuid, reason: &str) -> Result<Instruction, TreasuryError> {
         let instruction = self.get(id).await?;
         if instruction.status == InstructionStatus::Returned {
             return Ok(instruction);
         }
         self.expect_status(&instruction, InstructionStatus::Settled, "return")?;
+        let rows = self.transactions(id).await?;
+        if rows.is_empty() {
+            let c = &instruction.content;
+            let receipt = self
+                .ledger
+                .post_entry(
+                    NewEntry::transfer(
+                        format!("treasury:{id}:return"),
+                        format!("treasury:{id}"),
+                        c.creditor.ledger_account,
+                        c.debtor.ledger_account,
+                        c.amount.amount(),
+                        c.amount.currency(),
+                    )
+                    .description(format!("return of {}: {reason}", c.end_to_end_id)),
+                )
+                .await?;
+            return self
+                .transition(
+                    &instruction,
+                    InstructionStatus::Settled,
+                    InstructionStatus::Returned,
+                    ACTOR_BANK,
+                    "returned",
+                    serde_json::json!({ "reason": reason, "entry_id": receipt.entry_id }),
+                )
+                .await;
+        }
+        for row in rows.iter().filter(|r| r.state == TransactionState::Settled) {
+            self.mark_stored(
+                &row.message_id,
+                row.seq,
+                TransactionState::Settled,
+                TransactionState::Returned,
+                Some(reason.to_owned()),
+            )
+            .await?;
+        }
+        self.conclude(id).await?;
+        self.get(id).await
+    }
+
+    /// The content of a freeze of `amount` on a sub-account: the creditor is the
+    /// sub-account's frozen-funds ledger account (opened on first use), at the bank the
+    /// sub-account itself.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new_freeze(
+        &self,
+        sub_account: Counterparty,
+        amount: Money,
+        end_to_end_id: EndToEndId,
+        purpose: Option<String>,
+        reason: Option<String>,
+        requested_execution_date: NaiveDate,
+    ) -> Result<NewInstruction, TreasuryError> {
+        let frozen = self.frozen_funds_account(&sub_account).await?;
+        Ok(NewInstruction {
+            kind: InstructionKind::Freeze,
+            end_to_end_id,
+            creditor: Counterparty {
+                ledger_account: frozen,
+                name: FROZEN_FUNDS.to_owned(),
+                account: sub_account.account.clone(),
+                bank: sub_account.bank.clone(),
+            },
+            debtor: sub_account,
+            amount,
+            purpose,
+            remittance: reason,
+            requested_execution_date,
+            releases: None,
+            lines: Vec::new(),
+        })
+    }
+
+    /// The content of the unfreeze of a freeze in force.
+    pub async fn new_unfreeze(
+        &self,
+        freeze: Uuid,
+        end_to_end_id: EndToEndId,
+        reason: Option<String>,
+        requested_execution_date: NaiveDate,
+    ) -> Result<NewInstruction, TreasuryError> {
+        let frozen = self.get(freeze).await?;
+        let c = frozen.content;
+        Ok(NewInstruction {
+            kind: InstructionKind::Unfreeze,
+            end_to_end_id,
+            debtor: c.debtor,
+            creditor: c.creditor,
+            amount: c.amount,
+            purpose: c.purpose,
+            remittance: reason,
+            requested_execution_date,
+            releases: Some(freeze),
+            lines: Vec::new(),
+        })
+    }
+
+    /// The ledger account that mirrors the funds frozen on a sub-account: its id is derived
+    /// from the sub-account's, so opening it again finds it.
+    pub async fn frozen_funds_account(
+        &self,
+        sub_account: &Counterparty,
+    ) -> Result<Uuid, TreasuryError> {
+        let mirror = self.ledger.account(sub_account.ledger_account).await?;
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            format!("forecourt:treasury:frozen:{}", sub_account.ledger_account).as_bytes(),
+        );
+        let mut new = ledger::NewAccount::new(
+            mirror.owner_org.clone(),
+            format!("bank:frozen:{}", sub_account.account),
+            format!("Funds frozen at the bank on {}", sub_account.account),
+            mirror.currency,
+            ledger::Side::Credit,
+        );
+        new.id = id;
+        Ok(self.ledger.create_account(new).await?.id)
+    }
+
+    /// What a batch, a freeze and an unfreeze must look like.
+    async fn check_content(&self, new: &NewInstruction) -> Result<(), TreasuryError> {
+        let invalid = |m: &str| Err(TreasuryError::InvalidContent(m.to_owned()));
+        if !new.lines.is_empty() {
+            check_batch(new).map_err(TreasuryError::InvalidContent)?;
+        }
+        match new.kind {
+            InstructionKind::SubAccountTransfer | InstructionKind::Payout => {
+                if new.releases.is_some() {
+                    return invalid("only an unfreeze releases a freeze");
+                }
+            }
+            InstructionKind::Freeze | InstructionKind::Unfreeze if !new.lines.is_empty() => {
+                return invalid("a freeze or an unfreeze is not a batch");
+            }
+            InstructionKind::Freeze => {
+                if new.releases.is_some() {
+                    return invalid("only an unfreeze releases a freeze");
+                }
+                if new.creditor.account != new.debtor.account
+                    || new.creditor.bank != new.debtor.bank
+                    || new.creditor.ledger_account != self.frozen_funds_account(&new.debtor).await?
+                {
+                    return invalid("a freeze is held on the sub-account's frozen funds");
+                }
+            }
+            InstructionKind::Unfreeze => {
+                let Some(freeze) = new.releases else {
+                    return invalid("an unfreeze names the freeze it releases");
+                };
+                let frozen = match self.get(freeze).await {
+                    Ok(frozen) => frozen,
+                    Err(TreasuryError::NotFound(_)) => {
+                        return invalid("the freeze to release does not exist");
+                    }
+                    Err(other) => return Err(other),
+                };
+                let f = &frozen.content;
+                if f.kind != InstructionKind::Freeze {
+                    return invalid("an unfreeze releases a freeze instruction");
+                }
+                if frozen.status != InstructionStatus::Settled {
+                    return invalid("only a freeze in force at the bank can be released");
+                }
+                if f.debtor != new.debtor || f.creditor != new.creditor || f.amount != new.amount {
+                    return invalid("an unfreeze releases the whole freeze, on its sub-account");
+                }
+                let released = treasury_instructions::Entity::find()
+                    .filter(treasury_instructions::Column::ReleasesInstructionId.eq(freeze))
+                    .filter(
+                        treasury_instructions::Column::Status
+                            .ne(InstructionStatus::Rejected.as_str()),
+                    )
+                    .count(&self.db)
+                    .await?;
+                if released > 0 {
+                    return invalid("another unfreeze releases this freeze already");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bank froze the amount: the freeze is in force, its hold stays pending.
+    pub async fn frozen(&self, id: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(id).await?;
+        if instruction.status == InstructionStatus::Settled {
+            return Ok(instruction);
+        }
+        let hold_id = self.expect_status(&instruction, InstructionStatus::Approved, "freeze")?;
+        self.transition(
+            &instruction,
+            InstructionStatus::Approved,
+            InstructionStatus::Settled,
+            ACTOR_BANK,
+            "frozen",
+            serde_json::json!({ "hold_entry_id": hold_id }),
+        )
+        .await
+    }
+
+    /// The bank released a freeze: the freeze's hold is voided (the funds are available
+    /// again) and the unfreeze is carried out.
+    pub async fn released(&self, unfreeze: Uuid) -> Result<Instruction, TreasuryError> {
+        let instruction = self.get(unfreeze).await?;
+        if instruction.status == InstructionStatus::Settled {
+            return Ok(instruction);
+        }
+        self.expect_status(&instruction, InstructionStatus::Approved, "unfreeze")?;
+        let freeze_id = instruction.content.releases.ok_or_else(|| {
+            TreasuryError::Corrupt(format!("unfreeze {unfreeze} names no freeze"))
+        })?;
+        let freeze = self.get(freeze_id).await?;
+        let hold_id = freeze
+            .hold_entry_id
+            .ok_or_else(|| TreasuryError::Corrupt(format!("freeze {freeze_id} has no hold")))?;
+        let voided = self
+            .ledger
+            .void_hold(VoidHold {
+                idempotency_key: format!("treasury:{freeze_id}:unfreeze"),
+                hold_id,
+            })
+            .await;
+        match voided {
+            Ok(receipt) => {
+                if !receipt.replayed {
+                    let txn = entities::db::begin_write(&self.db).await?;
+                    let detail =
+                        serde_json::json!({ "by": unfreeze, "entry_id": receipt.entry_id });
+                    event(
+                        &txn,
+                        freeze_id,
+                        self.now(),
+                        ACTOR_BANK,
+                        "released",
+                        Some(detail),
+                    )
+                    .await?;
+                    txn.commit().await?;
+                }
+            }
+            Err(LedgerError::HoldNotPending {
+                status: ledger::HoldStatus::Voided,
+                ..
+            }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        self.transition(
+            &instruction,
+            InstructionStatus::Approved,
+            InstructionStatus::Settled,
+            ACTOR_BANK,
+            "unfrozen",
+            serde_json::json!({ "releases": freeze_id, "hold_entry_id": hold_id }),
+        )
+        .await
+    }
+
+    /// The transactions of an instruction's message, in message order; none before the
+    /// message is written (or for an instruction sent outside the executor).
+    pub async fn transactions(&self, id: Uuid) -> Result<Vec<MessageTransaction>, TreasuryError> {
+        let rows = message_txs::Entity::find()
+            .filter(message_txs::Column::InstructionId.eq(id))
+            .order_by_asc(message_txs::Column::MessageId)
+            .order_by_asc(message_txs::Column::Seq)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(to_transaction).collect()
+    }
+
+    /// The stored transaction with this end-to-end id, if any.
+    pub async fn transaction_by_end_to_end_id(
+        &self,
+        e2e: &str,
+    ) -> Result<Option<MessageTransaction>, TreasuryError> {
+        message_txs::Entity::find()
+            .filter(message_txs::Column::EndToEndId.eq(e2e))
+            .one(&self.db)
+            .await?
+            .map(to_transaction)
+            .transpose()
+    }
+
+    /// Records what the bank says about one transaction. Only forward moves apply: pending
+    /// to settled, rejected or returned, settled to returned; anything else (a report
+    /// delivered late, twice, or contradicting a final status) changes nothing.
+    pub(crate) async fn mark_transaction(
+        &self,
+        stored: &message_txs::Model,
+        current: TransactionState,
+        next: TransactionState,
+        reason: Option<String>,
+    ) -> Result<(), TreasuryError> {
+        use TransactionState as T;
+        let allowed = matches!(
+            (current, next),
+            (T::Pending, T::Settled | T::Rejected | T::Returned) | (T::Settled, T::Returned)
+        );
+        if !allowed {
+            if current != next {
+                tracing::warn!(
+                    end_to_end_id = %stored.end_to_end_id,
+                    from = current.as_str(),
+                    to = next.as_str(),
+                    "the bank reports a status that contradicts the one recorded; kept"
+                );
+            }
+            return Ok(());
+        }
+        self.mark_stored(&stored.message_id, stored.seq, current, next, reason)
+            .await
+    }
+
+    async fn mark_stored(
+        &self,
+        message_id: &str,
+        seq: i32,
+        current: TransactionState,
+        next: TransactionState,
+        reason: Option<String>,
+    ) -> Result<(), TreasuryError> {
+        message_txs::Entity::update_many()
+            .set(message_txs::ActiveModel {
+                status: Set(next.as_str().to_owned()),
+                reason: Set(reason),
+                updated_at: Set(self.now()),
+                ..Default::default()
+            })
+            .filter(message_txs::Column::MessageId.eq(message_id))
+            .filter(message_txs::Column::Seq.eq(seq))
+            .filter(message_txs::Column::Status.eq(current.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The bank reports one transaction returned after settlement (a camt.054 reversal):
+    /// recorded, reversed, and the instruction concluded.
+    pub async fn transaction_returned(
+        &self,
+        transaction: &MessageTransaction,
+        reason: &str,
+    ) -> Result<Instruction, TreasuryError> {
+        if transaction.state == TransactionState::Pending {
+            // Settled before it came back, whatever the reports said so far.
+            self.mark_stored(
+                &transaction.message_id,
+                transaction.seq,
+                TransactionState::Pending,
+                TransactionState::Settled,
+                None,
+            )
+            .await?;
+        }
+        self.mark_stored(
+            &transaction.message_id,
+            transaction.seq,
+            TransactionState::Settled,
+            TransactionState::Returned,
+            Some(reason.to_owned()),
+        )
+        .await?;
+        self.conclude(transaction.instruction_id).await?;
+        self.get(transaction.instruction_id).await
+    }
+
+    /// Brings an instruction in line with its transactions once none is pending: the hold
+    /// posts in full when all settled, in part when some did, is voided when none did;
+    /// returned transactions are reversed, and the instruction is returned when everything
+    /// that settled has come back. Safe to run again at any point.
+    pub async fn conclude(&self, id: Uuid) -> Result<Concluded, TreasuryError> {
+        let instruction = self.get(id).await?;
+        let rows = self.transactions(id).await?;
+        if rows.is_empty() || rows.iter().any(|r| r.state == TransactionState::Pending) {
+            return Ok(match instruction.status {
+                InstructionStatus::Settled => Concluded::Settled,
+                InstructionStatus::Rejected => Concluded::Rejected,
+                InstructionStatus::Returned => Concluded::Returned,
+                InstructionStatus::PendingApproval | InstructionStatus::Approved => {
+                    Concluded::InProgress
+                }
+            });
+        }
+        let refused: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| r.state == TransactionState::Rejected)
+            .map(|r| serde_json::json!({ "end_to_end_id": r.end_to_end_id, "amount": r.amount, "reason": r.reason }))
+            .collect();
+        let settled: Vec<&MessageTransaction> = rows.iter().filter(|r| r.state.settled()).collect();
+        if instruction.status == InstructionStatus::Approved {
+            if settled.is_empty() {
+                let reasons: Vec<String> =
+                    rows.iter()
+                        .filter_map(|r| r.reason.clone())
+                        .fold(Vec::new(), |mut all, r| {
+                            if !all.contains(&r) {
+                                all.push(r);
+                            }
+                            all
+                        });
+                let reason = if reasons.is_empty() {
+                    "rejected by the bank".to_owned()
+                } else {
+                    reasons.join("; ")
+                };
+                self.bank_rejected(id, &reason).await?;
+            } else if settled.len() == rows.len() {
+                self.settled(id).await?;
+            } else {
+                let amount = settled.iter().try_fold(
+                    Money::zero(instruction.content.amount.currency()),
+                    |sum, r| sum.checked_add(r.amount),
+                );
+                let amount = amount.map_err(|e| TreasuryError::Corrupt(e.to_string()))?;
+                self.settled_in_part(&instruction, amount, &rows, refused)
+                    .await?;
+            }
+        }
+        let instruction = self.get(id).await?;
+        let returned: Vec<&MessageTransaction> = rows
+            .iter()
+            .filter(|r| r.state == TransactionState::Returned)
+            .collect();
+        if !returned.is_empty() && instruction.status == InstructionStatus::Settled {
+            let mut entries = Vec::new();
+            for row in &returned {
+                entries.push(self.reverse(&instruction, row).await?);
+            }
+            if returned.len() == settled.len() {
+                let reason = returned
+                    .iter()
+                    .filter_map(|r| r.reason.clone())
+                    .next()
+                    .unwrap_or_else(|| "returned".into());
+                self.transition(
+                    &instruction,
+                    InstructionStatus::Settled,
+                    InstructionStatus::Returned,
+                    ACTOR_BANK,
+                    "returned",
+                    serde_json::json!({ "reason": reason, "entry_ids": entries }),
+                )
+                .await?;
+            }
+        }
+        Ok(match self.get(id).await?.status {
+            InstructionStatus::Settled => Concluded::Settled,
+            InstructionStatus::Rejected => Concluded::Rejected,
+            InstructionStatus::Returned => Concluded::Returned,
+            InstructionStatus::PendingApproval | InstructionStatus::Approved => {
+                Concluded::InProgress
+            }
+        })
+    }
+
+    /// Reverses one returned transaction (idempotent: one entry per transaction).
+    async fn reverse(
+        &self,
+        instruction: &Instruction,
+        row: &MessageTransaction,
+    ) -> Result<Uuid, TreasuryError> {
         let c = &instruction.content;
+        let id = instruction.id;
+        let creditor = c
+            .lines
+            .iter()
+            .find(|l| l.end_to_end_id == row.end_to_end_id)
+            .map(|l| &l.creditor)
+            .unwrap_or(&c.creditor);
+        // The instruction's own end-to-end id: the key a whole return has always had.
+        let key = if row.end_to_end_id == c.end_to_end_id {
+            format!("treasury:{id}:return")
+        } else {
+            format!("treasury:{id}:return:{}", row.end_to_end_id)
+        };
         let receipt = self
             .ledger
             .post_entry(
                 NewEntry::transfer(
-                    format!("treasury:{id}:return"),
+                    key,
                     format!("treasury:{id}"),
-                    c.creditor.ledger_account,
+                    creditor.ledger_account,
                     c.debtor.ledger_account,
-                    c.amount.amount(),
-                    c.amount.currency(),
+                    row.amount.amount(),
+                    row.amount.currency(),
                 )
-                .description(format!("return of {}: {reason}", c.end_to_end_id)),
+                .description(format!(
+                    "return of {}: {}",
+                    row.end_to_end_id,
+                    row.reason.clone().unwrap_or_default()
+                )),
             )
             .await?;
+        if !receipt.replayed {
+            let txn = entities::db::begin_write(&self.db).await?;
+            let detail = serde_json::json!({
+                "end_to_end_id": row.end_to_end_id,
+                "amount": row.amount,
+                "reason": row.reason,
+                "entry_id": receipt.entry_id,
+            });
+            event(
+                &txn,
+                id,
+                self.now(),
+                ACTOR_BANK,
+                "transaction_returned",
+                Some(detail),
+            )
+            .await?;
+            txn.commit().await?;
+        }
+        Ok(receipt.entry_id)
+    }
+
+    /// Some transactions settled and the others were refused: the hold posts for what
+    /// settled and releases the rest.
+    async fn settled_in_part(
+        &self,
+        instruction: &Instruction,
+        amount: Money,
+        rows: &[MessageTransaction],
+        refused: Vec<serde_json::Value>,
+    ) -> Result<Instruction, TreasuryError> {
+        let id = instruction.id;
+        let hold_id = self.expect_status(instruction, InstructionStatus::Approved, "settle")?;
+        let key = format!("treasury:{id}:settle");
+        let lines = &instruction.content.lines;
+        let post = if lines.is_empty() {
+            // Tranches to one creditor: the settled amount of the two-leg hold.
+            PostHold::partial(key, hold_id, amount.amount())
+        } else {
+            // A batch: the legs of the lines that settled, the others released.
+            let mut legs = Vec::with_capacity(lines.len() * 2);
+            for line in lines {
+                let settled = rows
+                    .iter()
+                    .any(|r| r.end_to_end_id == line.end_to_end_id && r.state.settled());
+                let amount = if settled {
+                    line.amount.amount()
+                } else {
+                    rust_decimal::Decimal::ZERO
+                };
+                legs.extend([amount, amount]);
+            }
+            PostHold::by_legs(key, hold_id, legs)
+        };
+        let posted = self.ledger.post_hold(post).await;
+        match posted {
+            Ok(_)
+            | Err(LedgerError::HoldNotPending {
+                status: ledger::HoldStatus::Posted,
+                ..
+            }) => {}
+            Err(err) => return Err(err.into()),
+        }
         self.transition(
-            &instruction,
+            instruction,
+            InstructionStatus::Approved,
             InstructionStatus::Settled,
-            InstructionStatus::Returned,
             ACTOR_BANK,
-            "returned",
-            serde_json::json!({ "reason": reason, "entry_id": receipt.entry_id }),
+            "settled_in_part",
+            serde_json::json!({
+                "hold_entry_id": hold_id,
+                "settled": amount,
+                "of": instruction.content.amount,
+                "refused": refused,
+            }),
         )
         .await
     }
@@ -539,6 +1197,12 @@ impl Instructions {
         }
         match (status, instruction.hold_entry_id) {
             (InstructionStatus::Approved, Some(hold)) => Ok(hold),
+            // An unfreeze holds nothing.
+            (InstructionStatus::Approved, None)
+                if instruction.content.kind == InstructionKind::Unfreeze =>
+            {
+                Ok(Uuid::nil())
+            }
             (InstructionStatus::Approved, None) => Err(TreasuryError::Corrupt(format!(
                 "approved instruction {} has no hold",
                 instruction.id
@@ -554,27 +1218,57 @@ impl Instructions {
     ) -> Result<Instruction, TreasuryError> {
         let c = &instruction.content;
         let id = instruction.id;
-        let receipt = self
-            .ledger
-            .post_entry(
-                NewEntry::transfer(
-                    format!("treasury:{id}:hold"),
-                    format!("treasury:{id}"),
-                    c.debtor.ledger_account,
-                    c.creditor.ledger_account,
-                    c.amount.amount(),
-                    c.amount.currency(),
-                )
-                .description(format!("bank instruction {}", c.end_to_end_id))
-                .as_hold(None),
-            )
-            .await?;
+        if c.kind == InstructionKind::Unfreeze {
+            return self.mark_approved(id, None, by).await;
+        }
+        let mut entry = NewEntry::transfer(
+            format!("treasury:{id}:hold"),
+            format!("treasury:{id}"),
+            c.debtor.ledger_account,
+            c.creditor.ledger_account,
+            c.amount.amount(),
+            c.amount.currency(),
+        )
+        .description(format!("bank instruction {}", c.end_to_end_id))
+        .as_hold(None);
+        if !c.lines.is_empty() {
+            // A debtor and a creditor leg per line, in line order: each line posts or is
+            // released on its own.
+            entry.postings = c
+                .lines
+                .iter()
+                .flat_map(|l| {
+                    [
+                        ledger::PostingInput::debit(
+                            c.debtor.ledger_account,
+                            l.amount.amount(),
+                            l.amount.currency(),
+                        ),
+                        ledger::PostingInput::credit(
+                            l.creditor.ledger_account,
+                            l.amount.amount(),
+                            l.amount.currency(),
+                        ),
+                    ]
+                })
+                .collect();
+        }
+        let receipt = self.ledger.post_entry(entry).await?;
+        self.mark_approved(id, Some(receipt.entry_id), by).await
+    }
+
+    async fn mark_approved(
+        &self,
+        id: Uuid,
+        hold: Option<Uuid>,
+        by: &UserId,
+    ) -> Result<Instruction, TreasuryError> {
         let now = self.now();
         let txn = entities::db::begin_write(&self.db).await?;
         let updated = treasury_instructions::Entity::update_many()
             .set(treasury_instructions::ActiveModel {
                 status: Set(InstructionStatus::Approved.as_str().to_owned()),
-                hold_entry_id: Set(Some(receipt.entry_id)),
+                hold_entry_id: Set(hold),
                 updated_at: Set(now),
                 ..Default::default()
             })
@@ -586,8 +1280,13 @@ impl Instructions {
             .exec(&txn)
             .await?;
         if updated.rows_affected == 1 {
-            let detail = serde_json::json!({ "hold_entry_id": receipt.entry_id });
-            event(&txn, id, now, &by.0, "approved_and_held", Some(detail)).await?;
+            match hold {
+                Some(hold) => {
+                    let detail = serde_json::json!({ "hold_entry_id": hold });
+                    event(&txn, id, now, &by.0, "approved_and_held", Some(detail)).await?;
+                }
+                None => event(&txn, id, now, &by.0, "approved_nothing_held", None).await?,
+            }
         }
         txn.commit().await?;
         self.get(id).await
@@ -737,17 +1436,55 @@ impl Instructions {
     /// the same account at the same bank has settled.
     async fn subject(&self, instruction: &Instruction) -> Result<Subject, TreasuryError> {
         let c = &instruction.content;
-        let paid_before = treasury_instructions::Entity::find()
-            .filter(treasury_instructions::Column::CreditorBank.eq(c.creditor.bank.as_str()))
-            .filter(treasury_instructions::Column::CreditorAccount.eq(c.creditor.account.as_str()))
-            .filter(treasury_instructions::Column::Status.eq(InstructionStatus::Settled.as_str()))
-            .filter(treasury_instructions::Column::Id.ne(instruction.id))
-            .count(&self.db)
-            .await?;
+        let creditors: Vec<&Counterparty> = if c.lines.is_empty() {
+            vec![&c.creditor]
+        } else {
+            c.lines.iter().map(|l| &l.creditor).collect()
+        };
+        // A batch has a new creditor when any of its lines has.
+        let mut paid_before = u64::MAX;
+        for creditor in creditors {
+            let single = treasury_instructions::Entity::find()
+                .filter(treasury_instructions::Column::CreditorBank.eq(creditor.bank.as_str()))
+                .filter(
+                    treasury_instructions::Column::CreditorAccount.eq(creditor.account.as_str()),
+                )
+                .filter(
+                    treasury_instructions::Column::Status.eq(InstructionStatus::Settled.as_str()),
+                )
+                .filter(treasury_instructions::Column::Id.ne(instruction.id))
+                .count(&self.db)
+                .await?;
+            let in_batches = message_txs::Entity::find()
+                .filter(message_txs::Column::Status.eq(TransactionState::Settled.as_str()))
+                .filter(message_txs::Column::InstructionId.ne(instruction.id))
+                .filter(
+                    message_txs::Column::EndToEndId.in_subquery(
+                        sea_orm::sea_query::Query::select()
+                            .column(instruction_lines::Column::EndToEndId)
+                            .from(instruction_lines::Entity)
+                            .and_where(
+                                instruction_lines::Column::CreditorBank.eq(creditor.bank.as_str()),
+                            )
+                            .and_where(
+                                instruction_lines::Column::CreditorAccount
+                                    .eq(creditor.account.as_str()),
+                            )
+                            .to_owned(),
+                    ),
+                )
+                .count(&self.db)
+                .await?;
+            paid_before = paid_before.min(single + in_batches);
+        }
+        let moves_money = matches!(
+            c.kind,
+            InstructionKind::SubAccountTransfer | InstructionKind::Payout
+        );
         Ok(Subject {
             kind: c.kind,
             amount: c.amount,
-            new_creditor: paid_before == 0,
+            new_creditor: moves_money && paid_before == 0,
             maker: instruction.maker.clone(),
             digest: instruction.digest.clone(),
         })
@@ -791,6 +1528,7 @@ fn content_model(
         purpose: Set(new.purpose.clone()),
         remittance: Set(new.remittance.clone()),
         requested_execution_date: Set(new.requested_execution_date.to_string()),
+        releases_instruction_id: Set(new.releases),
         ..Default::default()
     })
 }
@@ -840,6 +1578,8 @@ fn to_instruction(row: treasury_instructions::Model) -> Result<Instruction, Trea
             .requested_execution_date
             .parse()
             .map_err(|e| corrupt("requested execution date", &e))?,
+        releases: row.releases_instruction_id,
+        lines: Vec::new(),
     };
     Ok(Instruction {
         id: row.id,
@@ -872,4 +1612,112 @@ async fn event(
     .insert(db)
     .await
     .map(|_| ())
+}
+
+async fn insert_lines(db: &impl ConnectionTrait, id: Uuid, lines: &[Line]) -> Result<(), DbErr> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(lines.len());
+    for (n, line) in lines.iter().enumerate() {
+        let amount_minor = line
+            .amount
+            .minor_units()
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        rows.push(instruction_lines::ActiveModel {
+            instruction_id: Set(id),
+            seq: Set(i32::try_from(n + 1).map_err(|e| DbErr::Custom(e.to_string()))?),
+            end_to_end_id: Set(line.end_to_end_id.to_string()),
+            creditor_ledger_account_id: Set(line.creditor.ledger_account),
+            creditor_name: Set(line.creditor.name.clone()),
+            creditor_account: Set(line.creditor.account.to_string()),
+            creditor_bank: Set(line.creditor.bank.to_string()),
+            amount_minor: Set(amount_minor),
+            currency: Set(line.amount.currency().code().to_owned()),
+            remittance: Set(line.remittance.clone()),
+        });
+    }
+    instruction_lines::Entity::insert_many(rows)
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+fn to_line(row: instruction_lines::Model) -> Result<Line, TreasuryError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        TreasuryError::Corrupt(format!(
+            "line {} of {}: {what}: {e}",
+            row.seq, row.instruction_id
+        ))
+    };
+    let currency: Currency = row.currency.parse().map_err(|e| corrupt("currency", &e))?;
+    Ok(Line {
+        end_to_end_id: EndToEndId::new(row.end_to_end_id.clone())
+            .map_err(|e| corrupt("end-to-end id", &e))?,
+        creditor: Counterparty {
+            ledger_account: row.creditor_ledger_account_id,
+            name: row.creditor_name.clone(),
+            account: AccountNumber::new(row.creditor_account.clone())
+                .map_err(|e| corrupt("account", &e))?,
+            bank: BankCode::new(row.creditor_bank.clone()).map_err(|e| corrupt("bank", &e))?,
+        },
+        amount: Money::from_minor(row.amount_minor, currency),
+        remittance: row.remittance,
+    })
+}
+
+/// What a batch must look like: at least two lines, within the message limit, their total
+/// the instruction's amount, the first line's creditor the instruction's, distinct end-to-end
+/// ids, one currency, and one rail for all (every creditor at the debtor's bank, or none).
+fn check_batch(new: &NewInstruction) -> Result<(), String> {
+    let lines = &new.lines;
+    if lines.len() < 2 || lines.len() > MAX_BATCH_LINES {
+        return Err(format!("a batch carries 2 to {MAX_BATCH_LINES} payments"));
+    }
+    if !matches!(
+        new.kind,
+        InstructionKind::SubAccountTransfer | InstructionKind::Payout
+    ) {
+        return Err("a batch carries payments only".into());
+    }
+    let currency = new.amount.currency();
+    let mut total = Money::zero(currency);
+    let mut ids = std::collections::BTreeSet::new();
+    ids.insert(new.end_to_end_id.as_str());
+    for line in lines {
+        if line.amount.currency() != currency || !line.amount.is_positive() {
+            return Err("every payment of a batch is positive, in the batch's currency".into());
+        }
+        total = total.checked_add(line.amount).map_err(|e| e.to_string())?;
+        if !ids.insert(line.end_to_end_id.as_str()) {
+            return Err(format!(
+                "end-to-end id {} appears twice in the batch",
+                line.end_to_end_id
+            ));
+        }
+        if line.creditor.ledger_account == new.debtor.ledger_account {
+            return Err("a payment of the batch goes to the debtor itself".into());
+        }
+    }
+    if total != new.amount {
+        return Err(format!(
+            "the batch's amount {} is not the total of its payments {}",
+            new.amount.amount(),
+            total.amount()
+        ));
+    }
+    if lines[0].creditor != new.creditor {
+        return Err("the batch's creditor is its first payment's".into());
+    }
+    let here = lines
+        .iter()
+        .filter(|l| l.creditor.bank == new.debtor.bank)
+        .count();
+    if here != 0 && here != lines.len() {
+        return Err(
+            "one batch, one rail: its creditors are all at the debtor's bank or all elsewhere"
+                .into(),
+        );
+    }
+    Ok(())
 }

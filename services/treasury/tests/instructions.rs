@@ -63,6 +63,7 @@ fn policy() -> ApprovalPolicy {
             },
         ],
         valid_for_minutes: 240,
+        tranches: Default::default(),
     })
     .unwrap()
 }
@@ -150,6 +151,8 @@ fn payout(w: &World, amount: Decimal, e2e: &str) -> NewInstruction {
         purpose: Some("DEPOT_PURCHASE".into()),
         remittance: Some("PO-2026-118".into()),
         requested_execution_date: "2026-11-24".parse().unwrap(),
+        releases: None,
+        lines: Vec::new(),
     }
 }
 
@@ -470,7 +473,100 @@ scenarios!(
     a_change_after_approval_voids_it,
     a_checker_rejection_ends_the_instruction,
     insufficient_funds_leave_the_instruction_pending_until_funded,
+    a_batch_is_approved_as_a_whole_on_its_total_and_held_line_by_line,
+    a_batch_whose_lines_disagree_with_it_is_refused,
 );
+
+fn batch(w: &World, e2e: &str, amounts: &[Decimal]) -> NewInstruction {
+    let mut new = payout(w, amounts.iter().copied().sum(), e2e);
+    new.lines = amounts
+        .iter()
+        .enumerate()
+        .map(|(n, amount)| treasury::store::Line {
+            end_to_end_id: EndToEndId::new(format!("{e2e}-L{}", n + 1)).unwrap(),
+            creditor: Counterparty {
+                account: AccountNumber::new(format!("622202020011223344{n}")).unwrap(),
+                ..new.creditor.clone()
+            },
+            amount: Money::new(*amount, Currency::CNY).unwrap(),
+            remittance: Some(format!("invoice {}", n + 1)),
+        })
+        .collect();
+    new.creditor = new.lines[0].creditor.clone();
+    new
+}
+
+async fn a_batch_is_approved_as_a_whole_on_its_total_and_held_line_by_line(backend: Backend) {
+    let w = world(backend).await;
+    // Two payments of 6,000,000: each below the directors' threshold, their total above.
+    let new = batch(&w, "E2E-BATCH-1", &[dec!(6000000), dec!(6000000)]);
+    let i = w
+        .treasury
+        .create(new.clone(), &user("maker"), "b-1")
+        .await
+        .unwrap();
+    assert_eq!(i.content.lines, new.lines, "the lines are stored in order");
+    assert_eq!(i.content.amount.amount(), dec!(12000000));
+    let after_checker = w
+        .treasury
+        .approve(i.id, &user("li"), &[checker()])
+        .await
+        .unwrap();
+    assert_eq!(after_checker.status, InstructionStatus::PendingApproval);
+    w.treasury
+        .approve(i.id, &user("zhao"), &[director()])
+        .await
+        .unwrap();
+    let done = w
+        .treasury
+        .approve(i.id, &user("qian"), &[director()])
+        .await
+        .unwrap();
+    assert_eq!(done.status, InstructionStatus::Approved);
+    assert_eq!(available(&w).await, dec!(38000000), "the total is held");
+    let hold = w
+        .ledger
+        .entry(done.hold_entry_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        hold.postings.len(),
+        4,
+        "a debtor and a creditor leg per line: {hold:?}"
+    );
+    // The same key and content: the same batch.
+    let again = w.treasury.create(new, &user("maker"), "b-1").await.unwrap();
+    assert_eq!(again.id, i.id);
+}
+
+async fn a_batch_whose_lines_disagree_with_it_is_refused(backend: Backend) {
+    let w = world(backend).await;
+    let mut wrong_total = batch(&w, "E2E-BATCH-2", &[dec!(100), dec!(200)]);
+    wrong_total.amount = Money::new(dec!(301), Currency::CNY).unwrap();
+    let mut mixed_rails = batch(&w, "E2E-BATCH-3", &[dec!(100), dec!(200)]);
+    mixed_rails.lines[1].creditor.bank = BankCode::new("102100099996").unwrap();
+    let mut same_id = batch(&w, "E2E-BATCH-4", &[dec!(100), dec!(200)]);
+    same_id.lines[1].end_to_end_id = same_id.lines[0].end_to_end_id.clone();
+    let one_line = batch(&w, "E2E-BATCH-5", &[dec!(100)]);
+    for (n, new) in [wrong_total, mixed_rails, same_id, one_line]
+        .into_iter()
+        .enumerate()
+    {
+        let refused = w
+            .treasury
+            .create(new, &user("maker"), &format!("bad-{n}"))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(treasury::store::TreasuryError::InvalidContent(_))
+            ),
+            "{n}: {refused:?}"
+        );
+    }
+    assert_eq!(available(&w).await, dec!(50000000));
+}
 
 mod with_the_bank {
     //! The round trip through the simulated custodial bank: sign, submit, verify the signed

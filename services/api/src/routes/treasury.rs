@@ -114,6 +114,9 @@ fn treasury_error(err: TreasuryError) -> ApiError {
             | ApprovalError::AlreadyApproved
             | ApprovalError::Rejected => ApiError::conflict(e.to_string()),
         },
+        TreasuryError::InvalidContent(reason) => {
+            ApiError::validation(vec![FieldError::new("kind", reason)])
+        }
         TreasuryError::Ledger(ledger::LedgerError::ExceedsCredits { .. }) => ApiError::conflict(
             "the debtor sub-account cannot cover this instruction: nothing was held",
         ),
@@ -366,6 +369,36 @@ pub struct BankMessage {
     /// The latest ISO 20022 status the bank reported (`RCVD`, `ACTC`, `ACCP`, `ACSP`, `ACSC`,
     /// `PDNG`, `RJCT`).
     pub last_status: Option<String>,
+    /// The message's credit transfers: one for an instruction sent whole, one per tranche
+    /// for one split under the 24x7 cap (`<end_to_end_id>-1`, `-2`, …).
+    #[serde(default)]
+    pub transactions: Vec<BankTransaction>,
+    /// What reached the creditor (and did not come back): the amount when every transaction
+    /// settled, less when the bank refused or the creditor's bank returned some.
+    #[schema(value_type = String)]
+    pub settled_amount: Decimal,
+}
+
+/// One payment of a batch.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchLineView {
+    pub end_to_end_id: String,
+    pub creditor: Party,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub remittance: Option<String>,
+}
+
+/// One credit transfer of a message and what the bank made of it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BankTransaction {
+    pub end_to_end_id: String,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// `pending`, `settled`, `rejected` or `returned`.
+    pub status: String,
+    /// The bank's reason code and text of a rejection or return.
+    pub reason: Option<String>,
 }
 
 /// Where the instruction's workflow is.
@@ -398,17 +431,27 @@ pub struct WorkflowView {
     "maker": "treasury-maker",
     "approval": {"state": "approved", "waiting_for": null},
     "rejection": null,
-    "bank": {"message_id": "FC0193a5c2bb0070008000000000000f1", "rail": "large_value", "sends": 1, "last_status": "ACSC"},
+    "bank": {"message_id": "FC0193a5c2bb0070008000000000000f1", "rail": "large_value", "sends": 1, "last_status": "ACSC",
+             "transactions": [{"end_to_end_id": "FC-PAYOUT-20261123-0001", "amount": "30000000.00", "status": "settled", "reason": null}],
+             "settled_amount": "30000000.00"},
     "workflow": {"instance_id": "0193a5c2-cc00-7000-8000-000000000001", "status": "running", "phase": "settled", "reason": "the bank settled the payment; the hold is posted"},
     "created_at": "2026-11-23T02:00:00Z"
 }))]
 pub struct InstructionView {
     pub id: Uuid,
-    /// `sub_account_transfer` or `payout`.
+    /// `sub_account_transfer`, `payout`, `freeze` or `unfreeze`.
     pub kind: String,
     /// `pending_approval`, `approved` (funds held; at the bank when `bank` says so),
-    /// `rejected`, `settled` or `returned`.
+    /// `rejected`, `settled` (for a freeze: in force at the bank, the funds held until an
+    /// unfreeze is carried out) or `returned`.
     pub status: String,
+    /// For an unfreeze: the freeze it releases.
+    #[serde(default)]
+    pub releases_instruction_id: Option<Uuid>,
+    /// For a batch: its payments, in message order (`amount` is their total, `creditor` the
+    /// first one's); empty for a single payment.
+    #[serde(default)]
+    pub transactions: Vec<BatchLineView>,
     pub end_to_end_id: String,
     pub debtor: Party,
     pub creditor: Party,
@@ -441,7 +484,10 @@ pub struct AuditEvent {
     /// A username, `bank` or `system`.
     pub actor: String,
     /// `created`, `amended`, `approved`, `approved_and_held`, `rejected`, `settled`,
-    /// `returned`.
+    /// `settled_in_part` (some tranches refused; the hold posted for the rest),
+    /// `transaction_returned` (one transaction reversed), `returned`; for freezes `frozen`,
+    /// `released` (on the freeze, when its unfreeze is carried out), `unfrozen` and
+    /// `approved_nothing_held` (an unfreeze).
     pub event: String,
     pub detail: serde_json::Value,
 }
@@ -484,6 +530,26 @@ async fn view(
             waiting_for: None,
         },
     };
+    let transactions = ctx
+        .executor
+        .instructions
+        .transactions(id)
+        .await
+        .map_err(treasury_error)?;
+    let settled_amount = transactions
+        .iter()
+        .filter(|t| t.state == treasury::submission::TransactionState::Settled)
+        .map(|t| t.amount.amount())
+        .sum::<Decimal>();
+    let transactions: Vec<BankTransaction> = transactions
+        .into_iter()
+        .map(|t| BankTransaction {
+            end_to_end_id: t.end_to_end_id.to_string(),
+            amount: t.amount.amount(),
+            status: t.state.as_str().to_owned(),
+            reason: t.reason,
+        })
+        .collect();
     let bank = treasury_messages::Entity::find()
         .filter(treasury_messages::Column::InstructionId.eq(id))
         .one(&state.db)
@@ -493,6 +559,8 @@ async fn view(
             rail: m.rail,
             sends: m.sends,
             last_status: m.last_status,
+            transactions,
+            settled_amount,
         });
     let workflow = ctx
         .engine
@@ -513,6 +581,17 @@ async fn view(
         id,
         kind: c.kind.as_str().to_owned(),
         status: instruction.status.as_str().to_owned(),
+        releases_instruction_id: c.releases,
+        transactions: c
+            .lines
+            .iter()
+            .map(|l| BatchLineView {
+                end_to_end_id: l.end_to_end_id.to_string(),
+                creditor: Party::from(&l.creditor),
+                amount: l.amount.amount(),
+                remittance: l.remittance.clone(),
+            })
+            .collect(),
         end_to_end_id: c.end_to_end_id.as_str().to_owned(),
         debtor: Party::from(&c.debtor),
         creditor: Party::from(&c.creditor),
@@ -706,8 +785,11 @@ async fn detail(
     })
 }
 
-/// A new instruction. Exactly one creditor: another sub-account (a transfer at the bank) or
-/// an external account (a payout).
+/// A new instruction. A payment has exactly one creditor: another sub-account (a transfer
+/// at the bank) or an external account (a payout). A `freeze` blocks `amount` on the debtor
+/// sub-account at the bank (and in the ledger) until an `unfreeze` naming it in
+/// `releases_instruction_id` (with the same sub-account and amount) is carried out; neither
+/// has a creditor.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -740,19 +822,120 @@ pub struct CreateInstruction {
     /// The end-to-end id the bank and the creditor see, up to 35 characters; generated
     /// when absent.
     pub end_to_end_id: Option<String>,
+    /// `freeze` or `unfreeze`; a payment when absent (its kind follows from the creditor).
+    pub kind: Option<String>,
+    /// For an unfreeze: the freeze instruction it releases.
+    pub releases_instruction_id: Option<Uuid>,
+    /// A batch: 2 to 1000 payments from the debtor sub-account, approved as a whole (the
+    /// approval policy sees `amount`, which must be their total), held as a whole, sent as
+    /// one message with one transaction each, and settled, refused or returned each on its
+    /// own. All to sub-accounts or all to external accounts, all at the debtor's bank or all
+    /// elsewhere; no top-level creditor then.
+    pub transactions: Option<Vec<BatchTransaction>>,
+}
+
+/// One payment of a batch.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchTransaction {
+    pub creditor_sub_account_id: Option<Uuid>,
+    pub creditor_external_account_id: Option<Uuid>,
+    /// A positive decimal with at most two places, as a string.
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// Up to 35 characters; `<the batch's end_to_end_id>-<n>` when absent.
+    pub end_to_end_id: Option<String>,
+    /// What this creditor sees, up to 140 characters.
+    pub remittance: Option<String>,
 }
 
 impl Validate for CreateInstruction {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        match (
+        let creditors = (
             self.creditor_sub_account_id,
             self.creditor_external_account_id,
-        ) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => errors.push(FieldError::new(
-                "creditor_sub_account_id",
-                "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+        );
+        if let Some(transactions) = &self.transactions {
+            if creditors != (None, None) || self.kind.is_some() {
+                errors.push(FieldError::new(
+                    "transactions",
+                    "a batch names its creditors in its transactions, and is a payment",
+                ));
+            }
+            if !(2..=1000).contains(&transactions.len()) {
+                errors.push(FieldError::new(
+                    "transactions",
+                    "a batch carries 2 to 1000 transactions",
+                ));
+            }
+            for (n, t) in transactions.iter().enumerate() {
+                if !matches!(
+                    (t.creditor_sub_account_id, t.creditor_external_account_id),
+                    (Some(_), None) | (None, Some(_))
+                ) {
+                    errors.push(FieldError::new(
+                        format!("transactions[{n}]"),
+                        "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+                    ));
+                }
+                if t.amount <= Decimal::ZERO || t.amount.normalize().scale() > 2 {
+                    errors.push(FieldError::new(
+                        format!("transactions[{n}].amount"),
+                        "a positive amount with at most two decimal places",
+                    ));
+                }
+                if let Some(remittance) = &t.remittance {
+                    check_text(
+                        &format!("transactions[{n}].remittance"),
+                        remittance,
+                        140,
+                        &mut errors,
+                    );
+                }
+                if let Some(e2e) = &t.end_to_end_id
+                    && let Err(e) = EndToEndId::new(e2e.clone())
+                {
+                    errors.push(FieldError::new(
+                        format!("transactions[{n}].end_to_end_id"),
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        match self.kind.as_deref() {
+            None if self.transactions.is_some() => {}
+            None => {
+                if !matches!(creditors, (Some(_), None) | (None, Some(_))) {
+                    errors.push(FieldError::new(
+                        "creditor_sub_account_id",
+                        "give exactly one of creditor_sub_account_id and creditor_external_account_id",
+                    ));
+                }
+                if self.releases_instruction_id.is_some() {
+                    errors.push(FieldError::new(
+                        "releases_instruction_id",
+                        "only an unfreeze releases a freeze",
+                    ));
+                }
+            }
+            Some(kind @ ("freeze" | "unfreeze")) => {
+                if creditors != (None, None) {
+                    errors.push(FieldError::new(
+                        "creditor_sub_account_id",
+                        format!("a {kind} has no creditor"),
+                    ));
+                }
+                if (kind == "unfreeze") != self.releases_instruction_id.is_some() {
+                    errors.push(FieldError::new(
+                        "releases_instruction_id",
+                        "an unfreeze, and only an unfreeze, names the freeze it releases",
+                    ));
+                }
+            }
+            Some(other) => errors.push(FieldError::new(
+                "kind",
+                format!("unknown kind {other:?}: freeze or unfreeze, or none for a payment"),
             )),
         }
         if self.amount <= Decimal::ZERO || self.amount.normalize().scale() > 2 {
@@ -841,10 +1024,221 @@ async fn create_instruction(
         &debtor_org,
         "sub-account",
     )?;
-    let (kind, creditor) = match (
-        body.creditor_sub_account_id,
-        body.creditor_external_account_id,
-    ) {
+    let today = Utc::now().with_timezone(&treasury::rails::TZ).date_naive();
+    let id_seed = Uuid::now_v7();
+    let end_to_end_id = match &body.end_to_end_id {
+        Some(e2e) => EndToEndId::new(e2e.clone()),
+        None => EndToEndId::new(format!("FC{}", id_seed.simple())),
+    }
+    .map_err(|e| ApiError::validation(vec![FieldError::new("end_to_end_id", e.to_string())]))?;
+    let amount = ledger::Money::new(body.amount, ledger::Currency::CNY)
+        .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?;
+    let debtor_party = counterparty(
+        &debtor.holder_name,
+        &debtor.account_number,
+        &debtor.bank_code,
+        debtor.ledger_account_id,
+    )?;
+    let purpose = body.purpose.as_deref().map(|p| p.trim().to_owned());
+    let remittance = body.remittance.as_deref().map(|r| r.trim().to_owned());
+    let date = body.requested_execution_date.unwrap_or(today);
+    let instructions = &ctx.executor.instructions;
+    let new = match (body.kind.as_deref(), body.releases_instruction_id) {
+        (Some("freeze"), _) => Some(
+            instructions
+                .new_freeze(
+                    debtor_party.clone(),
+                    amount,
+                    end_to_end_id.clone(),
+                    purpose.clone(),
+                    remittance.clone(),
+                    date,
+                )
+                .await
+                .map_err(treasury_error)?,
+        ),
+        (Some("unfreeze"), Some(freeze)) => {
+            let new = instructions
+                .new_unfreeze(freeze, end_to_end_id.clone(), remittance.clone(), date)
+                .await
+                .map_err(|e| match e {
+                    TreasuryError::NotFound(_) => ApiError::validation(vec![FieldError::new(
+                        "releases_instruction_id",
+                        "no such freeze",
+                    )]),
+                    other => treasury_error(other),
+                })?;
+            if new.debtor.ledger_account != debtor.ledger_account_id {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "releases_instruction_id",
+                    "the freeze is on another sub-account",
+                )]));
+            }
+            if new.amount != amount {
+                return Err(ApiError::validation(vec![FieldError::new(
+                    "amount",
+                    format!(
+                        "an unfreeze releases the whole freeze: {}",
+                        new.amount.amount()
+                    ),
+                )]));
+            }
+            Some(new)
+        }
+        _ => None,
+    };
+    let new = match new {
+        Some(new) => new,
+        None => {
+            payment(
+                &state,
+                &body,
+                &debtor,
+                debtor_party,
+                end_to_end_id,
+                amount,
+                purpose,
+                remittance,
+                date,
+            )
+            .await?
+        }
+    };
+    let key = format!("api:{}:{}", caller.org.id, claim.key());
+    let instruction = ctx
+        .executor
+        .instructions
+        .create(new, &maker, &key)
+        .await
+        .map_err(treasury_error)?;
+    ctx.engine
+        .start::<BankInstruction>(
+            &instruction.id.to_string(),
+            BankInstructionInput {
+                instruction_id: instruction.id,
+                timing: ctx.timing.clone(),
+            },
+        )
+        .await
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+    tracing::info!(instruction = %instruction.id, "instruction created");
+    let id = instruction.id;
+    let body = detail(&state, ctx, instruction).await?;
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim
+        .commit(
+            txn,
+            StatusCode::CREATED,
+            Some(&body),
+            Some(format!("/v1/treasury/instructions/{id}")),
+            None,
+        )
+        .await
+}
+
+/// The content of a payment, or of a batch of payments: the kind follows from the
+/// creditors.
+#[allow(clippy::too_many_arguments)]
+async fn payment(
+    state: &AppState,
+    body: &CreateInstruction,
+    debtor: &treasury_sub_accounts::Model,
+    debtor_party: Counterparty,
+    end_to_end_id: EndToEndId,
+    amount: ledger::Money,
+    purpose: Option<String>,
+    remittance: Option<String>,
+    date: NaiveDate,
+) -> Result<NewInstruction, ApiError> {
+    let Some(transactions) = &body.transactions else {
+        let (kind, creditor) = creditor_of(
+            state,
+            debtor,
+            body.creditor_sub_account_id,
+            body.creditor_external_account_id,
+        )
+        .await?;
+        return Ok(NewInstruction {
+            kind,
+            end_to_end_id,
+            debtor: debtor_party,
+            creditor,
+            amount,
+            purpose,
+            remittance,
+            requested_execution_date: date,
+            releases: None,
+            lines: Vec::new(),
+        });
+    };
+    let mut lines = Vec::with_capacity(transactions.len());
+    let mut kinds = Vec::with_capacity(transactions.len());
+    for (n, t) in transactions.iter().enumerate() {
+        let (kind, creditor) = creditor_of(
+            state,
+            debtor,
+            t.creditor_sub_account_id,
+            t.creditor_external_account_id,
+        )
+        .await?;
+        kinds.push(kind);
+        lines.push(treasury::store::Line {
+            end_to_end_id: match &t.end_to_end_id {
+                Some(e2e) => EndToEndId::new(e2e.clone()).map_err(|e| {
+                    ApiError::validation(vec![FieldError::new(
+                        format!("transactions[{n}].end_to_end_id"),
+                        e.to_string(),
+                    )])
+                })?,
+                None => treasury::submission::tranche_end_to_end_id(&end_to_end_id, n + 1),
+            },
+            creditor,
+            amount: ledger::Money::new(t.amount, ledger::Currency::CNY).map_err(|e| {
+                ApiError::validation(vec![FieldError::new(
+                    format!("transactions[{n}].amount"),
+                    e.to_string(),
+                )])
+            })?,
+            remittance: t.remittance.as_deref().map(|r| r.trim().to_owned()),
+        });
+    }
+    let kind = kinds[0];
+    if kinds.iter().any(|k| *k != kind) {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "transactions",
+            "one batch, one kind: all to sub-accounts or all to external accounts",
+        )]));
+    }
+    let total: Decimal = lines.iter().map(|l| l.amount.amount()).sum();
+    if total != amount.amount() {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "amount",
+            format!("the batch's amount is the total of its transactions: {total}"),
+        )]));
+    }
+    Ok(NewInstruction {
+        kind,
+        end_to_end_id,
+        debtor: debtor_party,
+        creditor: lines[0].creditor.clone(),
+        amount,
+        purpose,
+        remittance,
+        requested_execution_date: date,
+        releases: None,
+        lines,
+    })
+}
+
+/// A payment's creditor: another sub-account (a transfer at the bank) or an external
+/// account (a payout, credited in the ledger to the master account's mirror).
+async fn creditor_of(
+    state: &AppState,
+    debtor: &treasury_sub_accounts::Model,
+    sub_account: Option<Uuid>,
+    external_account: Option<Uuid>,
+) -> Result<(InstructionKind, Counterparty), ApiError> {
+    Ok(match (sub_account, external_account) {
         (Some(id), _) => {
             let c = treasury_sub_accounts::Entity::find_by_id(id)
                 .one(&state.db)
@@ -891,60 +1285,7 @@ async fn create_instruction(
             )
         }
         (None, None) => unreachable!("validated: one creditor"),
-    };
-    let today = Utc::now().with_timezone(&treasury::rails::TZ).date_naive();
-    let id_seed = Uuid::now_v7();
-    let end_to_end_id = match &body.end_to_end_id {
-        Some(e2e) => EndToEndId::new(e2e.clone()),
-        None => EndToEndId::new(format!("FC{}", id_seed.simple())),
-    }
-    .map_err(|e| ApiError::validation(vec![FieldError::new("end_to_end_id", e.to_string())]))?;
-    let new = NewInstruction {
-        kind,
-        end_to_end_id,
-        debtor: counterparty(
-            &debtor.holder_name,
-            &debtor.account_number,
-            &debtor.bank_code,
-            debtor.ledger_account_id,
-        )?,
-        creditor,
-        amount: ledger::Money::new(body.amount, ledger::Currency::CNY)
-            .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?,
-        purpose: body.purpose.as_deref().map(|p| p.trim().to_owned()),
-        remittance: body.remittance.as_deref().map(|r| r.trim().to_owned()),
-        requested_execution_date: body.requested_execution_date.unwrap_or(today),
-    };
-    let key = format!("api:{}:{}", caller.org.id, claim.key());
-    let instruction = ctx
-        .executor
-        .instructions
-        .create(new, &maker, &key)
-        .await
-        .map_err(treasury_error)?;
-    ctx.engine
-        .start::<BankInstruction>(
-            &instruction.id.to_string(),
-            BankInstructionInput {
-                instruction_id: instruction.id,
-                timing: ctx.timing.clone(),
-            },
-        )
-        .await
-        .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
-    tracing::info!(instruction = %instruction.id, "instruction created");
-    let id = instruction.id;
-    let body = detail(&state, ctx, instruction).await?;
-    let txn = entities::db::begin_write(&state.db).await?;
-    claim
-        .commit(
-            txn,
-            StatusCode::CREATED,
-            Some(&body),
-            Some(format!("/v1/treasury/instructions/{id}")),
-            None,
-        )
-        .await
+    })
 }
 
 fn counterparty(
@@ -1714,13 +2055,52 @@ pub struct PolicyRule {
         {"name": "above 10 million: 2 of the 3 directors", "when": {"amount_above": "10000000"},
          "steps": [{"role": "treasury_checker", "approvals": 2, "eligible": ["zhao", "qian", "sun"]}]}
     ],
-    "valid_for_minutes": 1440
+    "valid_for_minutes": 1440,
+    "tranches": {"kind": "allowed", "max_tranches": 10}
 }))]
 pub struct PolicyBody {
     /// Every matching rule adds its steps, in order. One rule must have no condition.
     pub rules: Vec<PolicyRule>,
     /// How long an approval stays valid.
     pub valid_for_minutes: u32,
+    /// Whether an approved payment above the 24x7 interbank cap waits for the large-value
+    /// window (the default) or, when only the 24x7 system is open, goes at once in tranches
+    /// under the cap, all in one message to the bank.
+    #[serde(default)]
+    pub tranches: PolicyTranches,
+}
+
+/// What a payment above the 24x7 cap does outside the large-value system's hours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyTranches {
+    /// Wait for the large-value window.
+    #[default]
+    Wait,
+    /// Split into at most `max_tranches` (2 to 100) transactions under the cap.
+    Allowed { max_tranches: u32 },
+}
+
+impl From<PolicyTranches> for treasury::planner::TranchePolicy {
+    fn from(t: PolicyTranches) -> Self {
+        match t {
+            PolicyTranches::Wait => treasury::planner::TranchePolicy::Never,
+            PolicyTranches::Allowed { max_tranches } => {
+                treasury::planner::TranchePolicy::Allowed { max_tranches }
+            }
+        }
+    }
+}
+
+impl From<treasury::planner::TranchePolicy> for PolicyTranches {
+    fn from(t: treasury::planner::TranchePolicy) -> Self {
+        match t {
+            treasury::planner::TranchePolicy::Never => PolicyTranches::Wait,
+            treasury::planner::TranchePolicy::Allowed { max_tranches } => {
+                PolicyTranches::Allowed { max_tranches }
+            }
+        }
+    }
 }
 
 impl Validate for PolicyBody {
@@ -1783,6 +2163,7 @@ fn policy_view(
                 })
                 .collect(),
             valid_for_minutes: config.valid_for_minutes,
+            tranches: config.tranches.into(),
         },
         set_by: row.map(|r| r.set_by.clone()),
         set_at: row.map(|r| r.set_at),
@@ -1883,10 +2264,14 @@ async fn set_policy(
             })
             .collect(),
         valid_for_minutes: body.valid_for_minutes,
+        tranches: body.tranches.into(),
     };
     let row = treasury::policies::set(&state.db, config, &by.0, Utc::now())
         .await
         .map_err(|e| match e {
+            treasury::policies::PolicyStoreError::Invalid(
+                e @ treasury::approval::PolicyError::TrancheLimit(_),
+            ) => ApiError::validation(vec![FieldError::new("tranches", e.to_string())]),
             treasury::policies::PolicyStoreError::Invalid(e) => {
                 ApiError::validation(vec![FieldError::new("rules", e.to_string())])
             }

@@ -515,6 +515,7 @@ async fn treasury_context(
             }],
         }],
         valid_for_minutes: 240,
+        tranches: Default::default(),
     })
     .expect("policy");
     let executor = Arc::new(treasury::execution::Executor {

@@ -800,6 +800,8 @@ async fn instruction(app: &TestApp, company: &str) -> Uuid {
         purpose: None,
         remittance: None,
         requested_execution_date: chrono::Utc::now().date_naive(),
+        releases: None,
+        lines: Vec::new(),
     };
     ctx.executor
         .instructions

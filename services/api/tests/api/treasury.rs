@@ -17,6 +17,9 @@ testkit::scenarios!(
     the_days_statement_matches_the_settled_instruction_and_an_unexplained_deposit_stays_open_until_resolved,
     an_admin_puts_a_two_of_three_tier_in_force_and_a_large_instruction_needs_two_of_the_named_checkers,
     a_maker_registers_a_payout_account_once_and_other_details_for_it_conflict,
+    the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_default,
+    a_freeze_blocks_the_funds_until_its_unfreeze_is_carried_out,
+    a_batch_of_payments_is_one_instruction_and_one_message,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -117,6 +120,12 @@ async fn a_maker_creates_a_checker_approves_and_the_bank_settles_it(backend: Bac
     assert_eq!(last["bank"]["last_status"], "ACSC");
     assert_eq!(last["bank"]["sends"], 1);
     assert_eq!(last["bank"]["rail"], "intra_bank");
+    assert_eq!(last["bank"]["settled_amount"], "123456.78");
+    assert_eq!(
+        last["bank"]["transactions"],
+        json!([{"end_to_end_id": created["end_to_end_id"], "amount": "123456.78",
+                "status": "settled", "reason": null}])
+    );
     let events: Vec<&str> = last["history"]
         .as_array()
         .unwrap()
@@ -519,4 +528,242 @@ async fn a_maker_registers_a_payout_account_once_and_other_details_for_it_confli
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["account_number", "bank_code"], "{problem}");
+}
+
+async fn the_tranche_setting_is_part_of_the_versioned_policy_and_waits_by_default(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let read = || async {
+        body(
+            app.call(
+                Some(Who::TreasuryMaker),
+                &Call::get("/v1/treasury/approval-policy"),
+            )
+            .await,
+        )
+        .await
+        .1
+    };
+    assert_eq!(read().await["tranches"], json!({"kind": "wait"}));
+    let set = |tranches: Value| {
+        Call::post(
+            "/v1/treasury/approval-policy",
+            Some(json!({
+                "rules": [{"name": "every instruction",
+                           "steps": [{"role": "treasury_checker", "approvals": 1}]}],
+                "valid_for_minutes": 60,
+                "tranches": tranches
+            })),
+        )
+    };
+    let one = set(json!({"kind": "allowed", "max_tranches": 1}));
+    let (status, problem) = body(app.call(Some(Who::RootAdmin), &one).await).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("tranches"), "{problem}");
+    let unknown = set(json!({"kind": "sometimes"}));
+    let (status, problem) = body(app.call(Some(Who::RootAdmin), &unknown).await).await;
+    assert!(status == 400 || status == 422, "{status} {problem}");
+    let ten = set(json!({"kind": "allowed", "max_tranches": 10}));
+    let (status, in_force) = body(app.call(Some(Who::RootAdmin), &ten).await).await;
+    assert_eq!(status, 201, "{in_force}");
+    assert_eq!(in_force["version"], 1);
+    assert_eq!(
+        read().await["tranches"],
+        json!({"kind": "allowed", "max_tranches": 10})
+    );
+    let wait = set(json!({"kind": "wait"}));
+    let (status, in_force) = body(app.call(Some(Who::RootAdmin), &wait).await).await;
+    assert_eq!(status, 201, "{in_force}");
+    assert_eq!(in_force["version"], 2);
+    assert_eq!(read().await["tranches"], json!({"kind": "wait"}));
+}
+
+async fn approve_and_wait(app: &TestApp, id: &str, until: &str) -> Value {
+    let (status, approved) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(format!("/v1/treasury/instructions/{id}/approve"), None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{approved}");
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = get(app, id).await;
+        if last["status"] == until {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{id} is not {until}: {last:#}");
+}
+
+async fn a_freeze_blocks_the_funds_until_its_unfreeze_is_carried_out(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let w = &app.world;
+    let make = |request: Value| Call::post("/v1/treasury/instructions", Some(request));
+    let (status, problem) = body(
+        app.call(
+            Some(Who::TreasuryMaker),
+            &make(json!({
+                "kind": "freeze",
+                "debtor_sub_account_id": w.sub_accounts["company-a"],
+                "creditor_sub_account_id": w.sub_accounts["company-b"],
+                "amount": "1.00", "currency": "CNY"
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 422, "a freeze has no creditor: {problem}");
+    let (status, freeze) = body(
+        app.call(
+            Some(Who::TreasuryMaker),
+            &make(json!({
+                "kind": "freeze",
+                "debtor_sub_account_id": w.sub_accounts["company-a"],
+                "amount": "600000.00", "currency": "CNY",
+                "remittance": "(2026)沪0115民初12345号 财产保全"
+            })),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{freeze}");
+    assert_eq!(freeze["kind"], "freeze");
+    let freeze_id = freeze["id"].as_str().unwrap().to_owned();
+    let frozen = approve_and_wait(&app, &freeze_id, "settled").await;
+    assert_eq!(frozen["bank"]["last_status"], "ACSC", "{frozen:#}");
+    assert_eq!(available(&app, "company-a").await, "400000.00");
+    let account =
+        treasury::domain::AccountNumber::new(frozen["debtor"]["account_number"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(
+        app.treasury
+            .bank
+            .available(&account)
+            .unwrap()
+            .amount()
+            .to_string(),
+        "400000.00"
+    );
+
+    // What is frozen cannot be paid out: the hold is refused.
+    let payout = create(&app, "500000.00", true).await;
+    let (status, problem) = body(
+        app.call(
+            Some(Who::TreasuryChecker),
+            &Call::post(
+                format!(
+                    "/v1/treasury/instructions/{}/approve",
+                    payout["id"].as_str().unwrap()
+                ),
+                None,
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+
+    let unfreeze = |amount: &str| {
+        make(json!({
+            "kind": "unfreeze",
+            "releases_instruction_id": freeze_id,
+            "debtor_sub_account_id": w.sub_accounts["company-a"],
+            "amount": amount, "currency": "CNY"
+        }))
+    };
+    let (status, problem) = body(app.call(Some(Who::TreasuryMaker), &unfreeze("1.00")).await).await;
+    assert_eq!(status, 422, "the whole freeze or nothing: {problem}");
+    let (status, released) = body(
+        app.call(Some(Who::TreasuryMaker), &unfreeze("600000.00"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{released}");
+    assert_eq!(released["releases_instruction_id"], freeze_id.as_str());
+    let id = released["id"].as_str().unwrap().to_owned();
+    let done = approve_and_wait(&app, &id, "settled").await;
+    assert_eq!(done["bank"]["last_status"], "ACSC", "{done:#}");
+    assert_eq!(available(&app, "company-a").await, "1000000.00");
+    let events: Vec<Value> = get(&app, &freeze_id).await["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert!(events.contains(&json!("released")), "{events:?}");
+}
+
+async fn a_batch_of_payments_is_one_instruction_and_one_message(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_treasury_workers();
+    let w = &app.world;
+    let make = |request: Value| Call::post("/v1/treasury/instructions", Some(request));
+    let batch = |amount: &str, extra: Option<(&str, Value)>| {
+        let mut request = json!({
+            "debtor_sub_account_id": w.sub_accounts["company-a"],
+            "amount": amount, "currency": "CNY", "purpose": "SUPP",
+            "end_to_end_id": "FC-BATCH-0001",
+            "transactions": [
+                {"creditor_sub_account_id": w.sub_accounts["company-b"], "amount": "100.00",
+                 "remittance": "invoice 1"},
+                {"creditor_sub_account_id": w.sub_accounts["company-b"], "amount": "23.45",
+                 "end_to_end_id": "FC-BATCH-0001-B", "remittance": "invoice 2"}
+            ]
+        });
+        if let Some((field, value)) = extra {
+            request[field] = value;
+        }
+        make(request)
+    };
+    let (status, problem) = body(
+        app.call(Some(Who::TreasuryMaker), &batch("123.00", None))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422, "the amount is the total: {problem}");
+    let both = Some((
+        "creditor_sub_account_id",
+        json!(w.sub_accounts["company-b"]),
+    ));
+    let (status, problem) = body(
+        app.call(Some(Who::TreasuryMaker), &batch("123.45", both))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422, "creditors in the transactions only: {problem}");
+    let (status, created) = body(
+        app.call(Some(Who::TreasuryMaker), &batch("123.45", None))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["kind"], "sub_account_transfer");
+    assert_eq!(created["amount"], "123.45");
+    let ids: Vec<&str> = created["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["end_to_end_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["FC-BATCH-0001-1", "FC-BATCH-0001-B"]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = approve_and_wait(&app, &id, "settled").await;
+    assert_eq!(done["bank"]["settled_amount"], "123.45", "{done:#}");
+    let statuses: Vec<&str> = done["bank"]["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["settled", "settled"]);
+    assert_eq!(available(&app, "company-a").await, "999876.55");
+    assert_eq!(available(&app, "company-b").await, "1000123.45");
+    assert_eq!(app.treasury.bank.counters().messages_received, 1);
+    assert_eq!(app.treasury.bank.counters().payments_executed, 2);
 }
