@@ -324,6 +324,46 @@ impl Engine {
         Ok(id)
     }
 
+    /// Delivers signal `name` to the instance of `workflow_type` started for `business_key`,
+    /// inside the caller's transaction: the signal is queued if and only if the caller's own
+    /// writes commit. Call [`Engine::wake`] after the commit.
+    pub async fn signal_in(
+        &self,
+        txn: &DatabaseTransaction,
+        workflow_type: &str,
+        business_key: &str,
+        name: &str,
+        payload: Value,
+    ) -> Result<(), EngineError> {
+        let instance = wf_instances::Entity::find()
+            .filter(wf_instances::Column::WorkflowType.eq(workflow_type))
+            .filter(wf_instances::Column::BusinessKey.eq(business_key))
+            .one(txn)
+            .await?
+            .ok_or_else(|| {
+                EngineError::UnknownInstance(format!("{workflow_type}/{business_key}"))
+            })?;
+        if Status::parse(&instance.status) != Status::Running {
+            return Err(EngineError::Finished(instance.id));
+        }
+        let message = Message::Event {
+            event: Event::Signal {
+                name: name.to_owned(),
+                payload,
+            },
+        };
+        let at = now();
+        let mut writes = Writes::default();
+        writes.outbox(
+            instance.id,
+            &format!("workflow:{}", instance.workflow_type),
+            &message,
+            at,
+        )?;
+        writes.flush(txn, at).await?;
+        Ok(())
+    }
+
     /// Tells in-process workers that new messages are waiting.
     pub fn wake(&self) {
         self.wake.notify_waiters();

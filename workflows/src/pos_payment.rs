@@ -120,12 +120,14 @@ fn once() -> RetryPolicy {
 }
 
 fn posting_retry() -> RetryPolicy {
-    // Booking is idempotent in the ledger, so it may be retried freely.
+    // Booking and recording are idempotent, so they are retried for as long as storage may
+    // take to come back (a minute apart, for about a day): a charged payment must not end
+    // without its outcome on its row.
     RetryPolicy {
         initial_interval_ms: 200,
         backoff_coefficient: 2.0,
-        maximum_interval_ms: 10_000,
-        maximum_attempts: 10,
+        maximum_interval_ms: 60_000,
+        maximum_attempts: 1_500,
         non_retryable: vec![],
     }
 }
@@ -409,12 +411,17 @@ impl Workflow for PosPayment {
                 );
             }
             // The money is taken but not booked: that is for an operator, loudly.
+            // The money is taken but the sale cannot be booked (bad data, not an outage: that
+            // is retried): the row says so, for an operator, before the instance fails.
             PosEvent::SaleNotBooked { error } => {
-                return Some(
-                    Step::to(state.clone(), "the sale could not be booked").then(Command::Fail {
-                        reason: format!("charged but not booked: {error}"),
-                    }),
-                );
+                let mut next = state.clone();
+                next.payment.state = PaymentState::NeedsAttention {
+                    reason: format!("charged but not booked: {error}"),
+                };
+                next.payment.reason = format!("charged but not booked: {error}");
+                next.posting = false;
+                let command = next.record();
+                return Some(Step::to(next, "the sale could not be booked").then(command));
             }
             PosEvent::Payment(event) => event,
         };

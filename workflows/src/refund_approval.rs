@@ -152,6 +152,34 @@ impl Workflow for RefundApproval {
                     status => Some(state.done(status)),
                 }
             }
+            // Expiring and marking only write to storage: when a whole round of retries ran
+            // out (storage down for minutes), another round starts; the refund and its
+            // reservation must never be left without an owner.
+            (Phase::Expiring, Event::ActivityFailed { step, error, .. }) if step == "expire" => {
+                Some(state.to(
+                    Phase::Expiring,
+                    format!("expiry not recorded yet ({}); again", error.message),
+                    state.run(REFUND_EXPIRE, "expire"),
+                ))
+            }
+            (Phase::MarkingAttention, Event::ActivityFailed { step, error, .. })
+                if step == "attention" =>
+            {
+                Some(state.to(
+                    Phase::MarkingAttention,
+                    format!("not recorded yet ({}); again", error.message),
+                    Command::RunActivity {
+                        step: "attention".into(),
+                        kind: REFUND_ATTENTION.into(),
+                        input: json!({
+                            "refund_no": state.input.refund_no,
+                            "reason": error.message,
+                        }),
+                        retry: retrying(),
+                        timeout_ms: state.input.activity_timeout_ms,
+                    },
+                ))
+            }
             (Phase::Refunding, Event::ActivityCompleted { step, output }) if step == "refund" => {
                 Some(state.done(status_of(output)))
             }

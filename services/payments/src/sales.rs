@@ -289,7 +289,11 @@ pub async fn create_payment(
         currency: Set(new.amount.currency().to_string()),
         sale: Set(serde_json::to_string(&new.sale).expect("sales serialise")),
         status: Set("pending".into()),
-        channel_id: Set(None),
+        // The channel about to be tried, so that the daily limits count the payment at once;
+        // the outcome records the channel that took it.
+        channel_id: Set(route
+            .and_then(|r| r.candidates.first())
+            .map(|c| c.channel.to_string())),
         channel_txn_id: Set(None),
         out_trade_no: Set(None),
         fee_minor: Set(None),
@@ -555,6 +559,23 @@ pub async fn request_refund(
         .exec(txn)
         .await?;
     if reserved.rows_affected != 1 {
+        // The same refund, written meanwhile by a retry that held the payment first, is a
+        // replay, not a refusal.
+        if let Some(found) = pos_refunds::Entity::find()
+            .filter(pos_refunds::Column::PaymentId.eq(payment.id))
+            .filter(pos_refunds::Column::TerminalRefundNo.eq(new.terminal_refund_no.as_str()))
+            .one(txn)
+            .await?
+        {
+            return if found.request_hash == hash {
+                Ok(RefundCreated::Replay(found))
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "refund number {} was already used for a different refund",
+                    new.terminal_refund_no
+                )))
+            };
+        }
         let current = pos_payments::Entity::find_by_id(payment.id)
             .one(txn)
             .await?
@@ -663,17 +684,17 @@ pub async fn payment_refunds(
         .await?)
 }
 
-/// The manager's decision on a refund waiting for approval. Returns the refund as decided,
-/// or `None` when it was no longer waiting (decided before, or expired).
+/// The manager's decision on a refund waiting for approval, in the caller's transaction
+/// (which also signals the refund's workflow). Returns the refund as decided, or `None` when
+/// it was no longer waiting (decided before, or expired).
 pub async fn decide_refund(
-    db: &DatabaseConnection,
+    txn: &sea_orm::DatabaseTransaction,
     refund_id: Uuid,
     approve: bool,
     decided_by: &str,
     note: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<pos_refunds::Model>, StoreError> {
-    let txn = entities::db::begin_write(db).await?;
     let (status, reason) = if approve {
         ("refunding", format!("approved by {decided_by}"))
     } else {
@@ -690,20 +711,18 @@ pub async fn decide_refund(
     let changed = update
         .filter(pos_refunds::Column::Id.eq(refund_id))
         .filter(pos_refunds::Column::Status.eq("pending_approval"))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if changed.rows_affected != 1 {
-        txn.rollback().await?;
         return Ok(None);
     }
     let row = pos_refunds::Entity::find_by_id(refund_id)
-        .one(&txn)
+        .one(txn)
         .await?
         .ok_or(StoreError::NotFound("refund"))?;
     if !approve {
-        release(&txn, &row, false).await?;
+        release(txn, &row, false).await?;
     }
-    txn.commit().await?;
     Ok(Some(row))
 }
 

@@ -112,6 +112,24 @@ pub async fn current_shift(
         .await?)
 }
 
+/// The terminal's open shift, read inside a writing transaction so that a close cannot
+/// slip in between: on PostgreSQL the row is locked for share (a close waits for the payment
+/// or refund to commit, and then counts it); SQLite's writing transactions are serial anyway.
+pub async fn open_shift_in(
+    txn: &impl ConnectionTrait,
+    terminal_id: Uuid,
+) -> Result<Option<pos_shifts::Model>, StoreError> {
+    let select = pos_shifts::Entity::find()
+        .filter(pos_shifts::Column::TerminalId.eq(terminal_id))
+        .filter(pos_shifts::Column::Status.eq("open"));
+    let select = if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        select.lock_shared()
+    } else {
+        select
+    };
+    Ok(select.one(txn).await?)
+}
+
 pub async fn shift(
     db: &impl ConnectionTrait,
     id: Uuid,
@@ -266,7 +284,7 @@ pub fn summarise(
                     cash_refunds += amount;
                 }
             }
-            "refunding" | "needs_attention" => unresolved += 1,
+            "refunding" | "needs_attention" | "pending_approval" => unresolved += 1,
             _ => {}
         }
     }
@@ -372,6 +390,18 @@ pub async fn close_shift(
     now: DateTime<Utc>,
 ) -> Result<Result<ShiftSummary, CloseRefusal>, StoreError> {
     if shift.status != "open" {
+        return Ok(Err(CloseRefusal::AlreadyClosed));
+    }
+    // Lock the shift before counting: payments and refunds being written in it hold it for
+    // share, so the count starts once they have committed, and later ones find it closed.
+    let locking =
+        pos_shifts::Entity::find_by_id(shift.id).filter(pos_shifts::Column::Status.eq("open"));
+    let locking = if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        locking.lock_exclusive()
+    } else {
+        locking
+    };
+    if locking.one(db).await?.is_none() {
         return Ok(Err(CloseRefusal::AlreadyClosed));
     }
     let mut summary = shift_summary(db, shift, Some(declared_cash)).await?;

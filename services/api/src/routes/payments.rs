@@ -332,7 +332,12 @@ async fn register_terminal(
     Path(station_id): Path<Uuid>,
     Json(body): Json<RegisterTerminal>,
 ) -> Result<Response, ApiError> {
-    station(&state, &caller, Action::ManageStations, station_id).await?;
+    let org = station(&state, &caller, Action::ManageStations, station_id).await?;
+    // The station's sales, cash, fee and bank accounts exist before its first sale.
+    let owner = ledger_owner(&state, org.id).await?;
+    stations::station_accounts(&state.ledger, station_id, &owner)
+        .await
+        .map_err(store_error)?;
     let txn = entities::db::begin_write(&state.db).await?;
     let registered =
         stations::register_terminal(&txn, station_id, &body.code, body.name.trim(), now())
@@ -1439,6 +1444,11 @@ async fn create_payment(
     };
     // The row and its workflow commit together: no payment is left without its instance.
     let txn = entities::db::begin_write(&state.db).await?;
+    let shift = shifts::open_shift_in(&txn, terminal.id)
+        .await
+        .map_err(store_error)?
+        .filter(|s| s.id == shift.id)
+        .ok_or_else(|| ApiError::conflict("the shift closed meanwhile: open one first"))?;
     let created = sales::create_payment(&txn, &terminal, &shift, &new, route.as_ref(), at)
         .await
         .map_err(store_error)?;
@@ -1598,6 +1608,11 @@ async fn cancel_payment(
             "the payment is {}; a finished payment is given back with a refund",
             payment.status
         )));
+    }
+    if payment.method == sales::method_text(Method::Cash) {
+        return Err(ApiError::conflict(
+            "a cash payment is not cancelled: send the same payment again to book it, then refund it",
+        ));
     }
     match ctx
         .engine
@@ -1794,6 +1809,11 @@ async fn create_refund(
     };
     // The refund, its reservation on the payment and its workflow commit together.
     let txn = entities::db::begin_write(&state.db).await?;
+    shifts::open_shift_in(&txn, terminal.id)
+        .await
+        .map_err(store_error)?
+        .filter(|s| s.id == shift.id)
+        .ok_or_else(|| ApiError::conflict("the shift closed meanwhile: open one first"))?;
     let created = sales::request_refund(
         &txn,
         &payment,
@@ -1823,6 +1843,9 @@ async fn create_refund(
             (StatusCode::CREATED, r)
         }
         RefundCreated::Replay(r) => (StatusCode::OK, r),
+        RefundCreated::Refused(refusal @ sales::RefundRefusal::NotRefundable(_)) => {
+            return Err(ApiError::conflict(refusal.to_string()));
+        }
         RefundCreated::Refused(refusal) => {
             return Err(ApiError::validation(vec![FieldError::new(
                 "amount",
@@ -1975,8 +1998,10 @@ async fn decide(
             "a rejection says why",
         )]));
     }
+    // The decision, the workflow's signal and the stored response commit together.
+    let txn = entities::db::begin_write(&state.db).await?;
     let decided = sales::decide_refund(
-        &state.db,
+        &txn,
         refund_id,
         approve,
         &name,
@@ -1985,15 +2010,11 @@ async fn decide(
     )
     .await
     .map_err(store_error)?
-    .ok_or_else(|| {
-        ApiError::conflict(format!(
-            "the refund is {}, not waiting for approval",
-            refund.status
-        ))
-    })?;
+    .ok_or_else(|| ApiError::conflict("the refund is no longer waiting for approval"))?;
     match ctx
         .engine
-        .signal_by_key(
+        .signal_in(
+            &txn,
             RefundApproval::NAME,
             &decided.refund_no,
             SIGNAL_DECISION,
@@ -2001,24 +2022,21 @@ async fn decide(
         )
         .await
     {
+        // Expired meanwhile: the store's decision stands, and the workflow has finished.
         Ok(()) | Err(workflows::EngineError::Finished(_)) => {}
         Err(e) => return Err(ApiError::internal(anyhow::Error::new(e))),
     }
     let payment_no = pos_payments::Entity::find_by_id(decided.payment_id)
-        .one(&state.db)
+        .one(&txn)
         .await?
         .map(|p| p.payment_no)
         .unwrap_or_default();
-    let decided = if approve {
-        wait_for_refund(state, ctx, decided).await?
-    } else {
-        decided
-    };
     let view = refund_view(decided, payment_no);
-    let txn = entities::db::begin_write(&state.db).await?;
-    claim
+    let response = claim
         .commit(txn, StatusCode::OK, Some(&view), None, None)
-        .await
+        .await?;
+    ctx.engine.wake();
+    Ok(response)
 }
 
 /// Approve a refund request (station manager; never the person who asked for it). The
