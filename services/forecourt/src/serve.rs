@@ -202,7 +202,7 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     println!("{till}");
     println!("Payment channel simulators (two per method):");
     for channel in &retail.channels {
-        println!("  {:<22} {}", channel.id.as_str(), channel.sim.base_url());
+        println!("- {:<22} {}", channel.id.as_str(), channel.sim.base_url());
     }
     println!();
     println!(
