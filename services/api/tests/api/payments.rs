@@ -592,14 +592,21 @@ async fn a_channel_failing_again_and_again_is_cut_off_and_a_declined_payer_is_se
     open_shift(&app, Who::Cashier, "0.00").await;
     // WeChat direct is down without notice: each payment finds it out and fails over.
     app.retail.sim("wxpay-direct").set(|b| b.unavailable = true);
+    // Five customers (each with a payment code of their own, so that no payer exclusion
+    // keeps a later one away from A).
+    let customer = |i: usize| {
+        let mut request = fuel(&format!("B-{i}"), "wechat_pay_code", "10.00");
+        request["payer_code"] = json!(format!("13456789012345{i:04}"));
+        request
+    };
     for i in 0..5 {
-        let (_, payment) = pay(&app, fuel(&format!("B-{i}"), "wechat_pay_code", "10.00")).await;
+        let (_, payment) = pay(&app, customer(i)).await;
         assert_eq!(payment["channel"], "wxpay-via-bank-a", "{payment}");
     }
     // The failures are on record for every process: the breaker opens (routing reloads the
     // channels' health at most once a second).
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    let (_, payment) = pay(&app, fuel("B-5", "wechat_pay_code", "10.00")).await;
+    let (_, payment) = pay(&app, customer(5)).await;
     assert_eq!(payment["status"], "succeeded", "{payment}");
     assert_eq!(payment["channel"], "wxpay-via-bank-a");
     let excluded = payment["route"]["excluded"].as_array().unwrap();
