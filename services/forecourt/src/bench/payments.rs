@@ -449,15 +449,23 @@ async fn seed(
         name,
         ledger_owner: None,
     };
-    let root = directory::create_organisation(
-        db,
-        org(None, OrgKind::PlatformOperator, "Bench platform".into()),
-    )
-    .await
-    .map_err(api_err)?;
+    // There is one platform operator: an earlier run's, or this run's.
+    let existing = entities::organisations::Entity::find()
+        .filter(entities::organisations::Column::ParentId.is_null())
+        .one(db)
+        .await?;
+    let root = match existing {
+        Some(root) => root,
+        None => directory::create_organisation(
+            db,
+            org(None, OrgKind::PlatformOperator, "Bench platform".into()),
+        )
+        .await
+        .map_err(api_err)?,
+    };
     let brand = directory::create_organisation(
         db,
-        org(Some(root.id), OrgKind::Brand, "Bench brand".into()),
+        org(Some(root.id), OrgKind::Brand, format!("Bench brand {run}")),
     )
     .await
     .map_err(api_err)?;
