@@ -608,6 +608,9 @@ pub fn register_store_activities(
                     payments::sales::record_outcome(ledger.db(), &no, &outcome, chrono::Utc::now())
                         .await
                         .map_err(store_error)?;
+                if recorded {
+                    payments::sales::outcomes::announce(&no);
+                }
                 Ok(json!({ "recorded": recorded }))
             }
         })

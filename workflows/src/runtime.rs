@@ -62,6 +62,9 @@ async fn work(engine: Engine, mut stop: watch::Receiver<bool>, kind: Kind) {
         if *stop.borrow() {
             return;
         }
+        // Listen before looking: a wake that comes while this worker looks (and finds
+        // nothing yet) is kept, instead of waiting out the idle poll.
+        let wake = engine.wake.notified();
         let result = match kind {
             Kind::Events => engine.process_next_events(BATCH).await,
             Kind::Activities => engine.run_next_activities(BATCH).await,
@@ -71,7 +74,6 @@ async fn work(engine: Engine, mut stop: watch::Receiver<bool>, kind: Kind) {
             Ok(_) => {}
             Err(err) => tracing::debug!(error = %err, "worker step failed; retrying"),
         }
-        let wake = engine.wake.notified();
         tokio::select! {
             _ = wake => {}
             _ = tokio::time::sleep(IDLE_POLL) => {}

@@ -8,6 +8,7 @@
 //! - `demo` ([`demo`]): a day of a fleet, two stations and a depot on the ledger, printed.
 //! - `worker`, `scheduler` ([`run`]): the workflow engine's processes.
 //! - `bench ledger` ([`bench::ledger`]): ledger throughput and latency under concurrent clients.
+//! - `bench payments` ([`bench::payments`]): till payments through the API, channels and ledger.
 //! - `sim payments`, `sim bank` ([`simulate`]): the payment parties' simulators (WeChat Pay,
 //!   Alipay, an acquirer) and the custodial bank's.
 //!

@@ -446,6 +446,75 @@ pub async fn record_outcome(
     Ok(result.rows_affected == 1)
 }
 
+/// Outcomes recorded in this process, for requests of this process waiting on them: a
+/// request that waits for its payment's outcome is woken as soon as the outcome is recorded
+/// here, instead of at its next poll of the row. Where the workers run in other processes
+/// nothing is announced and waiting falls back to polling; the row stays the only truth.
+pub mod outcomes {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+    use tokio::sync::Notify;
+
+    static WAITING: LazyLock<Mutex<HashMap<String, Weak<Notify>>>> =
+        LazyLock::new(Default::default);
+
+    fn waiting() -> std::sync::MutexGuard<'static, HashMap<String, Weak<Notify>>> {
+        WAITING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Interest in one payment's outcome, for as long as it is held.
+    pub struct Watch {
+        payment_no: String,
+        notify: Arc<Notify>,
+    }
+
+    /// Starts watching a payment. Create the [`Watch::recorded`] future before reading the
+    /// row: an announcement between the read and the wait is then not lost.
+    pub fn watch(payment_no: &str) -> Watch {
+        let mut map = waiting();
+        let notify = match map.get(payment_no).and_then(Weak::upgrade) {
+            Some(notify) => notify,
+            None => {
+                let notify = Arc::new(Notify::new());
+                map.insert(payment_no.to_owned(), Arc::downgrade(&notify));
+                notify
+            }
+        };
+        Watch {
+            payment_no: payment_no.to_owned(),
+            notify,
+        }
+    }
+
+    impl Watch {
+        /// Resolves at the next announcement of the payment's outcome.
+        pub fn recorded(&self) -> tokio::sync::futures::Notified<'_> {
+            self.notify.notified()
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            let mut map = waiting();
+            // The last watcher removes the entry (its own reference is the one left).
+            if Arc::strong_count(&self.notify) == 1 {
+                map.remove(&self.payment_no);
+            }
+        }
+    }
+
+    /// Tells this process's watchers that the payment's outcome is recorded (committed).
+    pub fn announce(payment_no: &str) {
+        let notify = waiting().get(payment_no).and_then(Weak::upgrade);
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+}
+
 /// Payments of a shift, oldest first.
 pub async fn shift_payments(
     db: &impl ConnectionTrait,

@@ -1514,17 +1514,29 @@ async fn book_cash(
         .ok_or_else(|| ApiError::not_found("payment"))
 }
 
-/// Polls the payment until it is final or the bounded wait is over.
+/// Waits until the payment is final or the bounded wait is over: woken when a worker of
+/// this process records the outcome, and polling the row in any case (workers of other
+/// processes announce nothing here).
 async fn wait_for_outcome(
     state: &AppState,
     ctx: &PaymentsContext,
     mut payment: pos_payments::Model,
 ) -> Result<pos_payments::Model, ApiError> {
+    if payment.status != "pending" {
+        return Ok(payment);
+    }
     let deadline = tokio::time::Instant::now() + ctx.wait;
+    let watch = sales::outcomes::watch(&payment.payment_no);
     let mut pause = Duration::from_millis(2);
+    // Listening starts before each read, so an outcome recorded after it wakes the wait.
+    let mut recorded = Box::pin(watch.recorded());
     while payment.status == "pending" && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            _ = &mut recorded => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
         pause = (pause * 2).min(Duration::from_millis(50));
+        recorded = Box::pin(watch.recorded());
         payment = sales::payment_by_no(&state.db, &payment.payment_no)
             .await
             .map_err(store_error)?

@@ -2,8 +2,11 @@
 //!
 //! - `ledger`: transfers per second and latency under N concurrent clients.
 //! - `workflows`: workflow state transitions per second and step latency over N workers.
+//! - `payments`: till payments through the HTTP API to the channel simulators and the
+//!   ledger: latency at a fixed offered load, and payments per second at saturation.
 
 pub mod ledger;
+pub mod payments;
 pub mod workflows;
 
 use clap::Subcommand;
@@ -14,6 +17,9 @@ pub enum Bench {
     Ledger(ledger::Args),
     /// W canary workflows of K no-op steps over N workers: transitions/s and step latency.
     Workflows(workflows::Args),
+    /// N terminals pay through the HTTP API into the ledger: latency at a fixed rate, then
+    /// payments/s at saturation; every payment checked against the books and the channels.
+    Payments(payments::Args),
 }
 
 impl Bench {
@@ -21,6 +27,7 @@ impl Bench {
         match self {
             Bench::Ledger(args) => ledger::run(args, database_url).await,
             Bench::Workflows(args) => workflows::run(args, database_url).await,
+            Bench::Payments(args) => payments::run(args, database_url).await,
         }
     }
 }
