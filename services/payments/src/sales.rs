@@ -270,9 +270,8 @@ pub async fn create_payment(
     route: Option<&RouteDecision>,
     now: DateTime<Utc>,
 ) -> Result<Created, StoreError> {
-    if let Some(existing) = existing_payment(db, terminal.id, new).await? {
-        return Ok(Created::Replay(existing));
-    }
+    // No read first: the unique key decides, and the one read after tells a new payment
+    // from a replay or a conflict.
     let row = pos_payments::ActiveModel {
         id: Set(Uuid::now_v7()),
         payment_no: Set(new_payment_no()),

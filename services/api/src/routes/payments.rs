@@ -952,13 +952,17 @@ async fn close_shift(
     let declared = ledger::Money::new(body.declared_cash, ledger::Currency::CNY)
         .map_err(|e| ApiError::validation(vec![FieldError::new("declared_cash", e.to_string())]))?;
     let txn = entities::db::begin_write(&state.db).await?;
-    let summary = shifts::close_shift(&txn, &shift, declared, override_, now())
+    let summary = match shifts::close_shift(&txn, &shift, declared, override_, now())
         .await
         .map_err(store_error)?
-        .map_err(|refusal| match refusal {
-            CloseRefusal::AlreadyClosed => ApiError::conflict(refusal.to_string()),
-            CloseRefusal::Unresolved(_) => ApiError::conflict(refusal.to_string()),
-        })?;
+    {
+        Ok(summary) => summary,
+        Err(refusal @ (CloseRefusal::AlreadyClosed | CloseRefusal::Unresolved(_))) => {
+            // Release the shift's lock now, not whenever the connection is next used.
+            txn.rollback().await?;
+            return Err(ApiError::conflict(refusal.to_string()));
+        }
+    };
     let view = Shift {
         id: shift.id,
         station_id: shift.station_id,
@@ -1855,14 +1859,13 @@ async fn create_refund(
             (StatusCode::CREATED, r)
         }
         RefundCreated::Replay(r) => (StatusCode::OK, r),
-        RefundCreated::Refused(refusal @ sales::RefundRefusal::NotRefundable(_)) => {
-            return Err(ApiError::conflict(refusal.to_string()));
-        }
         RefundCreated::Refused(refusal) => {
-            return Err(ApiError::validation(vec![FieldError::new(
-                "amount",
-                refusal.to_string(),
-            )]));
+            // Release the shift's lock now, not whenever the connection is next used.
+            txn.rollback().await?;
+            return Err(match refusal {
+                sales::RefundRefusal::NotRefundable(_) => ApiError::conflict(refusal.to_string()),
+                _ => ApiError::validation(vec![FieldError::new("amount", refusal.to_string())]),
+            });
         }
     };
     txn.commit().await?;
