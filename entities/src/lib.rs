@@ -28,6 +28,7 @@
 //! - [`pos_recon_runs`], [`pos_recon_exceptions`]: the T+1 reconciliation of each channel's
 //!   statement with our payments, and the differences left for people to resolve.
 //! - [`pos_channel_attempts`]: what each channel did with each attempt (routing's health).
+//! - [`pos_member_cards`], [`pos_card_top_ups`]: stored-value member cards and their top-ups.
 //! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
@@ -43,9 +44,11 @@ pub mod ledger_entries;
 pub mod ledger_holds;
 pub mod ledger_postings;
 pub mod organisations;
+pub mod pos_card_top_ups;
 pub mod pos_channel_attempts;
 pub mod pos_channels;
 pub mod pos_daily_closes;
+pub mod pos_member_cards;
 pub mod pos_payments;
 pub mod pos_recon_exceptions;
 pub mod pos_recon_runs;

@@ -39,6 +39,8 @@ pub struct Model {
     pub business_day: String,
     pub created_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
+    /// The member card a `member_card` payment is paid from.
+    pub card_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

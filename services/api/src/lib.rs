@@ -152,6 +152,7 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::workflows::router())
         .merge(routes::treasury::router())
         .merge(routes::payments::router())
+        .merge(routes::member_cards::router())
         .merge(routes::webhooks::router());
     if let Some(state) = state {
         // The last layer added runs first: authenticate, then claim the Idempotency-Key

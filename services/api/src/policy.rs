@@ -151,7 +151,7 @@ pub enum Action {
     TakePayments,
     /// Register terminals and set a station's channel terms.
     ManageStations,
-    /// Decide refund requests and close shifts over unresolved payments.
+    /// Decide refund requests, close shifts over unresolved payments, unblock member cards.
     ApproveRefunds,
 }
 

@@ -24,7 +24,9 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use entities::{organisations, pos_daily_closes, pos_payments, pos_refunds, pos_shifts};
+use entities::{
+    organisations, pos_card_top_ups, pos_daily_closes, pos_payments, pos_refunds, pos_shifts,
+};
 
 use crate::model::Method;
 use crate::sales::{BUSINESS_TZ, parse_method, stored_money};
@@ -64,7 +66,7 @@ pub struct OpenShift {
 /// A payment or refund of the day whose outcome is still open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnresolvedItem {
-    /// `payment` or `refund`.
+    /// `payment`, `refund` or `top_up` (a member-card top-up).
     pub kind: String,
     /// The payment or refund number.
     pub number: String,
@@ -101,6 +103,9 @@ pub struct DaySummary {
     pub not_taken: Tally,
     pub cash_sales: Decimal,
     pub cash_refunds: Decimal,
+    /// Member-card top-ups taken in cash (the drawer's, not sales).
+    #[serde(default)]
+    pub card_top_ups: Tally,
     /// Shifts that opened on the day, took money or refunds on it, or were open during it.
     pub shifts: Vec<Uuid>,
     pub open_shifts: Vec<OpenShift>,
@@ -126,6 +131,7 @@ impl DaySummary {
             not_taken: Tally::default(),
             cash_sales: Decimal::ZERO,
             cash_refunds: Decimal::ZERO,
+            card_top_ups: Tally::default(),
             shifts: Vec::new(),
             open_shifts: Vec::new(),
             unresolved: Vec::new(),
@@ -169,6 +175,7 @@ fn add_shift(day: &mut DaySummary, s: &ShiftSummary) {
     add_tally(&mut day.not_taken, &s.not_taken);
     day.cash_sales += s.cash_sales;
     day.cash_refunds += s.cash_refunds;
+    add_tally(&mut day.card_top_ups, &s.card_top_ups);
 }
 
 /// What one station's day is computed from.
@@ -184,6 +191,8 @@ pub struct StationDay<'a> {
     pub payments: &'a [pos_payments::Model],
     /// The refunds of the business day with the method of the payment each gives back.
     pub refunds: &'a [ShiftRefund<'a>],
+    /// The member-card top-ups of the business day.
+    pub top_ups: &'a [pos_card_top_ups::Model],
     /// Terminal codes by terminal id.
     pub terminal_codes: &'a BTreeMap<Uuid, String>,
 }
@@ -210,7 +219,13 @@ pub fn summarise_station_day(input: &StationDay<'_>) -> Result<DaySummary, Store
                 method: r.method,
             })
             .collect();
-        let summary = summarise(shift, &payments, &refunds, None)?;
+        let top_ups: Vec<pos_card_top_ups::Model> = input
+            .top_ups
+            .iter()
+            .filter(|t| t.shift_id == shift.id)
+            .cloned()
+            .collect();
+        let summary = summarise(shift, &payments, &refunds, &top_ups, None)?;
         unresolved_in_shifts += summary.unresolved;
         add_shift(&mut day, &summary);
         day.shifts.push(shift.id);
@@ -286,6 +301,16 @@ pub fn summarise_station_day(input: &StationDay<'_>) -> Result<DaySummary, Store
             });
         }
     }
+    for t in input.top_ups.iter().filter(|t| t.status == "pending") {
+        day.unresolved.push(UnresolvedItem {
+            kind: "top_up".into(),
+            number: t.top_up_no.clone(),
+            station_id: t.station_id,
+            shift_id: Some(t.shift_id),
+            amount: stored_money(t.amount_minor, &t.currency)?.amount(),
+            status: t.status.clone(),
+        });
+    }
     // The shift summaries and the list must agree on what is unresolved.
     assert_eq!(
         unresolved_in_shifts as usize,
@@ -313,6 +338,7 @@ pub fn merge_days(company_id: Uuid, day: &str, stations: &[DaySummary]) -> DaySu
         out.fees += s.fees;
         out.cash_sales += s.cash_sales;
         out.cash_refunds += s.cash_refunds;
+        add_tally(&mut out.card_top_ups, &s.card_top_ups);
         out.shifts.extend(s.shifts.iter().copied());
         out.open_shifts.extend(s.open_shifts.iter().cloned());
         out.unresolved.extend(s.unresolved.iter().cloned());
@@ -395,10 +421,17 @@ pub async fn day_summary(
             method: parse_method(method)?,
         });
     }
+    let top_ups = pos_card_top_ups::Entity::find()
+        .filter(pos_card_top_ups::Column::StationId.eq(station_id))
+        .filter(pos_card_top_ups::Column::BusinessDay.eq(day))
+        .order_by_asc(pos_card_top_ups::Column::CreatedAt)
+        .all(db)
+        .await?;
     let shift_ids: BTreeSet<Uuid> = payments
         .iter()
         .map(|p| p.shift_id)
         .chain(refunds.iter().filter_map(|r| r.shift_id))
+        .chain(top_ups.iter().map(|t| t.shift_id))
         .collect();
     let mut touched = Condition::any()
         .add(
@@ -433,6 +466,7 @@ pub async fn day_summary(
         shifts: &shifts,
         payments: &payments,
         refunds: &with_methods,
+        top_ups: &top_ups,
         terminal_codes: &terminal_codes,
     })
 }

@@ -27,11 +27,13 @@
 //! - [`stations`]: terminals with their keys, the channels each station signed with its
 //!   terms, and the station's ledger accounts.
 //! - [`shifts`]: cashiers' shifts, one open per terminal, closed with totals that reconcile.
+//! - [`cards`]: stored-value member cards, their cap and balance held by the ledger, top-ups.
 //! - [`sales`]: till payments and refunds in storage, the sale lines, the ledger bookings.
 //! - [`daily`]: the daily close (日结) of a station and of its station company.
 //! - [`reconcile`]: the T+1 reconciliation of a channel's statement with our payments and
 //!   refunds, the settlement it posts and the exception queue it leaves.
 
+pub mod cards;
 pub mod channels;
 pub mod crypto;
 pub mod daily;

@@ -217,3 +217,94 @@ pub fn fees_billed(
         .description("channel fees billed later")
     })
 }
+
+/// The accounts of one stored-value member card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CardAccounts {
+    /// What the issuer owes the holder (a liability that cannot go negative).
+    pub balance: Uuid,
+    /// What may still be loaded (cannot go negative): balance + headroom = the card's cap.
+    pub headroom: Uuid,
+    /// The issuer's counterpart of every card's headroom (a memorandum account).
+    pub capacity: Uuid,
+}
+
+/// Two transfers in one entry: the money leg and the headroom leg that keeps the cap.
+fn card_entry(
+    key: String,
+    reference: String,
+    money: (Uuid, Uuid),
+    headroom: (Uuid, Uuid),
+    amount: Money,
+    description: &str,
+) -> NewEntry {
+    let currency = amount.currency();
+    let mut entry = NewEntry::transfer(key, reference, money.0, money.1, amount.amount(), currency)
+        .description(description);
+    entry
+        .postings
+        .push(PostingInput::debit(headroom.0, amount.amount(), currency));
+    entry
+        .postings
+        .push(PostingInput::credit(headroom.1, amount.amount(), currency));
+    entry
+}
+
+/// The entry that gives a card room to hold up to `room` more (its cap when issued, the
+/// difference when an anonymous card is registered to a name).
+pub fn card_capacity(key: String, card: &CardAccounts, room: Money) -> NewEntry {
+    let currency = room.currency();
+    NewEntry::transfer(
+        key.clone(),
+        key,
+        card.capacity,
+        card.headroom,
+        room.amount(),
+        currency,
+    )
+    .description("member card capacity")
+}
+
+/// The entry of a top-up: the money arrives (`into`, e.g. the drawer) and the card owes the
+/// holder more; the headroom shrinks by as much, and cannot go below zero.
+pub fn card_top_up(top_up_no: &str, card: &CardAccounts, into: Uuid, amount: Money) -> NewEntry {
+    card_entry(
+        format!("top-up:{top_up_no}"),
+        format!("top-up:{top_up_no}"),
+        (into, card.balance),
+        (card.headroom, card.capacity),
+        amount,
+        "member card top-up",
+    )
+}
+
+/// The entry of a sale paid by card: the balance pays the station's sales (and cannot go
+/// below zero); the headroom grows back by as much.
+pub fn card_sale(payment_no: &str, card: &CardAccounts, sales: Uuid, amount: Money) -> NewEntry {
+    card_entry(
+        format!("payment:{payment_no}:sale"),
+        format!("payment:{payment_no}"),
+        (card.balance, sales),
+        (card.capacity, card.headroom),
+        amount,
+        "member card sale",
+    )
+}
+
+/// The entry of a refund to the card: sales give back onto the balance, which uses headroom.
+pub fn card_refund(
+    payment_no: &str,
+    refund_no: &str,
+    card: &CardAccounts,
+    sales: Uuid,
+    refund: Money,
+) -> NewEntry {
+    card_entry(
+        format!("payment:{payment_no}:refund:{refund_no}"),
+        format!("payment:{payment_no}"),
+        (sales, card.balance),
+        (card.headroom, card.capacity),
+        refund,
+        "member card refund",
+    )
+}

@@ -303,6 +303,7 @@ pub async fn create_payment(
         business_day: Set(business_day(now)),
         created_at: Set(now),
         finished_at: Set(None),
+        card_id: Set(None),
     };
     let inserted = pos_payments::Entity::insert(row)
         .on_conflict(
@@ -995,6 +996,14 @@ pub async fn execute_refund(
         .map_err(StoreError::from)?
         .ok_or(StoreError::NotFound("payment"))?;
     let method = parse_method(&payment.method)?;
+    if method == Method::MemberCard {
+        let (status, reason) = match crate::cards::refund_to_card(ledger, &payment, &refund).await?
+        {
+            Ok(()) => ("succeeded", "paid back onto the member card".to_owned()),
+            Err(reason) => ("failed", reason),
+        };
+        return Ok(finish_refund(db, refund_no, status, None, &reason, now).await?);
+    }
     if !method.uses_channel() {
         book_refund(ledger, &payment, &refund, None).await?;
         return Ok(finish_refund(

@@ -19,7 +19,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use entities::{pos_payments, pos_refunds, pos_shifts, pos_terminals};
+use entities::{pos_card_top_ups, pos_payments, pos_refunds, pos_shifts, pos_terminals};
 
 use crate::model::Method;
 use crate::sales::{Sale, SaleLine, parse_method, stored_money};
@@ -205,7 +205,10 @@ pub struct ShiftSummary {
     pub opening_float: Decimal,
     pub cash_sales: Decimal,
     pub cash_refunds: Decimal,
-    /// Opening float + cash sales − cash refunds.
+    /// Member-card top-ups taken in cash (money into the drawer that is not a sale).
+    #[serde(default)]
+    pub card_top_ups: Tally,
+    /// Opening float + cash sales + cash top-ups − cash refunds.
     pub expected_cash: Decimal,
     pub declared_cash: Option<Decimal>,
     /// Declared − expected.
@@ -225,6 +228,7 @@ pub fn summarise(
     shift: &pos_shifts::Model,
     payments: &[pos_payments::Model],
     refunds: &[ShiftRefund<'_>],
+    top_ups: &[pos_card_top_ups::Model],
     declared_cash: Option<Money>,
 ) -> Result<ShiftSummary, StoreError> {
     let mut sales = Tally::default();
@@ -288,8 +292,18 @@ pub fn summarise(
             _ => {}
         }
     }
+    let mut card_top_ups = Tally::default();
+    for top_up in top_ups {
+        match top_up.status.as_str() {
+            "succeeded" => {
+                card_top_ups.add(stored_money(top_up.amount_minor, &top_up.currency)?.amount())
+            }
+            "pending" => unresolved += 1,
+            _ => {}
+        }
+    }
     let opening_float = stored_money(shift.opening_float_minor, &shift.currency)?.amount();
-    let expected_cash = opening_float + cash_sales - cash_refunds;
+    let expected_cash = opening_float + cash_sales + card_top_ups.amount - cash_refunds;
     let declared = declared_cash.map(|m| m.amount()).or_else(|| {
         shift
             .declared_cash_minor
@@ -314,6 +328,7 @@ pub fn summarise(
         opening_float,
         cash_sales,
         cash_refunds,
+        card_top_ups,
         expected_cash,
         declared_cash: declared,
         variance: declared.map(|d| d - expected_cash),
@@ -359,7 +374,8 @@ pub async fn shift_summary(
             method: parse_method(method)?,
         });
     }
-    summarise(shift, &payments, &with_methods, declared_cash)
+    let top_ups = crate::cards::shift_top_ups(db, shift.id).await?;
+    summarise(shift, &payments, &with_methods, &top_ups, declared_cash)
 }
 
 /// Why a shift did not close.
@@ -501,6 +517,13 @@ pub fn receipt(summary: &ShiftSummary, station: &str, terminal: &str) -> String 
         format!("-{}", summary.refunds.amount),
     );
     line(&mut out, "Net", summary.net.to_string());
+    if summary.card_top_ups.count > 0 {
+        line(
+            &mut out,
+            &format!("Card top-ups ({})", summary.card_top_ups.count),
+            summary.card_top_ups.amount.to_string(),
+        );
+    }
     out.push_str(&"-".repeat(40));
     out.push('\n');
     line(&mut out, "Opening float", summary.opening_float.to_string());

@@ -8,6 +8,8 @@ pub mod api_keys;
 pub mod auth;
 /// `/healthz`, `/readyz`, `/metrics`.
 pub mod health;
+/// Stored-value member cards at the till: issue, top up, register, block.
+pub mod member_cards;
 /// The organisation tree.
 pub mod organisations;
 /// Retail payments: terminals, channels, shifts, payments, refunds, channel notifications.

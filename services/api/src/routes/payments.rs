@@ -119,7 +119,7 @@ fn context(state: &AppState) -> Result<&Arc<PaymentsContext>, ApiError> {
     })
 }
 
-fn store_error(err: StoreError) -> ApiError {
+pub(super) fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::NotFound(what) => ApiError::not_found(what),
         StoreError::Conflict(detail) => ApiError::conflict(detail),
@@ -129,7 +129,7 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
+pub(super) fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
     match &caller.subject {
         Subject::User { id, username, .. } => Ok((*id, username.clone())),
         Subject::ApiKey { .. } => Err(ApiError::forbidden(
@@ -139,7 +139,7 @@ fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
 }
 
 /// The station the caller names, which must be a station of their subtree.
-async fn station(
+pub(super) async fn station(
     state: &AppState,
     caller: &Caller,
     action: Action,
@@ -156,7 +156,7 @@ async fn station(
 }
 
 /// The terminal, when the caller may act at its station and presents its key.
-async fn till(
+pub(super) async fn till(
     state: &AppState,
     caller: &Caller,
     action: Action,
@@ -191,7 +191,7 @@ async fn till(
         })
 }
 
-fn terminal_key_param() -> &'static str {
+pub(super) fn terminal_key_param() -> &'static str {
     "The terminal's key, shown once at its registration."
 }
 
@@ -250,7 +250,7 @@ pub struct RegisterTerminal {
     pub name: String,
 }
 
-fn is_code(text: &str, max: usize) -> bool {
+pub(super) fn is_code(text: &str, max: usize) -> bool {
     !text.is_empty()
         && text.len() <= max
         && text
@@ -375,6 +375,8 @@ pub enum PaymentMethod {
     BankCard,
     /// Notes and coins into the drawer.
     Cash,
+    /// The station company's stored-value member card; `payer_code` is the card number.
+    MemberCard,
 }
 
 impl From<PaymentMethod> for Method {
@@ -386,6 +388,7 @@ impl From<PaymentMethod> for Method {
             PaymentMethod::AlipayQr => Method::AlipayQr,
             PaymentMethod::BankCard => Method::BankCard,
             PaymentMethod::Cash => Method::Cash,
+            PaymentMethod::MemberCard => Method::MemberCard,
         }
     }
 }
@@ -460,7 +463,12 @@ impl Validate for ChannelTerms {
                 "1 to 64 letters, digits, '-' or '_'",
             ));
         }
-        if self.methods.is_empty() || self.methods.contains(&PaymentMethod::Cash) {
+        if self.methods.is_empty()
+            || self
+                .methods
+                .iter()
+                .any(|m| matches!(m, PaymentMethod::Cash | PaymentMethod::MemberCard))
+        {
             errors.push(FieldError::new(
                 "methods",
                 "at least one method that goes through a channel (not cash)",
@@ -552,7 +560,8 @@ fn method_of(method: Method) -> Option<PaymentMethod> {
         Method::AlipayQr => PaymentMethod::AlipayQr,
         Method::BankCard => PaymentMethod::BankCard,
         Method::Cash => PaymentMethod::Cash,
-        Method::MemberCard | Method::PartnerApp => return None,
+        Method::MemberCard => PaymentMethod::MemberCard,
+        Method::PartnerApp => return None,
     })
 }
 
@@ -693,7 +702,7 @@ async fn set_channel(
         .await
 }
 
-async fn ledger_owner(state: &AppState, org: Uuid) -> Result<String, ApiError> {
+pub(super) async fn ledger_owner(state: &AppState, org: Uuid) -> Result<String, ApiError> {
     Ok(entities::organisations::Entity::find_by_id(org)
         .one(&state.db)
         .await?
@@ -817,7 +826,7 @@ async fn open_shift(
         opened_at: shift.opened_at,
         closed_at: None,
         summary: serde_json::to_value(
-            shifts::summarise(&shift, &[], &[], None).map_err(store_error)?,
+            shifts::summarise(&shift, &[], &[], &[], None).map_err(store_error)?,
         )
         .map_err(ApiError::internal)?,
     };
@@ -826,7 +835,7 @@ async fn open_shift(
         .await
 }
 
-async fn open_shift_of(
+pub(super) async fn open_shift_of(
     state: &AppState,
     terminal: &pos_terminals::Model,
 ) -> Result<pos_shifts::Model, ApiError> {
@@ -1209,7 +1218,10 @@ impl Validate for CreatePayment {
         }
         let needs_code = matches!(
             self.method,
-            PaymentMethod::WechatPayCode | PaymentMethod::AlipayCode | PaymentMethod::BankCard
+            PaymentMethod::WechatPayCode
+                | PaymentMethod::AlipayCode
+                | PaymentMethod::BankCard
+                | PaymentMethod::MemberCard
         );
         match &self.payer_code {
             None if needs_code => errors.push(FieldError::new(
@@ -1222,6 +1234,15 @@ impl Validate for CreatePayment {
                     || !code.bytes().all(|b| b.is_ascii_graphic()) =>
             {
                 errors.push(FieldError::new("payer_code", "1 to 128 visible characters"))
+            }
+            Some(code)
+                if self.method == PaymentMethod::MemberCard
+                    && !payments::cards::valid_card_no(code) =>
+            {
+                errors.push(FieldError::new(
+                    "payer_code",
+                    "a member card's number: 8 to 19 digits",
+                ))
             }
             _ => {}
         }
@@ -1273,7 +1294,7 @@ pub struct Payment {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-fn minor(minor: i64) -> Decimal {
+pub(super) fn minor(minor: i64) -> Decimal {
     ledger::Money::from_minor(minor, ledger::Currency::CNY).amount()
 }
 
@@ -1400,7 +1421,7 @@ async fn create_payment(
         .await
         .map_err(store_error)?
     {
-        let existing = book_cash(&state, existing).await?;
+        let existing = book_at_till(&state, existing).await?;
         let waited = wait_for_outcome(&state, ctx, existing).await?;
         return Ok((
             StatusCode::OK,
@@ -1409,6 +1430,24 @@ async fn create_payment(
             .into_response());
     }
     let shift = open_shift_of(&state, &terminal).await?;
+    // A member card is the issuer's, found by its number among the issuer's cards.
+    let card = if new.method == Method::MemberCard {
+        let number = new.payer_code.as_deref().unwrap_or_default();
+        let issuer = super::member_cards::issuer_of(&state, terminal.station_id).await?;
+        Some(
+            payments::cards::card_by_no(&state.db, issuer, number)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    ApiError::validation(vec![FieldError::new(
+                        "payer_code",
+                        "no member card with this number at this station company",
+                    )])
+                })?,
+        )
+    } else {
+        None
+    };
     let at = now();
     let route = if new.method.uses_channel() {
         let configs: Vec<ChannelConfig> = stations::channels(&state.db, terminal.station_id)
@@ -1456,6 +1495,11 @@ async fn create_payment(
     let created = sales::create_payment(&txn, &terminal, &shift, &new, route.as_ref(), at)
         .await
         .map_err(store_error)?;
+    if let (Created::New(payment), Some(card)) = (&created, &card) {
+        payments::cards::attach_card(&txn, payment, card)
+            .await
+            .map_err(store_error)?;
+    }
     if let (Created::New(payment), Some(decision)) = (&created, route) {
         let input = PosPaymentInput {
             payment: PaymentInput {
@@ -1480,33 +1524,64 @@ async fn create_payment(
         Created::New(_) => StatusCode::CREATED,
         Created::Replay(_) => StatusCode::OK,
     };
-    let payment = book_cash(&state, created.payment().clone()).await?;
+    let mut payment = created.payment().clone();
+    if let (Created::New(_), Some(card)) = (&created, &card) {
+        // Attached in the transaction above, after the row was read.
+        payment.card_id = Some(card.id);
+    }
+    let payment = book_at_till(&state, payment).await?;
     let payment = wait_for_outcome(&state, ctx, payment).await?;
     Ok((status, axum::Json(payment_view(&state, payment).await?)).into_response())
 }
 
-/// Books a pending cash payment and records it (again after a crash: the booking is
-/// idempotent by the payment number). Other payments are left to their workflow.
-async fn book_cash(
+/// Books a pending payment the till settles by itself, cash or member card, and records it
+/// (again after a crash: the booking is idempotent by the payment number). Payments through
+/// a channel are left to their workflow.
+async fn book_at_till(
     state: &AppState,
     payment: pos_payments::Model,
 ) -> Result<pos_payments::Model, ApiError> {
-    if payment.status != "pending" || payment.method != sales::method_text(Method::Cash) {
+    if payment.status != "pending" {
         return Ok(payment);
     }
-    sales::book_cash_sale(&state.ledger, &payment)
-        .await
-        .map_err(store_error)?;
+    let (status, reason) = match sales::parse_method(&payment.method).map_err(store_error)? {
+        Method::Cash => {
+            sales::book_cash_sale(&state.ledger, &payment)
+                .await
+                .map_err(store_error)?;
+            ("succeeded", "cash into the drawer".to_owned())
+        }
+        Method::MemberCard => {
+            let card_id = payment.card_id.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("card payment without a card"))
+            })?;
+            let card = payments::cards::card(&state.db, card_id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| ApiError::not_found("member card"))?;
+            match payments::cards::charge_card(&state.ledger, &payment, &card)
+                .await
+                .map_err(store_error)?
+            {
+                payments::cards::CardCharge::Paid => (
+                    "succeeded",
+                    format!("paid from member card {}", card.card_no),
+                ),
+                payments::cards::CardCharge::Refused(reason) => ("failed", reason),
+            }
+        }
+        _ => return Ok(payment),
+    };
     sales::record_outcome(
         &state.db,
         &payment.payment_no,
         &sales::Outcome {
-            status: "succeeded".into(),
+            status: status.into(),
             channel: None,
             channel_txn_id: None,
             out_trade_no: None,
             fee_minor: None,
-            reason: "cash into the drawer".into(),
+            reason,
         },
         now(),
     )
@@ -1625,9 +1700,12 @@ async fn cancel_payment(
             payment.status
         )));
     }
-    if payment.method == sales::method_text(Method::Cash) {
+    if !sales::parse_method(&payment.method)
+        .map_err(store_error)?
+        .uses_channel()
+    {
         return Err(ApiError::conflict(
-            "a cash payment is not cancelled: send the same payment again to book it, then refund it",
+            "a cash or member-card payment is not cancelled: send the same payment again to book it, then refund it",
         ));
     }
     match ctx

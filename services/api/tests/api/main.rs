@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod idempotency;
 mod matrix;
+mod member_cards;
 mod payments;
 mod reads;
 mod signatures;

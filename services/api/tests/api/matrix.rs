@@ -295,6 +295,36 @@ const ROWS: &[Row] = &[
         ok: 200,
     },
     Row {
+        operation: "POST /v1/terminals/{terminal_id}/member-cards",
+        allowed: TILL_STAFF,
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/terminals/{terminal_id}/member-cards/{card_no}",
+        allowed: TILL_STAFF,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/top-ups",
+        allowed: TILL_STAFF,
+        ok: 201,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/register",
+        allowed: TILL_STAFF,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/block",
+        allowed: TILL_STAFF,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/unblock",
+        allowed: &[StationManager],
+        ok: 200,
+    },
+    Row {
         operation: "GET /v1/organisations/{id}/daily-closes",
         allowed: PAYMENT_READERS,
         ok: 200,
@@ -851,6 +881,54 @@ async fn fresh_till(app: &TestApp, station: &str, shift: bool) -> (Uuid, String)
     (registered.terminal.id, registered.key)
 }
 
+/// A card number no other case uses.
+fn fresh_card_no() -> String {
+    let digits: String = Uuid::new_v4()
+        .as_u128()
+        .to_string()
+        .chars()
+        .take(16)
+        .collect();
+    format!("{digits:0>16}")
+}
+
+/// A member card issued at the till (through the store, as the API does): named to
+/// 13800138000 when `named`. Returns its number.
+async fn member_card(app: &TestApp, terminal: Uuid, named: bool) -> String {
+    let terminal = payments::stations::terminal(&app.state.db, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let station = entities::organisations::Entity::find_by_id(terminal.station_id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let issuer = station.parent_id.unwrap();
+    let card = payments::cards::NewCard {
+        card_no: fresh_card_no(),
+        kind: if named {
+            payments::cards::CardKind::Named
+        } else {
+            payments::cards::CardKind::Anonymous
+        },
+        holder_name: named.then(|| "Li Lei".to_owned()),
+        holder_phone: named.then(|| "13800138000".to_owned()),
+    };
+    payments::cards::issue_card(
+        &app.state.ledger,
+        issuer,
+        &issuer.to_string(),
+        &terminal,
+        "cashier",
+        &card,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    card.card_no
+}
+
 /// A cash payment taken on the till (through the store, as the API does).
 async fn cash_payment(app: &TestApp, terminal: Uuid, order: &str) -> entities::pos_payments::Model {
     let terminal = payments::stations::terminal(&app.state.db, terminal)
@@ -1063,6 +1141,55 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
                     "amount": "1.00",
                     "reason": "matrix"
                 })),
+            )
+            .at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/member-cards" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            Call::post(
+                format!("/v1/terminals/{till}/member-cards"),
+                Some(json!({"card_no": fresh_card_no(), "kind": "anonymous"})),
+            )
+            .at_till(&key)
+        }
+        "GET /v1/terminals/{terminal_id}/member-cards/{card_no}" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            let card = member_card(app, till, false).await;
+            Call::get(format!("/v1/terminals/{till}/member-cards/{card}")).at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/top-ups" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            let card = member_card(app, till, false).await;
+            Call::post(
+                format!("/v1/terminals/{till}/member-cards/{card}/top-ups"),
+                Some(json!({"order_no": "TU-1", "amount": "100.00"})),
+            )
+            .at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/register" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            let card = member_card(app, till, false).await;
+            Call::post(
+                format!("/v1/terminals/{till}/member-cards/{card}/register"),
+                Some(json!({"holder_name": "Li Lei", "holder_phone": "13800138000"})),
+            )
+            .at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/block" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            let card = member_card(app, till, true).await;
+            Call::post(
+                format!("/v1/terminals/{till}/member-cards/{card}/block"),
+                Some(json!({"holder_phone": "13800138000", "reason": "lost"})),
+            )
+            .at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/member-cards/{card_no}/unblock" => {
+            let (till, key) = fresh_till(app, station, false).await;
+            let card = member_card(app, till, true).await;
+            Call::post(
+                format!("/v1/terminals/{till}/member-cards/{card}/unblock"),
+                Some(json!({"reason": "found"})),
             )
             .at_till(&key)
         }
