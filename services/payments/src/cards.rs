@@ -652,12 +652,18 @@ pub async fn attach_card(
     Ok(())
 }
 
-/// How a card payment's booking ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CardCharge {
-    Paid,
-    /// Nothing was taken, for this reason.
-    Refused(String),
+impl crate::stored_value::StoredValue for pos_member_cards::Model {
+    fn label(&self) -> String {
+        format!("member card {}", self.card_no)
+    }
+
+    fn accounts(&self) -> crate::postings::PayingAccounts {
+        accounts_of(self).paying()
+    }
+
+    fn refusal(&self, _payment: &pos_payments::Model) -> Option<String> {
+        (self.status != "active").then(|| "the card is blocked".to_owned())
+    }
 }
 
 /// Books a sale paid by card: the card's balance pays the station's sales, and cannot go
@@ -666,31 +672,8 @@ pub async fn charge_card(
     ledger: &Ledger,
     payment: &pos_payments::Model,
     card: &pos_member_cards::Model,
-) -> Result<CardCharge, StoreError> {
-    let amount = stored_money(payment.amount_minor, &payment.currency)?;
-    let key = format!("payment:{}:sale", payment.payment_no);
-    let booked = ledger
-        .entries_by_reference(&format!("payment:{}", payment.payment_no))
-        .await?
-        .iter()
-        .any(|e| e.idempotency_key == key);
-    if !booked && card.status != "active" {
-        return Ok(CardCharge::Refused("the card is blocked".into()));
-    }
-    let sales = crate::stations::station_account_ids(payment.station_id).sales;
-    let entry = crate::postings::card_sale(&payment.payment_no, &accounts_of(card), sales, amount);
-    match ledger.post_entry(entry).await {
-        Ok(_) => Ok(CardCharge::Paid),
-        Err(LedgerError::ExceedsCredits { account }) if account == card.balance_account_id => {
-            let balance = ledger.balance(card.balance_account_id).await?.available;
-            Ok(CardCharge::Refused(format!(
-                "the card holds {} CNY, less than {} CNY",
-                balance.amount(),
-                amount.amount()
-            )))
-        }
-        Err(e) => Err(e.into()),
-    }
+) -> Result<crate::stored_value::Charge, StoreError> {
+    crate::stored_value::charge(ledger, payment, card).await
 }
 
 /// Pays a refund of a card payment back onto the card. `Ok(Err(reason))` when the card
@@ -704,24 +687,5 @@ pub async fn refund_to_card(
         .card_id
         .ok_or(StoreError::NotFound("the payment's member card"))?;
     let card = card_of(ledger.db(), card_id).await?;
-    let amount = stored_money(refund.amount_minor, &refund.currency)?;
-    let sales = crate::stations::station_account_ids(payment.station_id).sales;
-    let entry = crate::postings::card_refund(
-        &payment.payment_no,
-        &refund.refund_no,
-        &accounts_of(&card),
-        sales,
-        amount,
-    );
-    match ledger.post_entry(entry).await {
-        Ok(_) => Ok(Ok(())),
-        Err(LedgerError::ExceedsCredits { account }) if account == card.headroom_account_id => {
-            Ok(Err(format!(
-                "card {} cannot take {} CNY back without passing its cap; refund it in cash",
-                card.card_no,
-                amount.amount()
-            )))
-        }
-        Err(e) => Err(e.into()),
-    }
+    crate::stored_value::give_back(ledger, payment, refund, &card).await
 }

@@ -28,6 +28,7 @@
 //!   terms, and the station's ledger accounts.
 //! - [`shifts`]: cashiers' shifts, one open per terminal, closed with totals that reconcile.
 //! - [`cards`]: stored-value member cards, their cap and balance held by the ledger, top-ups.
+//! - [`stored_value`]: paying from money in our own ledger (member cards; the fleet-card seam).
 //! - [`sales`]: till payments and refunds in storage, the sale lines, the ledger bookings.
 //! - [`daily`]: the daily close (日结) of a station and of its station company.
 //! - [`reconcile`]: the T+1 reconciliation of a channel's statement with our payments and
@@ -47,3 +48,4 @@ pub mod sales;
 pub mod shifts;
 pub mod statements;
 pub mod stations;
+pub mod stored_value;

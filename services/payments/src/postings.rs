@@ -229,24 +229,44 @@ pub struct CardAccounts {
     pub capacity: Uuid,
 }
 
-/// Two transfers in one entry: the money leg and the headroom leg that keeps the cap.
+impl CardAccounts {
+    /// The card as a paying account with its cap.
+    pub fn paying(&self) -> PayingAccounts {
+        PayingAccounts {
+            balance: self.balance,
+            cap: Some((self.headroom, self.capacity)),
+        }
+    }
+}
+
+/// The accounts a stored-value payer pays from: its balance and, when it has a cap, its
+/// headroom and the capacity account opposite it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayingAccounts {
+    pub balance: Uuid,
+    pub cap: Option<(Uuid, Uuid)>,
+}
+
+/// The money leg and, when there is one, the headroom leg that keeps the cap, in one entry.
 fn card_entry(
     key: String,
     reference: String,
     money: (Uuid, Uuid),
-    headroom: (Uuid, Uuid),
+    headroom: Option<(Uuid, Uuid)>,
     amount: Money,
     description: &str,
 ) -> NewEntry {
     let currency = amount.currency();
     let mut entry = NewEntry::transfer(key, reference, money.0, money.1, amount.amount(), currency)
         .description(description);
-    entry
-        .postings
-        .push(PostingInput::debit(headroom.0, amount.amount(), currency));
-    entry
-        .postings
-        .push(PostingInput::credit(headroom.1, amount.amount(), currency));
+    if let Some((debit, credit)) = headroom {
+        entry
+            .postings
+            .push(PostingInput::debit(debit, amount.amount(), currency));
+        entry
+            .postings
+            .push(PostingInput::credit(credit, amount.amount(), currency));
+    }
     entry
 }
 
@@ -272,7 +292,7 @@ pub fn card_top_up(top_up_no: &str, card: &CardAccounts, into: Uuid, amount: Mon
         format!("top-up:{top_up_no}"),
         format!("top-up:{top_up_no}"),
         (into, card.balance),
-        (card.headroom, card.capacity),
+        Some((card.headroom, card.capacity)),
         amount,
         "member card top-up",
     )
@@ -280,12 +300,12 @@ pub fn card_top_up(top_up_no: &str, card: &CardAccounts, into: Uuid, amount: Mon
 
 /// The entry of a sale paid by card: the balance pays the station's sales (and cannot go
 /// below zero); the headroom grows back by as much.
-pub fn card_sale(payment_no: &str, card: &CardAccounts, sales: Uuid, amount: Money) -> NewEntry {
+pub fn card_sale(payment_no: &str, card: &PayingAccounts, sales: Uuid, amount: Money) -> NewEntry {
     card_entry(
         format!("payment:{payment_no}:sale"),
         format!("payment:{payment_no}"),
         (card.balance, sales),
-        (card.capacity, card.headroom),
+        card.cap.map(|(headroom, capacity)| (capacity, headroom)),
         amount,
         "member card sale",
     )
@@ -295,7 +315,7 @@ pub fn card_sale(payment_no: &str, card: &CardAccounts, sales: Uuid, amount: Mon
 pub fn card_refund(
     payment_no: &str,
     refund_no: &str,
-    card: &CardAccounts,
+    card: &PayingAccounts,
     sales: Uuid,
     refund: Money,
 ) -> NewEntry {
@@ -303,7 +323,7 @@ pub fn card_refund(
         format!("payment:{payment_no}:refund:{refund_no}"),
         format!("payment:{payment_no}"),
         (sales, card.balance),
-        (card.headroom, card.capacity),
+        card.cap,
         refund,
         "member card refund",
     )

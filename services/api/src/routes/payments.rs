@@ -1563,11 +1563,11 @@ async fn book_at_till(
                 .await
                 .map_err(store_error)?
             {
-                payments::cards::CardCharge::Paid => (
+                payments::stored_value::Charge::Paid => (
                     "succeeded",
                     format!("paid from member card {}", card.card_no),
                 ),
-                payments::cards::CardCharge::Refused(reason) => ("failed", reason),
+                payments::stored_value::Charge::Refused(reason) => ("failed", reason),
             }
         }
         _ => return Ok(payment),
