@@ -156,6 +156,8 @@ async fn embedded(args: ServeArgs, config: ApiConfig) -> anyhow::Result<()> {
     .await
     .context("cannot start the payment channel simulators")?;
     retail.notify_to(&format!("http://{addr}/v1/payments/notifications"));
+    // The demo's customers scan a till's dynamic code two seconds after it is shown.
+    retail.customers_scan_after(Some(2_000));
     let channels = std::sync::Arc::new(retail.adapters());
     let registry = crate::run::with_treasury(crate::run::registry(&db), custodian.executor.clone());
     let registry = crate::run::with_payments(registry, ledger.clone(), channels.clone());

@@ -61,6 +61,8 @@ pub async fn payments(args: PaymentsArgs) -> anyhow::Result<()> {
         .await
         .context("starting the payment simulators")?;
     retail.notify_to(&args.notify_base);
+    // Customers scan a till's dynamic code two seconds after it is shown.
+    retail.customers_scan_after(Some(2_000));
     let path = retail
         .write_config(&args.keys_dir, &args.notify_base, timeouts)
         .with_context(|| format!("writing into {}", args.keys_dir.display()))?;

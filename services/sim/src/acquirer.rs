@@ -202,7 +202,7 @@ async fn inquiry(State(app): State<App>, uri: Uri, headers: HeaderMap, body: Byt
                 ChargeStatus::Succeeded => "approved",
                 ChargeStatus::Reversed => "reversed",
                 ChargeStatus::Declined => "declined",
-                ChargeStatus::UserPaying => "in_progress",
+                ChargeStatus::UserPaying | ChargeStatus::NotPaid => "in_progress",
             };
             json!({ "status": status, "rrn": r.txn_id, "amount_fen": r.amount_fen })
         }

@@ -189,10 +189,7 @@ async fn gateway(State(app): State<App>, body: Bytes) -> Response {
     let no = biz["out_trade_no"].as_str().unwrap_or_default().to_owned();
     match method.as_str() {
         "alipay.trade.pay" => pay(&app, &method, &no, &biz).await,
-        "alipay.trade.precreate" => app.answer(
-            &method,
-            json!({ "code": "10000", "msg": "Success", "out_trade_no": no, "qr_code": format!("https://qr.alipay.com/{no}") }),
-        ),
+        "alipay.trade.precreate" => precreate(&app, &method, &no, &biz),
         "alipay.trade.query" => {
             let record = app.shared.lock().query(&no);
             match record {
@@ -200,7 +197,7 @@ async fn gateway(State(app): State<App>, body: Bytes) -> Response {
                 Some(record) => {
                     let status = match record.status {
                         ChargeStatus::Succeeded => "TRADE_SUCCESS",
-                        ChargeStatus::UserPaying => "WAIT_BUYER_PAY",
+                        ChargeStatus::UserPaying | ChargeStatus::NotPaid => "WAIT_BUYER_PAY",
                         _ => "TRADE_CLOSED",
                     };
                     let mut trade = app.trade(&record, "10000");
@@ -212,7 +209,11 @@ async fn gateway(State(app): State<App>, body: Bytes) -> Response {
         }
         "alipay.trade.cancel" => {
             let record = app.shared.lock().reverse(&no);
-            let action = if record.txn_id.is_empty() { "close" } else { "refund" };
+            let action = if record.txn_id.is_empty() {
+                "close"
+            } else {
+                "refund"
+            };
             app.answer(
                 &method,
                 json!({ "code": "10000", "msg": "Success", "out_trade_no": no, "retry_flag": "N", "action": action }),
@@ -234,6 +235,32 @@ async fn gateway(State(app): State<App>, body: Bytes) -> Response {
         }
         _ => app.failure(&method, "40002", "isv.invalid-method", "不存在的方法名"),
     }
+}
+
+/// A dynamic code for the customer to scan; a customer who scans pays the order (after the
+/// behaviour's delay) and the notification follows.
+fn precreate(app: &App, method: &str, no: &str, biz: &Value) -> Response {
+    let Some(amount) = biz["total_amount"].as_str().and_then(fen) else {
+        return app.failure(method, "40004", "ACQ.INVALID_PARAMETER", "金额无效");
+    };
+    let record = app.shared.lock().open_order(no, amount);
+    if record.status != ChargeStatus::NotPaid {
+        return app.failure(method, "40004", "ACQ.TRADE_HAS_SUCCESS", "交易已被支付");
+    }
+    if let Some(after) = app.shared.behaviour().qr_scan_after_ms {
+        let (app, no) = (app.clone(), no.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+            let paid = app.shared.lock().customer_pays("2026", &no);
+            if let Some(record) = paid {
+                app.notify(&record);
+            }
+        });
+    }
+    app.answer(
+        method,
+        json!({ "code": "10000", "msg": "Success", "out_trade_no": no, "qr_code": format!("https://qr.alipay.com/{no}") }),
+    )
 }
 
 async fn pay(app: &App, method: &str, no: &str, biz: &Value) -> Response {

@@ -33,10 +33,16 @@ pub struct Behaviour {
     /// Where to post asynchronous notifications of charges, and how many copies to send.
     pub notify_url: Option<String>,
     pub notify_copies: u32,
+    /// A customer shown a dynamic code (WeChat Native, Alipay precreate) scans it and pays
+    /// this long after it is issued; `None`: nobody scans, and the order waits until it is
+    /// closed.
+    pub qr_scan_after_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ChargeStatus {
+    /// A dynamic code was issued; the customer has not paid it (yet).
+    NotPaid,
     Succeeded,
     UserPaying,
     Declined,
@@ -121,6 +127,38 @@ impl SimState {
             ChargeStatus::UserPaying => ChargeDecision::UserPaying(record),
             _ => ChargeDecision::Charged(record, hang_ms),
         }
+    }
+
+    /// A dynamic code issued for an order: the order exists, unpaid, until the customer
+    /// scans the code or the order is closed. Idempotent on the order number.
+    pub fn open_order(&mut self, out_trade_no: &str, amount_fen: i64) -> SimRecord {
+        self.charge_calls += 1;
+        self.records
+            .entry(out_trade_no.to_owned())
+            .or_insert_with(|| SimRecord {
+                out_trade_no: out_trade_no.to_owned(),
+                txn_id: String::new(),
+                amount_fen,
+                status: ChargeStatus::NotPaid,
+                at: Utc::now(),
+                refunded_fen: 0,
+                refunds: Vec::new(),
+            })
+            .clone()
+    }
+
+    /// The customer scanned the order's code and paid: the money is taken. `None` when the
+    /// order is unknown, closed or paid already.
+    pub fn customer_pays(&mut self, prefix: &str, out_trade_no: &str) -> Option<SimRecord> {
+        let record = self.records.get_mut(out_trade_no)?;
+        if record.status != ChargeStatus::NotPaid {
+            return None;
+        }
+        self.next_txn += 1;
+        record.txn_id = format!("{prefix}{:012}", self.next_txn);
+        record.status = ChargeStatus::Succeeded;
+        record.at = Utc::now();
+        Some(record.clone())
     }
 
     /// A query: a customer who was confirming has now paid.

@@ -120,6 +120,14 @@ impl Retail {
         Ok(path)
     }
 
+    /// Customers shown a dynamic code on any channel scan it and pay `after_ms` later
+    /// (`None`: nobody scans).
+    pub fn customers_scan_after(&self, after_ms: Option<u64>) {
+        for channel in &self.channels {
+            channel.sim.set(|b| b.qr_scan_after_ms = after_ms);
+        }
+    }
+
     /// Tells every simulator to post its notifications to `base/<channel id>`.
     pub fn notify_to(&self, base: &str) {
         for channel in &self.channels {

@@ -146,6 +146,7 @@ impl App {
             ChargeStatus::Succeeded if record.refunded_fen > 0 => "REFUND",
             ChargeStatus::Succeeded => "SUCCESS",
             ChargeStatus::UserPaying => "USERPAYING",
+            ChargeStatus::NotPaid => "NOTPAY",
             ChargeStatus::Declined => "PAYERROR",
             ChargeStatus::Reversed => "REVOKED",
         };
@@ -286,9 +287,26 @@ async fn native(
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return app.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "body");
     };
-    let Some(no) = request["out_trade_no"].as_str() else {
-        return app.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "out_trade_no");
+    let (Some(no), Some(total)) = (
+        request["out_trade_no"].as_str(),
+        request["amount"]["total"].as_i64(),
+    ) else {
+        return app.error(StatusCode::BAD_REQUEST, "PARAM_ERROR", "missing fields");
     };
+    let record = app.shared.lock().open_order(no, total);
+    if record.status != ChargeStatus::NotPaid {
+        return app.error(StatusCode::BAD_REQUEST, "ORDERPAID", "该订单已支付或已关闭");
+    }
+    if let Some(after) = app.shared.behaviour().qr_scan_after_ms {
+        let (app, no) = (app.clone(), no.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+            let paid = app.shared.lock().customer_pays("4200", &no);
+            if let Some(record) = paid {
+                app.notify(&record);
+            }
+        });
+    }
     app.signed(
         StatusCode::OK,
         json!({ "code_url": format!("weixin://wxpay/bizpayurl?pr={no}") }).to_string(),
@@ -410,6 +428,7 @@ pub fn trade_bill_with_refunds(
         let state = match r.status {
             ChargeStatus::Reversed => "REVOKED",
             ChargeStatus::UserPaying => "USERPAYING",
+            ChargeStatus::NotPaid => "NOTPAY",
             _ => "SUCCESS",
         };
         if r.status == ChargeStatus::Succeeded {

@@ -1354,8 +1354,9 @@ async fn issued_code(state: &AppState, payment_no: &str) -> Option<String> {
         .await
         .ok()??;
     instance.history.iter().rev().find_map(|row| {
+        // The charge activity's output is the adapter's `Result`, serialised as `{"Ok": …}`.
         row.detail
-            .pointer("/event/output/code_url")
+            .pointer("/event/output/Ok/code_url")
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     })

@@ -20,6 +20,7 @@ testkit::scenarios!(
     shift_totals_are_exact_and_an_unresolved_payment_holds_the_close_until_a_manager_overrides,
     a_channel_failing_again_and_again_is_cut_off_and_a_declined_payer_is_sent_elsewhere,
     the_till_prints_the_days_summary_and_finance_resolves_a_reconciliation_exception_once,
+    customers_scan_the_tills_codes_and_pay_and_a_code_nobody_scans_is_closed_when_the_till_gives_up,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -751,4 +752,86 @@ async fn the_till_prints_the_days_summary_and_finance_resolves_a_reconciliation_
     )
     .await;
     assert_eq!(open.as_array().unwrap().len(), 0);
+}
+
+async fn customers_scan_the_tills_codes_and_pay_and_a_code_nobody_scans_is_closed_when_the_till_gives_up(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let _workers = app.run_workers();
+    open_shift(&app, Who::Cashier, "0.00").await;
+    let qr = |order: &str, method: &str| {
+        let mut request = fuel(order, "cash", "88.00");
+        request["method"] = json!(method);
+        request
+    };
+    // The customers scan the codes a moment after the till shows them.
+    for id in ["wxpay-direct", "alipay-direct"] {
+        app.retail.sim(id).set(|b| b.qr_scan_after_ms = Some(300));
+    }
+    for (order, method, channel) in [
+        ("Q-1", "wechat_pay_qr", "wxpay-direct"),
+        ("Q-2", "alipay_qr", "alipay-direct"),
+    ] {
+        let (status, shown) = pay(&app, qr(order, method)).await;
+        assert_eq!(status, 201, "{shown}");
+        let paid = settled(&app, order).await;
+        assert_eq!(
+            (paid["status"].as_str(), paid["channel"].as_str()),
+            (Some("succeeded"), Some(channel)),
+            "{paid}"
+        );
+        // Taken once, on the one channel the code was issued by.
+        let out_trade_no = format!("{}-1", paid["payment_no"].as_str().unwrap());
+        let record = app.retail.sim(channel).record(&out_trade_no).unwrap();
+        assert_eq!(record.status, sim::core::ChargeStatus::Succeeded);
+        assert_eq!(record.amount_fen, 8_800);
+    }
+    // Nobody scans this one: the till shows the code, then gives up; the order is closed at
+    // the channel, so a late scan can take nothing.
+    app.retail
+        .sim("wxpay-direct")
+        .set(|b| b.qr_scan_after_ms = None);
+    let (status, shown) = pay(&app, qr("Q-3", "wechat_pay_qr")).await;
+    assert_eq!(
+        (status, shown["status"].as_str()),
+        (201, Some("pending")),
+        "{shown}"
+    );
+    assert!(
+        shown["code_url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with("weixin://")),
+        "{shown}"
+    );
+    let (id, key) = till(&app, "station-a1");
+    let cancelled = app
+        .call(
+            Some(Who::Cashier),
+            &Call::post(format!("/v1/terminals/{id}/payments/Q-3/cancel"), None).at_till(&key),
+        )
+        .await;
+    assert_eq!(cancelled.status().as_u16(), 202);
+    let given_up = settled(&app, "Q-3").await;
+    assert_ne!(given_up["status"], "succeeded", "{given_up}");
+    let out_trade_no = format!("{}-1", given_up["payment_no"].as_str().unwrap());
+    let record = app
+        .retail
+        .sim("wxpay-direct")
+        .record(&out_trade_no)
+        .unwrap();
+    assert_eq!(
+        record.status,
+        sim::core::ChargeStatus::Reversed,
+        "{record:?}"
+    );
+    assert!(
+        app.retail
+            .sim("wxpay-direct")
+            .state
+            .lock()
+            .customer_pays("4200", &out_trade_no)
+            .is_none(),
+        "a late scan takes nothing"
+    );
 }
