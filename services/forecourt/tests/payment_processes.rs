@@ -27,8 +27,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exactly_once() {
+/// A station of a station company with a cashier, signed on the six simulated channels, a
+/// till, the channels file and the environment of the processes.
+struct Retail {
+    d: Deployment,
+    ledger: Ledger,
+    retail: sim::retail::Retail,
+    station: Uuid,
+    till: payments::stations::RegisteredTerminal,
+    port: u16,
+    base: String,
+    env: Vec<(&'static str, String)>,
+    dir: std::path::PathBuf,
+}
+
+async fn retail_deployment() -> Retail {
     let d = Deployment::new().await;
     let db = d.db.db.clone();
     let ledger = Ledger::start(
@@ -106,15 +119,21 @@ async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exa
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned(),
         ),
     ];
-    let _serve = d.spawn_with(&["serve", "--listen", &format!("127.0.0.1:{port}")], &env);
-    let mut scheduler = d.spawn_with(&["scheduler"], &env);
-    let worker = || d.spawn_with(&["worker", "--concurrency", "2"], &env);
-    let mut workers = vec![worker(), worker()];
+    Retail {
+        d,
+        ledger,
+        retail,
+        station,
+        till,
+        port,
+        base,
+        env,
+        dir,
+    }
+}
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+/// Waits for `serve` to answer, then logs the cashier in and returns the token.
+async fn cashier_token(http: &reqwest::Client, base: &str) -> String {
     let started = Instant::now();
     while http.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(
@@ -132,7 +151,33 @@ async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exa
         .json()
         .await
         .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
+    login["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exactly_once() {
+    let Retail {
+        d,
+        ledger,
+        retail,
+        station,
+        till,
+        port,
+        base,
+        env,
+        dir,
+        ..
+    } = retail_deployment().await;
+    let _serve = d.spawn_with(&["serve", "--listen", &format!("127.0.0.1:{port}")], &env);
+    let mut scheduler = d.spawn_with(&["scheduler"], &env);
+    let worker = || d.spawn_with(&["worker", "--concurrency", "2"], &env);
+    let mut workers = vec![worker(), worker()];
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = cashier_token(&http, &base).await;
     let at_till = |request: reqwest::RequestBuilder| {
         request
             .bearer_auth(&token)
@@ -296,5 +341,154 @@ async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exa
         .unwrap();
     broker.delete(&destinations).await.unwrap();
     broker.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A till loads and spends a member card through `serve` while `serve` itself is SIGKILLed in
+/// the middle of requests, again and again; the till sends each request again (same order
+/// number) until it is answered. Every top-up and every payment is booked exactly once, and
+/// the card holds exactly what the answers say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_card_top_ups_and_payments_are_booked_once_while_the_api_is_killed_mid_request() {
+    let Retail {
+        d,
+        ledger,
+        till,
+        port,
+        base,
+        env,
+        dir,
+        ..
+    } = retail_deployment().await;
+    let listen = format!("127.0.0.1:{port}");
+    let serve = || d.spawn_with(&["serve", "--listen", &listen], &env);
+    let mut api = serve();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Sessions are stored: the token outlives the process that issued it.
+    let token = cashier_token(&http, &base).await;
+    let terminal = till.terminal.id;
+    let post = |path: String, body: Value| {
+        http.post(format!("{base}/v1/terminals/{terminal}/{path}"))
+            .bearer_auth(&token)
+            .header("forecourt-terminal-key", &till.key)
+            .header("idempotency-key", Uuid::new_v4().to_string())
+            .json(&body)
+    };
+    let opened = post("shifts".into(), json!({"opening_float": "0.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 201);
+    let card = "8800000000000777";
+    let issued = post(
+        "member-cards".into(),
+        json!({"card_no": card, "kind": "anonymous"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(issued.status(), 201);
+
+    let (mut kills, mut top_ups, mut payments) = (0usize, Vec::new(), Vec::new());
+    let n = 24;
+    for i in 0..n {
+        let (path, body) = if i % 2 == 0 {
+            (
+                format!("member-cards/{card}/top-ups"),
+                json!({"order_no": format!("TU-{i}"), "amount": "50.00"}),
+            )
+        } else {
+            (
+                "payments".to_owned(),
+                json!({
+                    "order_no": format!("CP-{i}"),
+                    "method": "member_card",
+                    "amount": "30.00",
+                    "payer_code": card,
+                    "lines": [{"kind": "item", "name": "coffee", "quantity": 2, "amount": "30.00"}],
+                }),
+            )
+        };
+        let mut kill_after = (i % 3 == 0).then_some(Duration::from_millis((i as u64 * 7) % 25));
+        let answer: Value = loop {
+            let request = post(path.clone(), body.clone()).send();
+            let sent = match kill_after.take() {
+                // The API dies while the request is in flight, somewhere in its work.
+                Some(delay) => {
+                    tokio::pin!(request);
+                    tokio::select! {
+                        sent = &mut request => sent,
+                        () = tokio::time::sleep(delay) => {
+                            kill(&mut api);
+                            kills += 1;
+                            api = serve();
+                            request.await
+                        }
+                    }
+                }
+                None => request.await,
+            };
+            match sent {
+                Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
+                Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        assert_eq!(answer["status"], "succeeded", "{answer:#}");
+        if i % 2 == 0 {
+            top_ups.push(answer["top_up_no"].as_str().unwrap().to_owned());
+        } else {
+            payments.push(answer["payment_no"].as_str().unwrap().to_owned());
+        }
+    }
+    eprintln!("{kills} kills of the API while {n} card operations were made");
+    assert!(kills >= 6, "only {kills} kills: too few to prove anything");
+
+    // Each booked once; the card holds 12 × 50.00 − 12 × 30.00; the ledger is sound.
+    for no in &top_ups {
+        let entries = ledger
+            .entries_by_reference(&format!("top-up:{no}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            entries.len(),
+            1,
+            "top-up {no} booked {} times",
+            entries.len()
+        );
+    }
+    for no in &payments {
+        let entries = ledger
+            .entries_by_reference(&format!("payment:{no}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            entries.len(),
+            1,
+            "payment {no} booked {} times",
+            entries.len()
+        );
+    }
+    let view: Value = http
+        .get(format!(
+            "{base}/v1/terminals/{terminal}/member-cards/{card}"
+        ))
+        .bearer_auth(&token)
+        .header("forecourt-terminal-key", &till.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["balance"], "240.00", "{view:#}");
+    assert_eq!(view["loadable"], "760.00", "{view:#}");
+    let audit = ledger.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    kill(&mut api);
+    d.remove_queues().await;
     let _ = std::fs::remove_dir_all(dir);
 }
