@@ -28,6 +28,7 @@ mod m20261127_000001_treasury_message_transactions;
 mod m20261127_000002_treasury_freezes;
 mod m20261127_000003_treasury_batches;
 mod m20261128_000001_channel_attempts;
+mod m20261128_000003_partner_orders;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_treasury_freezes::Migration),
             Box::new(m20261127_000003_treasury_batches::Migration),
             Box::new(m20261128_000001_channel_attempts::Migration),
+            Box::new(m20261128_000003_partner_orders::Migration),
         ]
     }
 }
