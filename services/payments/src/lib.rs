@@ -28,6 +28,9 @@
 //!   terms, and the station's ledger accounts.
 //! - [`shifts`]: cashiers' shifts, one open per terminal, closed with totals that reconcile.
 //! - [`sales`]: till payments and refunds in storage, the sale lines, the ledger bookings.
+//! - [`partners`]: partner-app orders: the contracts that sign a partner onto a station, the
+//!   orders it pushes to a terminal (till payments owed by the partner), their tickets and
+//!   the ledger entries of orders and refunds.
 //! - [`daily`]: the daily close (日结) of a station and of its station company.
 //! - [`reconcile`]: the T+1 reconciliation of a channel's statement with our payments and
 //!   refunds, the settlement it posts and the exception queue it leaves.
@@ -38,6 +41,7 @@ pub mod daily;
 pub mod flow;
 pub mod health;
 pub mod model;
+pub mod partners;
 pub mod postings;
 pub mod reconcile;
 pub mod routing;
