@@ -192,7 +192,10 @@ pub fn permits(role: Role, action: Action) -> bool {
         MakeInstructions => role == TreasuryMaker,
         CheckInstructions => role == TreasuryChecker,
         ImportStatements => matches!(role, TreasuryMaker | TreasuryChecker),
-        ManageApprovalPolicy | ManageWebhooks => role == Admin,
+        ManageApprovalPolicy => role == Admin,
+        // Administrators for the platform operator's integrations; partners for the events
+        // about their own orders.
+        ManageWebhooks => matches!(role, Admin | Partner),
         ReadPayments => matches!(role, Admin | StationOwner | StationManager | Cashier),
         TakePayments => matches!(role, StationManager | Cashier),
         ManageStations => matches!(role, Admin | StationOwner),

@@ -47,6 +47,9 @@ const TREASURY_READERS: &[Who] = &[RootAdmin, BrandAdmin, TreasuryMaker, Treasur
 const PAYMENT_READERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationManager, Cashier];
 const STATION_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner];
 const TILL_STAFF: &[Who] = &[StationManager, Cashier];
+/// Webhooks: the platform operator's administrators and partners' people (a brand's
+/// administrators are refused by an override: events do not name brands).
+const WEBHOOK_SUBSCRIBERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser];
 
 const ROWS: &[Row] = &[
     Row {
@@ -356,22 +359,22 @@ const ROWS: &[Row] = &[
     },
     Row {
         operation: "GET /v1/webhooks",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 200,
     },
     Row {
         operation: "POST /v1/webhooks",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 201,
     },
     Row {
         operation: "POST /v1/webhooks/{id}/revoke",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 200,
     },
     Row {
         operation: "GET /v1/webhooks/{id}/deliveries",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 200,
     },
 ];
@@ -438,8 +441,6 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/calendar"
                 | "GET /v1/webhooks"
                 | "POST /v1/webhooks"
-                | "POST /v1/webhooks/{id}/revoke"
-                | "GET /v1/webhooks/{id}/deliveries"
                 | "GET /v1/reconciliation-exceptions"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
@@ -580,7 +581,14 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                     Some(json!({"url": "http://127.0.0.1:9/events", "topics": ["treasury.*"]})),
                 ),
                 _ => {
-                    let id = webhook(app).await;
+                    // A partner's own subscription, or another partner's; the operator's
+                    // for everyone else.
+                    let owner = match (who, target) {
+                        (PartnerUser | PartnerKey, Target::Own) => "partner-p",
+                        (PartnerUser | PartnerKey, Target::Foreign) => "partner-q",
+                        _ => "root",
+                    };
+                    let id = webhook(app, owner).await;
                     if op.ends_with("revoke") {
                         Call::post(format!("/v1/webhooks/{id}/revoke"), None)
                     } else {
@@ -588,7 +596,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                     }
                 }
             };
-            // A brand's administrators may not: webhooks are the platform operator's.
+            // A brand's administrators may not: events do not name brands.
             return Some((call, (who == BrandAdmin).then_some(403)));
         }
         "POST /v1/treasury/external-accounts" => Call::post(
@@ -731,12 +739,12 @@ fn statement(
     (statement, xml)
 }
 
-/// A webhook subscription of the platform operator.
-async fn webhook(app: &TestApp) -> Uuid {
+/// A webhook subscription of the organisation `owner`.
+async fn webhook(app: &TestApp, owner: &str) -> Uuid {
     let id = Uuid::now_v7();
     entities::webhook_subscriptions::Entity::insert(entities::webhook_subscriptions::ActiveModel {
         id: sea_orm::ActiveValue::Set(id),
-        organisation_id: sea_orm::ActiveValue::Set(app.world.orgs["root"]),
+        organisation_id: sea_orm::ActiveValue::Set(app.world.orgs[owner]),
         url: sea_orm::ActiveValue::Set("http://127.0.0.1:9/events".into()),
         topics: sea_orm::ActiveValue::Set("treasury.*".into()),
         secret_ciphertext: sea_orm::ActiveValue::Set(
