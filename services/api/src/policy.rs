@@ -153,6 +153,10 @@ pub enum Action {
     ManageStations,
     /// Decide refund requests and close shifts over unresolved payments.
     ApproveRefunds,
+    /// Push orders its drivers paid to the terminals of stations that signed the partner.
+    PushPartnerOrders,
+    /// See the partner's own orders and the stations it may serve.
+    ReadPartnerOrders,
 }
 
 impl Action {
@@ -175,6 +179,8 @@ impl Action {
         Action::TakePayments,
         Action::ManageStations,
         Action::ApproveRefunds,
+        Action::PushPartnerOrders,
+        Action::ReadPartnerOrders,
     ];
 }
 
@@ -200,6 +206,7 @@ pub fn permits(role: Role, action: Action) -> bool {
         TakePayments => matches!(role, StationManager | Cashier),
         ManageStations => matches!(role, Admin | StationOwner),
         ApproveRefunds => role == StationManager,
+        PushPartnerOrders | ReadPartnerOrders => role == Partner,
     }
 }
 

@@ -10,6 +10,9 @@ pub mod auth;
 pub mod health;
 /// The organisation tree.
 pub mod organisations;
+/// Partner-app orders: partner–station contracts, orders pushed to a terminal, the till's
+/// tickets.
+pub mod partner_orders;
 /// Retail payments: terminals, channels, shifts, payments, refunds, channel notifications.
 pub mod payments;
 /// Treasury: instructions to the custodial bank, approvals, rails, the bank's callbacks.

@@ -119,7 +119,7 @@ fn context(state: &AppState) -> Result<&Arc<PaymentsContext>, ApiError> {
     })
 }
 
-fn store_error(err: StoreError) -> ApiError {
+pub(crate) fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::NotFound(what) => ApiError::not_found(what),
         StoreError::Conflict(detail) => ApiError::conflict(detail),
@@ -129,7 +129,7 @@ fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
+pub(crate) fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
     match &caller.subject {
         Subject::User { id, username, .. } => Ok((*id, username.clone())),
         Subject::ApiKey { .. } => Err(ApiError::forbidden(
@@ -139,7 +139,7 @@ fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
 }
 
 /// The station the caller names, which must be a station of their subtree.
-async fn station(
+pub(crate) async fn station(
     state: &AppState,
     caller: &Caller,
     action: Action,
@@ -156,7 +156,7 @@ async fn station(
 }
 
 /// The terminal, when the caller may act at its station and presents its key.
-async fn till(
+pub(crate) async fn till(
     state: &AppState,
     caller: &Caller,
     action: Action,
@@ -191,7 +191,7 @@ async fn till(
         })
 }
 
-fn terminal_key_param() -> &'static str {
+pub(crate) fn terminal_key_param() -> &'static str {
     "The terminal's key, shown once at its registration."
 }
 
@@ -250,7 +250,7 @@ pub struct RegisterTerminal {
     pub name: String,
 }
 
-fn is_code(text: &str, max: usize) -> bool {
+pub(crate) fn is_code(text: &str, max: usize) -> bool {
     !text.is_empty()
         && text.len() <= max
         && text
@@ -375,6 +375,9 @@ pub enum PaymentMethod {
     BankCard,
     /// Notes and coins into the drawer.
     Cash,
+    /// An order a partner's driver paid in the partner's app, pushed to the till by the
+    /// partner (`POST /v1/partner/orders`); never taken at the till.
+    PartnerApp,
 }
 
 impl From<PaymentMethod> for Method {
@@ -386,6 +389,7 @@ impl From<PaymentMethod> for Method {
             PaymentMethod::AlipayQr => Method::AlipayQr,
             PaymentMethod::BankCard => Method::BankCard,
             PaymentMethod::Cash => Method::Cash,
+            PaymentMethod::PartnerApp => Method::PartnerApp,
         }
     }
 }
@@ -460,10 +464,15 @@ impl Validate for ChannelTerms {
                 "1 to 64 letters, digits, '-' or '_'",
             ));
         }
-        if self.methods.is_empty() || self.methods.contains(&PaymentMethod::Cash) {
+        if self.methods.is_empty()
+            || self
+                .methods
+                .iter()
+                .any(|m| !Method::from(*m).uses_channel())
+        {
             errors.push(FieldError::new(
                 "methods",
-                "at least one method that goes through a channel (not cash)",
+                "at least one method that goes through a channel (not cash, not partner_app)",
             ));
         }
         if FeeRate::new(self.fee_rate).is_err() {
@@ -552,7 +561,8 @@ fn method_of(method: Method) -> Option<PaymentMethod> {
         Method::AlipayQr => PaymentMethod::AlipayQr,
         Method::BankCard => PaymentMethod::BankCard,
         Method::Cash => PaymentMethod::Cash,
-        Method::MemberCard | Method::PartnerApp => return None,
+        Method::PartnerApp => PaymentMethod::PartnerApp,
+        Method::MemberCard => return None,
     })
 }
 
@@ -693,7 +703,7 @@ async fn set_channel(
         .await
 }
 
-async fn ledger_owner(state: &AppState, org: Uuid) -> Result<String, ApiError> {
+pub(crate) async fn ledger_owner(state: &AppState, org: Uuid) -> Result<String, ApiError> {
     Ok(entities::organisations::Entity::find_by_id(org)
         .one(&state.db)
         .await?
@@ -1115,7 +1125,7 @@ pub enum Line {
     },
 }
 
-fn to_line(line: &Line) -> Result<SaleLine, String> {
+pub(crate) fn to_line(line: &Line) -> Result<SaleLine, String> {
     Ok(match line {
         Line::Fuel {
             grade,
@@ -1141,7 +1151,7 @@ fn to_line(line: &Line) -> Result<SaleLine, String> {
     })
 }
 
-fn from_line(line: &SaleLine) -> Line {
+pub(crate) fn from_line(line: &SaleLine) -> Line {
     match line {
         SaleLine::Fuel {
             grade,
@@ -1200,6 +1210,12 @@ impl Validate for CreatePayment {
             errors.push(FieldError::new(
                 "order_no",
                 "1 to 32 letters, digits, '-' or '_'",
+            ));
+        }
+        if self.method == PaymentMethod::PartnerApp {
+            errors.push(FieldError::new(
+                "method",
+                "partner_app orders are pushed by the partner (POST /v1/partner/orders), not taken at the till",
             ));
         }
         let amount = ledger::Money::new(self.amount, ledger::Currency::CNY);
@@ -1273,7 +1289,7 @@ pub struct Payment {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-fn minor(minor: i64) -> Decimal {
+pub(crate) fn minor(minor: i64) -> Decimal {
     ledger::Money::from_minor(minor, ledger::Currency::CNY).amount()
 }
 
@@ -1628,6 +1644,11 @@ async fn cancel_payment(
     if payment.method == sales::method_text(Method::Cash) {
         return Err(ApiError::conflict(
             "a cash payment is not cancelled: send the same payment again to book it, then refund it",
+        ));
+    }
+    if payment.method == sales::method_text(Method::PartnerApp) {
+        return Err(ApiError::conflict(
+            "a partner order is not cancelled at the till: it is booked when the partner's push completes; refund it then",
         ));
     }
     match ctx

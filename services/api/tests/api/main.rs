@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod idempotency;
 mod matrix;
+mod partner_orders;
 mod payments;
 mod reads;
 mod signatures;

@@ -47,6 +47,7 @@ const TREASURY_READERS: &[Who] = &[RootAdmin, BrandAdmin, TreasuryMaker, Treasur
 const PAYMENT_READERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationManager, Cashier];
 const STATION_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner];
 const TILL_STAFF: &[Who] = &[StationManager, Cashier];
+const PARTNERS: &[Who] = &[PartnerUser, PartnerKey];
 /// Webhooks: the platform operator's administrators and partners' people (a brand's
 /// administrators are refused by an override: events do not name brands).
 const WEBHOOK_SUBSCRIBERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser];
@@ -377,6 +378,51 @@ const ROWS: &[Row] = &[
         allowed: WEBHOOK_SUBSCRIBERS,
         ok: 200,
     },
+    Row {
+        operation: "GET /v1/stations/{station_id}/partner-contracts",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts",
+        allowed: STATION_MANAGERS,
+        ok: 201,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/disable",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/enable",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/partner/stations",
+        allowed: PARTNERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/partner/orders",
+        allowed: &[PartnerKey],
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/partner/orders/{order_no}",
+        allowed: PARTNERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/terminals/{terminal_id}/partner-orders",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/partner-orders/{payment_no}/printed",
+        allowed: TILL_STAFF,
+        ok: 200,
+    },
 ];
 
 /// Which resource a case is about.
@@ -441,6 +487,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/calendar"
                 | "GET /v1/webhooks"
                 | "POST /v1/webhooks"
+                | "GET /v1/partner/stations"
                 | "GET /v1/reconciliation-exceptions"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
@@ -676,6 +723,40 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 Call::get(format!("/v1/organisations/{station}/daily-closes")),
                 None,
             ));
+        }
+        "GET /v1/partner/stations" => Call::get("/v1/partner/stations"),
+        "POST /v1/partner/orders" => {
+            // Partner P's own case: a till of the station that signed it; the foreign case:
+            // a till of a station that never did.
+            let station = match target {
+                Target::Own => "station-a1",
+                Target::Foreign => "station-b1",
+            };
+            let (till, _) = fresh_till(app, station, true).await;
+            if target == Target::Own {
+                contract(app, w.orgs["partner-p"], w.orgs[station]).await;
+            }
+            Call::post(
+                "/v1/partner/orders",
+                Some(json!({
+                    "order_no": format!("MX-{}", Uuid::new_v4().simple()),
+                    "terminal_id": till,
+                    "amount": "10.00",
+                    "lines": [{"kind": "item", "name": "water", "quantity": 1, "amount": "10.00"}],
+                    "driver_ref": "D-1",
+                })),
+            )
+        }
+        "GET /v1/partner/orders/{order_no}" => {
+            // Partner P's own order, or one only partner Q has.
+            let (partner, station) = match target {
+                Target::Own => ("partner-p", "station-a1"),
+                Target::Foreign => ("partner-q", "station-b1"),
+            };
+            let (till, _) = fresh_till(app, station, true).await;
+            let order_no = format!("MX-{}", Uuid::new_v4().simple());
+            partner_order(app, partner, till, &order_no).await;
+            Call::get(format!("/v1/partner/orders/{order_no}"))
         }
         op if op.contains("/v1/stations/") || op.contains("/v1/terminals/") => {
             return Some((retail_case(app, op, station_of(org_key)).await, None));
@@ -1074,6 +1155,59 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
             )
             .at_till(&key)
         }
+        "GET /v1/stations/{station_id}/partner-contracts" => {
+            Call::get(format!("/v1/stations/{id}/partner-contracts"))
+        }
+        "POST /v1/stations/{station_id}/partner-contracts" => Call::post(
+            format!("/v1/stations/{id}/partner-contracts"),
+            Some(json!({
+                "partner_id": new_partner(app).await,
+                "commission_rate": "0.005",
+                "settlement_days": 1,
+                "single_limit": "3000.00",
+            })),
+        ),
+        "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/disable" => {
+            let signed = contract(app, new_partner(app).await, id).await;
+            Call::post(
+                format!("/v1/stations/{id}/partner-contracts/{}/disable", signed.id),
+                Some(json!({"reason": "matrix"})),
+            )
+        }
+        "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/enable" => {
+            let signed = contract(app, new_partner(app).await, id).await;
+            Call::post(
+                format!("/v1/stations/{id}/partner-contracts/{}/enable", signed.id),
+                None,
+            )
+        }
+        "GET /v1/terminals/{terminal_id}/partner-orders" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            Call::get(format!("/v1/terminals/{till}/partner-orders")).at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/partner-orders/{payment_no}/printed" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            let partner = if station == "station-a1" {
+                "partner-p"
+            } else {
+                "partner-q"
+            };
+            let payment = partner_order(
+                app,
+                partner,
+                till,
+                &format!("MX-{}", Uuid::new_v4().simple()),
+            )
+            .await;
+            Call::post(
+                format!(
+                    "/v1/terminals/{till}/partner-orders/{}/printed",
+                    payment.payment_no
+                ),
+                None,
+            )
+            .at_till(&key)
+        }
         other => panic!("no retail case for {other}"),
     }
 }
@@ -1173,6 +1307,114 @@ async fn pending_card_payment(app: &TestApp, terminal: Uuid, order: &str) {
         .await
         .unwrap();
     txn.commit().await.unwrap();
+}
+
+/// A new partner organisation, signed onto nothing.
+async fn new_partner(app: &TestApp) -> Uuid {
+    api::directory::create_organisation(
+        &app.state.db,
+        api::directory::NewOrganisation {
+            id: Uuid::now_v7(),
+            parent_id: Some(app.world.orgs["root"]),
+            kind: api::policy::OrgKind::Partner,
+            name: format!("Partner {}", Uuid::new_v4().simple()),
+            ledger_owner: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// The partner's contract with the station (signed through the store, as the API does),
+/// active, with the station's accounts for the partner open.
+async fn contract(
+    app: &TestApp,
+    partner: Uuid,
+    station: Uuid,
+) -> entities::partner_contracts::Model {
+    payments::partners::open_partner_accounts(
+        &app.state.ledger,
+        station,
+        &station.to_string(),
+        partner,
+    )
+    .await
+    .unwrap();
+    let terms = payments::partners::ContractTerms::new(
+        rust_decimal::Decimal::ZERO,
+        1,
+        rust_decimal::Decimal::new(300_000, 2),
+    )
+    .unwrap();
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let signed = payments::partners::sign_contract(
+        &txn,
+        station,
+        partner,
+        &terms,
+        "matrix",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    signed.contract
+}
+
+/// An order of the partner `partner` pushed to `terminal` (which has an open shift) and
+/// booked, through the store as the API does.
+async fn partner_order(
+    app: &TestApp,
+    partner: &str,
+    terminal: Uuid,
+    order_no: &str,
+) -> entities::pos_payments::Model {
+    let terminal = payments::stations::terminal(&app.state.db, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let signed = contract(app, app.world.orgs[partner], terminal.station_id).await;
+    let terms = payments::partners::ContractTerms::of(&signed).unwrap();
+    let amount = ledger::Money::from_minor(1_000, ledger::Currency::CNY);
+    let new = payments::partners::NewPartnerOrder {
+        partner_order_no: order_no.into(),
+        terminal_id: terminal.id,
+        amount,
+        sale: payments::sales::Sale {
+            lines: vec![payments::sales::SaleLine::Item {
+                name: "water".into(),
+                quantity: 1,
+                amount: amount.amount(),
+            }],
+        },
+        driver_ref: "D-1".into(),
+        vehicle_plate: None,
+    };
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let shift = payments::shifts::open_shift_in(&txn, terminal.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let pushed = payments::partners::push_order(
+        &txn,
+        &signed,
+        &terms,
+        &terminal,
+        &shift,
+        &new,
+        partner,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let payments::partners::Pushed::New(order) = pushed else {
+        panic!("order {order_no} was taken");
+    };
+    txn.commit().await.unwrap();
+    payments::partners::complete(&app.state.ledger, &order)
+        .await
+        .unwrap()
 }
 
 /// The organisation to put a new user in, below `org_key`: a station, where cashiers are.
