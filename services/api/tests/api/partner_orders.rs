@@ -26,6 +26,7 @@ testkit::scenarios!(
     the_same_partner_order_pushed_twice_is_one_sale,
     a_partner_order_to_a_till_without_an_open_shift_is_refused_and_writes_nothing,
     a_partner_order_refunded_at_the_till_is_deducted_from_what_the_partner_owes_and_the_partner_is_told,
+    a_push_interrupted_before_its_booking_is_booked_by_the_tills_list_before_its_ticket_prints,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -383,6 +384,39 @@ async fn a_partner_without_a_contract_cannot_push_to_the_station(backend: Backen
     let (status, problem) = p.push(&app, order("NC-1", terminal, "100.00")).await;
     assert_eq!(status, 404, "{problem}");
     assert_eq!(problem["type"], "urn:forecourt:problem:not-found");
+    // Terms that make no sense, or a partner that is not one, are refused precisely.
+    let station = app.world.orgs["station-a1"];
+    for (terms, field) in [
+        (json!({"commission_rate": "1.5"}), "commission_rate"),
+        (json!({"commission_rate": "0.0000001"}), "commission_rate"),
+        (json!({"settlement_days": 91}), "settlement_days"),
+        (json!({"single_limit": "0.001"}), "single_limit"),
+        (
+            json!({"partner_id": app.world.orgs["fleet-f"]}),
+            "partner_id",
+        ),
+    ] {
+        let mut request = json!({
+            "partner_id": app.world.orgs["partner-p"],
+            "commission_rate": "0.01",
+            "settlement_days": 1,
+            "single_limit": "2000.00",
+        });
+        for (k, v) in terms.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let response = app
+            .call(
+                Some(Who::StationOwner),
+                &Call::post(
+                    format!("/v1/stations/{station}/partner-contracts"),
+                    Some(request),
+                ),
+            )
+            .await;
+        let problem = expect_problem(response, 422, "validation").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
     let contract = sign(&app, "station-a1", "partner-p", "0", "2000.00").await;
     let contract_id = contract["id"].as_str().unwrap().to_owned();
     // Signed onto station A1, not onto B1.
@@ -406,7 +440,6 @@ async fn a_partner_without_a_contract_cannot_push_to_the_station(backend: Backen
     assert_eq!(status, 201, "{taken}");
 
     // Disabled: refused with the station's reason; the partner no longer lists the station.
-    let station = app.world.orgs["station-a1"];
     let disable = || {
         Call::post(
             format!("/v1/stations/{station}/partner-contracts/{contract_id}/disable"),
@@ -860,4 +893,113 @@ async fn a_partner_order_refunded_at_the_till_is_deducted_from_what_the_partner_
     assert_eq!(dec(&summary["cash_refunds"]), Decimal::ZERO);
     assert_eq!(dec(&summary["expected_cash"]), Decimal::new(50000, 2));
     assert_eq!(dec(&summary["net"]), Decimal::new(25000, 2));
+}
+
+async fn a_push_interrupted_before_its_booking_is_booked_by_the_tills_list_before_its_ticket_prints(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let (terminal, _) = till(&app, "station-a1");
+    let station = app.world.orgs["station-a1"];
+    let partner_id = app.world.orgs["partner-p"];
+    sign(&app, "station-a1", "partner-p", "0.01", "2000.00").await;
+    open_shift(&app, "station-a1", "0.00").await;
+    // The order's rows commit, and the process stops before the ledger entry.
+    let contract = payments::partners::contract_between(&app.state.db, partner_id, station)
+        .await
+        .unwrap()
+        .unwrap();
+    let terms = payments::partners::ContractTerms::of(&contract).unwrap();
+    let amount = ledger::Money::from_minor(20_000, ledger::Currency::CNY);
+    let new = payments::partners::NewPartnerOrder {
+        partner_order_no: "CR-1".into(),
+        terminal_id: terminal,
+        amount,
+        sale: payments::sales::Sale {
+            lines: vec![payments::sales::SaleLine::Item {
+                name: "engine oil".into(),
+                quantity: 2,
+                amount: amount.amount(),
+            }],
+        },
+        driver_ref: "D-7".into(),
+        vehicle_plate: None,
+    };
+    let terminal_row = payments::stations::terminal(&app.state.db, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let shift = payments::shifts::open_shift_in(&txn, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let pushed = payments::partners::push_order(
+        &txn,
+        &contract,
+        &terms,
+        &terminal_row,
+        &shift,
+        &new,
+        "Org partner-p",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let payments::partners::Pushed::New(written) = pushed else {
+        panic!("the order number was free");
+    };
+    txn.commit().await.unwrap();
+    let payment = entities::pos_payments::Entity::find_by_id(written.payment_id)
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payment.status, "pending");
+    let accounts = payments::partners::partner_account_ids(station, partner_id);
+    assert_eq!(balance(&app, accounts.receivable).await, Decimal::ZERO);
+
+    // Its ticket is not handed out before it is booked.
+    let print = Call::post(
+        format!(
+            "/v1/terminals/{terminal}/partner-orders/{}/printed",
+            payment.payment_no
+        ),
+        None,
+    );
+    let (status, problem) = at_till(&app, print.clone()).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "urn:forecourt:problem:conflict");
+    // Listing the till's orders books it, once.
+    let waiting = unprinted(&app).await;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0]["status"], "succeeded", "{:?}", waiting[0]);
+    assert_eq!(
+        balance(&app, accounts.receivable).await,
+        Decimal::new(19800, 2)
+    );
+    let (status, seen) = Partner::p(&app).order(&app, "CR-1").await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["status"], "succeeded");
+    let entries = app
+        .state
+        .ledger
+        .entries_by_reference(&format!("payment:{}", payment.payment_no))
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let mut print = print;
+    print.idempotency_key = Some(Uuid::new_v4().to_string());
+    let (status, printed) = at_till(&app, print).await;
+    assert_eq!(status, 200, "{printed}");
+    assert_eq!(printed["printed"], true);
+    // The partner's retry of the push is the same order.
+    let mut retry = order("CR-1", terminal, "200.00");
+    retry["lines"] =
+        json!([{"kind": "item", "name": "engine oil", "quantity": 2, "amount": "200.00"}]);
+    retry["driver_ref"] = json!("D-7");
+    retry.as_object_mut().unwrap().remove("vehicle_plate");
+    let (status, again) = Partner::p(&app).push(&app, retry).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["payment_no"], payment.payment_no.as_str());
 }
