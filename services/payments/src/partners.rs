@@ -333,14 +333,22 @@ pub async fn sign_contract(
                 partner_contracts::Column::SingleLimitMinor,
                 Expr::value(limit),
             )
+            .col_expr(partner_contracts::Column::UpdatedAt, Expr::value(now))
+            .filter(partner_contracts::Column::PartnerId.eq(partner_id))
+            .filter(partner_contracts::Column::StationId.eq(station_id))
+            .exec(txn)
+            .await?;
+        // The amendment is recorded as the contract's last change, unless the contract is
+        // disabled: the partner keeps being shown why.
+        partner_contracts::Entity::update_many()
             .col_expr(partner_contracts::Column::StatusChangedBy, Expr::value(by))
             .col_expr(
                 partner_contracts::Column::StatusReason,
                 Expr::value("terms amended"),
             )
-            .col_expr(partner_contracts::Column::UpdatedAt, Expr::value(now))
             .filter(partner_contracts::Column::PartnerId.eq(partner_id))
             .filter(partner_contracts::Column::StationId.eq(station_id))
+            .filter(partner_contracts::Column::Status.eq("active"))
             .exec(txn)
             .await?;
     }

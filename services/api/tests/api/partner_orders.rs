@@ -478,6 +478,28 @@ async fn a_partner_without_a_contract_cannot_push_to_the_station(backend: Backen
     .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["status_reason"], "settlement two weeks overdue");
+    // Amending the terms of the disabled contract leaves it disabled, for the same reason.
+    let (status, amended) = body(
+        app.call(
+            Some(Who::StationOwner),
+            &Call::post(
+                format!("/v1/stations/{station}/partner-contracts"),
+                Some(json!({
+                    "partner_id": app.world.orgs["partner-p"],
+                    "commission_rate": "0.002",
+                    "settlement_days": 3,
+                    "single_limit": "150.00",
+                })),
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{amended}");
+    assert_eq!(amended["id"], contract_id.as_str());
+    assert_eq!(amended["status"], "disabled");
+    assert_eq!(amended["status_reason"], "settlement two weeks overdue");
+    assert_eq!(dec(&amended["commission_rate"]), Decimal::new(2, 3));
 
     // Enabled again: orders are taken.
     let (status, enabled) = body(
@@ -495,6 +517,10 @@ async fn a_partner_without_a_contract_cannot_push_to_the_station(backend: Backen
     assert_eq!(enabled["status"], "active");
     let (status, pushed) = p.push(&app, order("NC-4", terminal, "100.00")).await;
     assert_eq!(status, 201, "{pushed}");
+    // Under the amended terms: 0.2 % commission, nothing above 150.00.
+    assert_eq!(dec(&pushed["commission"]), Decimal::new(20, 2));
+    let (status, problem) = p.push(&app, order("NC-5", terminal, "150.01")).await;
+    assert_eq!(status, 422, "{problem}");
 
     // Station A1's staff do not see station B1's contracts.
     let (status, _) = body(
