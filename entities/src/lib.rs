@@ -29,6 +29,8 @@
 //!   statement with our payments, and the differences left for people to resolve.
 //! - [`pos_channel_attempts`]: what each channel did with each attempt (routing's health).
 //! - [`pos_member_cards`], [`pos_card_top_ups`]: stored-value member cards and their top-ups.
+//! - [`partner_contracts`], [`partner_orders`]: partners signed onto stations with their
+//!   terms, and the orders they push to a station's terminals (each one a till payment).
 //! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
@@ -44,6 +46,8 @@ pub mod ledger_entries;
 pub mod ledger_holds;
 pub mod ledger_postings;
 pub mod organisations;
+pub mod partner_contracts;
+pub mod partner_orders;
 pub mod pos_card_top_ups;
 pub mod pos_channel_attempts;
 pub mod pos_channels;

@@ -22,7 +22,7 @@ pub struct Model {
     pub refunds_minor: i64,
     /// Sales less refunds, minor units.
     pub net_minor: i64,
-    /// Channel fees of the day's sales, minor units.
+    /// Channel fees and partner commissions of the day's sales, minor units.
     pub fees_minor: i64,
     /// Shifts that opened or took money on the day.
     pub shifts: i64,

@@ -5,7 +5,11 @@
 //! conditional update from `pending_approval`, so that it happens once) and then signalled
 //! here; a request nobody decides expires at its deadline. An approved refund is paid back
 //! through the payment's channel, idempotent by the refund number, or out of the drawer for
-//! cash, then booked and recorded.
+//! cash, or, for a partner order, against what the partner owes; then booked and recorded.
+//!
+//! Domain event (`Emit`, posted to webhook subscribers): `partner_orders.refunded` when a
+//! refund of a partner order is made, naming the partner in its `audience`, so that the
+//! partner refunds its driver.
 //!
 //! Activities: `payments.refund` (pay back, book, record) and `payments.refund_expire`
 //! (expire a request still waiting, or report the decision that beat the deadline) and
@@ -79,6 +83,26 @@ impl RefundState {
 
     fn done(&self, status: &str) -> Step<RefundState> {
         Step::to(self.clone(), format!("refund {status}")).then(Command::Complete {
+            output: json!({ "status": status }),
+        })
+    }
+
+    /// The end of the refund, announcing the event the refund activity reported (a partner
+    /// order's refund tells its partner), if any.
+    fn refunded(&self, output: &serde_json::Value) -> Step<RefundState> {
+        let status = status_of(output);
+        let step = Step::to(self.clone(), format!("refund {status}"));
+        let step = match (
+            output["event"]["topic"].as_str(),
+            &output["event"]["payload"],
+        ) {
+            (Some(topic), payload) if !payload.is_null() => step.then(Command::Emit {
+                topic: topic.to_owned(),
+                payload: payload.clone(),
+            }),
+            _ => step,
+        };
+        step.then(Command::Complete {
             output: json!({ "status": status }),
         })
     }
@@ -181,7 +205,7 @@ impl Workflow for RefundApproval {
                 ))
             }
             (Phase::Refunding, Event::ActivityCompleted { step, output }) if step == "refund" => {
-                Some(state.done(status_of(output)))
+                Some(state.refunded(output))
             }
             (Phase::Refunding, Event::ActivityFailed { step, error, .. }) if step == "refund" => {
                 Some(state.to(
@@ -263,7 +287,11 @@ pub fn register_refund_activities(
                         ActivityError::permanent("refund_impossible", m)
                     }
                 })?;
-                Ok(json!({ "status": done.status }))
+                let event = payments::partners::refund_event(ledger.db(), &done)
+                    .await
+                    .map_err(store_error)?
+                    .map(|(topic, payload)| json!({ "topic": topic, "payload": payload }));
+                Ok(json!({ "status": done.status, "event": event }))
             }
         })
         .activity(REFUND_EXPIRE, move |_ctx, input| {

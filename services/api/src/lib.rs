@@ -14,7 +14,8 @@
 //!
 //! # Layout
 //! - [`routes`]: one router per area (auth, organisations, users, API keys, accounts,
-//!   workflows, health), merged in [`router`]; each handler is documented with utoipa.
+//!   workflows, treasury, payments, partner orders, webhooks, health), merged in
+//!   [`router`]; each handler is documented with utoipa.
 //! - [`auth`]: bearer tokens and the authentication middleware; [`signature`]: partner
 //!   HMAC-SHA256 signatures; [`crypto`]: tokens, digests, argon2, secret encryption.
 //! - [`policy`]: roles, organisation kinds, actions and the one decision.
@@ -105,8 +106,9 @@ Lists page with `limit` (1 to 200, default 50) and the opaque `cursor` from the 
         (name = "accounts", description = "Ledger accounts, balances and statements"),
         (name = "workflows", description = "Workflow instances and their history (platform admins)"),
         (name = "payments", description = "Retail payments: stations' terminals and channel terms, cashiers' shifts, payments routed over several channels per method, refunds with the station manager's approval across shifts, the channels' signed notifications"),
+        (name = "partner-orders", description = "Partner-app orders: stations sign partners on with their terms; a partner pushes orders its drivers paid in its app to a station's terminal (signed requests), the till prints the ticket, the order counts in the shift and is owed by the partner; refunds at the till are deducted from what the partner owes and announced to it by webhook"),
         (name = "treasury", description = "Instructions to the custodial bank, maker-checker approval, rails and calendar, statements and reconciliation exceptions, approval policies, the bank's callbacks"),
-        (name = "webhooks", description = "Domain events posted to subscribers, signed (platform operator's administrators)"),
+        (name = "webhooks", description = "Domain events posted to subscribers, signed: the platform operator's administrators receive every event, a partner's people those about the partner"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -153,6 +155,7 @@ fn documented(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(routes::treasury::router())
         .merge(routes::payments::router())
         .merge(routes::member_cards::router())
+        .merge(routes::partner_orders::router())
         .merge(routes::webhooks::router());
     if let Some(state) = state {
         // The last layer added runs first: authenticate, then claim the Idempotency-Key

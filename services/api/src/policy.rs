@@ -153,6 +153,10 @@ pub enum Action {
     ManageStations,
     /// Decide refund requests, close shifts over unresolved payments, unblock member cards.
     ApproveRefunds,
+    /// Push orders its drivers paid to the terminals of stations that signed the partner.
+    PushPartnerOrders,
+    /// See the partner's own orders and the stations it may serve.
+    ReadPartnerOrders,
 }
 
 impl Action {
@@ -175,6 +179,8 @@ impl Action {
         Action::TakePayments,
         Action::ManageStations,
         Action::ApproveRefunds,
+        Action::PushPartnerOrders,
+        Action::ReadPartnerOrders,
     ];
 }
 
@@ -192,11 +198,15 @@ pub fn permits(role: Role, action: Action) -> bool {
         MakeInstructions => role == TreasuryMaker,
         CheckInstructions => role == TreasuryChecker,
         ImportStatements => matches!(role, TreasuryMaker | TreasuryChecker),
-        ManageApprovalPolicy | ManageWebhooks => role == Admin,
+        ManageApprovalPolicy => role == Admin,
+        // Administrators for the platform operator's integrations; partners for the events
+        // about their own orders.
+        ManageWebhooks => matches!(role, Admin | Partner),
         ReadPayments => matches!(role, Admin | StationOwner | StationManager | Cashier),
         TakePayments => matches!(role, StationManager | Cashier),
         ManageStations => matches!(role, Admin | StationOwner),
         ApproveRefunds => role == StationManager,
+        PushPartnerOrders | ReadPartnerOrders => role == Partner,
     }
 }
 

@@ -97,7 +97,7 @@ pub struct DaySummary {
     pub refunds_by_method: BTreeMap<Method, Tally>,
     /// Sales less refunds.
     pub net: Decimal,
-    /// Channel fees of the day's succeeded sales.
+    /// Fees of the day's succeeded sales: the channels' fees and the partners' commissions.
     pub fees: Decimal,
     /// Payments that failed or were reversed (nothing taken).
     pub not_taken: Tally,
@@ -705,7 +705,7 @@ pub fn receipt(summary: &DaySummary, station: &str) -> String {
         format!("-{}", summary.refunds.amount),
     );
     line(&mut out, "Net", summary.net.to_string());
-    line(&mut out, "Channel fees", summary.fees.to_string());
+    line(&mut out, "Fees and commissions", summary.fees.to_string());
     rule(&mut out);
     for open in &summary.open_shifts {
         out.push_str(&format!(

@@ -30,6 +30,9 @@
 //! - [`cards`]: stored-value member cards, their cap and balance held by the ledger, top-ups.
 //! - [`stored_value`]: paying from money in our own ledger (member cards; the fleet-card seam).
 //! - [`sales`]: till payments and refunds in storage, the sale lines, the ledger bookings.
+//! - [`partners`]: partner-app orders: the contracts that sign a partner onto a station, the
+//!   orders it pushes to a terminal (till payments owed by the partner), their tickets and
+//!   the ledger entries of orders and refunds.
 //! - [`daily`]: the daily close (日结) of a station and of its station company.
 //! - [`reconcile`]: the T+1 reconciliation of a channel's statement with our payments and
 //!   refunds, the settlement it posts and the exception queue it leaves.
@@ -41,6 +44,7 @@ pub mod daily;
 pub mod flow;
 pub mod health;
 pub mod model;
+pub mod partners;
 pub mod postings;
 pub mod reconcile;
 pub mod routing;

@@ -1004,6 +1004,20 @@ pub async fn execute_refund(
         };
         return Ok(finish_refund(db, refund_no, status, None, &reason, now).await?);
     }
+    if method == Method::PartnerApp {
+        // The driver paid the partner: the partner refunds its driver and owes that much
+        // less. Nothing leaves the drawer.
+        crate::partners::book_refund(ledger, &payment, &refund).await?;
+        return Ok(finish_refund(
+            db,
+            refund_no,
+            "succeeded",
+            None,
+            "deducted from what the partner owes; the partner refunds its driver",
+            now,
+        )
+        .await?);
+    }
     if !method.uses_channel() {
         book_refund(ledger, &payment, &refund, None).await?;
         return Ok(finish_refund(

@@ -152,11 +152,12 @@ pub struct StationAccounts {
 }
 
 /// The id of a station's account with `code`: the same station and code give the same id.
-fn account_id(station_id: Uuid, code: &str) -> Uuid {
+pub(crate) fn account_id(station_id: Uuid, code: &str) -> Uuid {
     Uuid::new_v5(&station_id, code.as_bytes())
 }
 
-async fn open(
+/// Opens (or finds) the station's account with `code`.
+pub(crate) async fn open(
     ledger: &Ledger,
     station_id: Uuid,
     owner: &str,

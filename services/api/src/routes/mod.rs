@@ -12,6 +12,9 @@ pub mod health;
 pub mod member_cards;
 /// The organisation tree.
 pub mod organisations;
+/// Partner-app orders: partner–station contracts, orders pushed to a terminal, the till's
+/// tickets.
+pub mod partner_orders;
 /// Retail payments: terminals, channels, shifts, payments, refunds, channel notifications.
 pub mod payments;
 /// Treasury: instructions to the custodial bank, approvals, rails, the bank's callbacks.

@@ -119,7 +119,7 @@ fn context(state: &AppState) -> Result<&Arc<PaymentsContext>, ApiError> {
     })
 }
 
-pub(super) fn store_error(err: StoreError) -> ApiError {
+pub(crate) fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::NotFound(what) => ApiError::not_found(what),
         StoreError::Conflict(detail) => ApiError::conflict(detail),
@@ -129,7 +129,7 @@ pub(super) fn store_error(err: StoreError) -> ApiError {
     }
 }
 
-pub(super) fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
+pub(crate) fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
     match &caller.subject {
         Subject::User { id, username, .. } => Ok((*id, username.clone())),
         Subject::ApiKey { .. } => Err(ApiError::forbidden(
@@ -139,7 +139,7 @@ pub(super) fn person(caller: &Caller) -> Result<(Uuid, String), ApiError> {
 }
 
 /// The station the caller names, which must be a station of their subtree.
-pub(super) async fn station(
+pub(crate) async fn station(
     state: &AppState,
     caller: &Caller,
     action: Action,
@@ -156,7 +156,7 @@ pub(super) async fn station(
 }
 
 /// The terminal, when the caller may act at its station and presents its key.
-pub(super) async fn till(
+pub(crate) async fn till(
     state: &AppState,
     caller: &Caller,
     action: Action,
@@ -191,7 +191,7 @@ pub(super) async fn till(
         })
 }
 
-pub(super) fn terminal_key_param() -> &'static str {
+pub(crate) fn terminal_key_param() -> &'static str {
     "The terminal's key, shown once at its registration."
 }
 
@@ -250,7 +250,7 @@ pub struct RegisterTerminal {
     pub name: String,
 }
 
-pub(super) fn is_code(text: &str, max: usize) -> bool {
+pub(crate) fn is_code(text: &str, max: usize) -> bool {
     !text.is_empty()
         && text.len() <= max
         && text
@@ -377,6 +377,9 @@ pub enum PaymentMethod {
     Cash,
     /// The station company's stored-value member card; `payer_code` is the card number.
     MemberCard,
+    /// An order a partner's driver paid in the partner's app, pushed to the till by the
+    /// partner (`POST /v1/partner/orders`); never taken at the till.
+    PartnerApp,
 }
 
 impl From<PaymentMethod> for Method {
@@ -389,6 +392,7 @@ impl From<PaymentMethod> for Method {
             PaymentMethod::BankCard => Method::BankCard,
             PaymentMethod::Cash => Method::Cash,
             PaymentMethod::MemberCard => Method::MemberCard,
+            PaymentMethod::PartnerApp => Method::PartnerApp,
         }
     }
 }
@@ -467,11 +471,11 @@ impl Validate for ChannelTerms {
             || self
                 .methods
                 .iter()
-                .any(|m| matches!(m, PaymentMethod::Cash | PaymentMethod::MemberCard))
+                .any(|m| !Method::from(*m).uses_channel())
         {
             errors.push(FieldError::new(
                 "methods",
-                "at least one method that goes through a channel (not cash)",
+                "at least one method that goes through a channel (not cash, not partner_app)",
             ));
         }
         if FeeRate::new(self.fee_rate).is_err() {
@@ -561,7 +565,7 @@ fn method_of(method: Method) -> Option<PaymentMethod> {
         Method::BankCard => PaymentMethod::BankCard,
         Method::Cash => PaymentMethod::Cash,
         Method::MemberCard => PaymentMethod::MemberCard,
-        Method::PartnerApp => return None,
+        Method::PartnerApp => PaymentMethod::PartnerApp,
     })
 }
 
@@ -702,7 +706,7 @@ async fn set_channel(
         .await
 }
 
-pub(super) async fn ledger_owner(state: &AppState, org: Uuid) -> Result<String, ApiError> {
+pub(crate) async fn ledger_owner(state: &AppState, org: Uuid) -> Result<String, ApiError> {
     Ok(entities::organisations::Entity::find_by_id(org)
         .one(&state.db)
         .await?
@@ -1124,7 +1128,7 @@ pub enum Line {
     },
 }
 
-fn to_line(line: &Line) -> Result<SaleLine, String> {
+pub(crate) fn to_line(line: &Line) -> Result<SaleLine, String> {
     Ok(match line {
         Line::Fuel {
             grade,
@@ -1150,7 +1154,7 @@ fn to_line(line: &Line) -> Result<SaleLine, String> {
     })
 }
 
-fn from_line(line: &SaleLine) -> Line {
+pub(crate) fn from_line(line: &SaleLine) -> Line {
     match line {
         SaleLine::Fuel {
             grade,
@@ -1209,6 +1213,12 @@ impl Validate for CreatePayment {
             errors.push(FieldError::new(
                 "order_no",
                 "1 to 32 letters, digits, '-' or '_'",
+            ));
+        }
+        if self.method == PaymentMethod::PartnerApp {
+            errors.push(FieldError::new(
+                "method",
+                "partner_app orders are pushed by the partner (POST /v1/partner/orders), not taken at the till",
             ));
         }
         let amount = ledger::Money::new(self.amount, ledger::Currency::CNY);
@@ -1294,7 +1304,7 @@ pub struct Payment {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-pub(super) fn minor(minor: i64) -> Decimal {
+pub(crate) fn minor(minor: i64) -> Decimal {
     ledger::Money::from_minor(minor, ledger::Currency::CNY).amount()
 }
 
@@ -1707,6 +1717,11 @@ async fn cancel_payment(
     {
         return Err(ApiError::conflict(
             "a cash or member-card payment is not cancelled: send the same payment again to book it, then refund it",
+        ));
+    }
+    if payment.method == sales::method_text(Method::PartnerApp) {
+        return Err(ApiError::conflict(
+            "a partner order is not cancelled at the till: it is booked when the partner's push completes; refund it then",
         ));
     }
     match ctx

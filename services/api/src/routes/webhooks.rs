@@ -1,7 +1,11 @@
 //! Webhook subscriptions: where the platform posts its domain events
-//! (`treasury.instruction.settled`, …), signed with a secret shown once. Events are not yet
-//! scoped to organisations, so subscriptions are the platform operator's administrators'
-//! (for the operator's own integrations).
+//! (`treasury.instruction.settled`, `partner_orders.refunded`, …), signed with a secret shown
+//! once. The platform operator's administrators subscribe for the operator's own
+//! integrations and receive every event; a partner's people subscribe for their partner
+//! system and receive only the events that name the partner (their `audience`). Other
+//! organisations' events are not scoped yet, so they cannot subscribe. Subscriptions are
+//! managed by logged-in people, never with an API key: a leaked key must not redirect
+//! events.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,14 +39,42 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_deliveries))
 }
 
-fn operator_only(caller: &Caller) -> Result<(), ApiError> {
+/// The caller may manage its organisation's subscriptions: a person of the platform
+/// operator or of a partner.
+fn subscriber(caller: &Caller) -> Result<(), ApiError> {
     authorize(caller, Action::ManageWebhooks, &caller.org, "organisation")?;
-    if caller.org.kind != OrgKind::PlatformOperator {
+    if !matches!(
+        caller.org.kind,
+        OrgKind::PlatformOperator | OrgKind::Partner
+    ) {
         return Err(ApiError::forbidden(
-            "webhooks are the platform operator's: events are not scoped to organisations yet",
+            "webhooks are the platform operator's and partners': events do not name other organisations yet",
+        ));
+    }
+    if matches!(caller.subject, Subject::ApiKey { .. }) {
+        return Err(ApiError::forbidden(
+            "webhooks are managed by a logged-in user, not with an API key",
         ));
     }
     Ok(())
+}
+
+/// A subscription of the caller's subtree (its own organisation's, or for the platform
+/// operator any), or 404 like one that does not exist.
+async fn own_subscription(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<webhook_subscriptions::Model, ApiError> {
+    let row = webhook_subscriptions::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    let owner = crate::directory::find_org(&state.db, row.organisation_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    authorize(caller, Action::ManageWebhooks, &owner, "webhook")?;
+    Ok(row)
 }
 
 /// A webhook subscription (never its secret).
@@ -130,7 +162,8 @@ impl Validate for CreateWebhook {
     }
 }
 
-/// The platform operator's webhook subscriptions.
+/// The webhook subscriptions of the caller's organisation (the platform operator's
+/// administrators see every subscription).
 #[utoipa::path(
     get,
     path = "/v1/webhooks",
@@ -151,12 +184,16 @@ async fn list_webhooks(
     caller: Caller,
     Query(q): Query<crate::routes::treasury::PageQuery>,
 ) -> Result<axum::Json<WebhookPage>, ApiError> {
-    operator_only(&caller)?;
+    subscriber(&caller)?;
     let limit = page::limit(q.limit)?;
     let after = page::decode_uuid("webhooks", q.cursor.as_deref())?;
-    let mut select = webhook_subscriptions::Entity::find()
-        .order_by_asc(webhook_subscriptions::Column::Id)
-        .limit(limit + 1);
+    let mut select =
+        webhook_subscriptions::Entity::find()
+            .filter(webhook_subscriptions::Column::OrganisationId.in_subquery(
+                crate::routes::subtree(entities::organisations::Column::Id, &caller.org.path),
+            ))
+            .order_by_asc(webhook_subscriptions::Column::Id)
+            .limit(limit + 1);
     if let Some(after) = after {
         select = select.filter(webhook_subscriptions::Column::Id.gt(after));
     }
@@ -168,8 +205,10 @@ async fn list_webhooks(
     }))
 }
 
-/// Subscribe a URL to domain events. The secret is in this response only; a replay of the
-/// request answers 409 `idempotency-secret-withheld`.
+/// Subscribe a URL to domain events. The platform operator's subscriptions receive every
+/// matching event; a partner's only those about the partner (`partner_orders.*`). The secret
+/// is in this response only; a replay of the request answers 409
+/// `idempotency-secret-withheld`.
 #[utoipa::path(
     post,
     path = "/v1/webhooks",
@@ -196,7 +235,7 @@ async fn create_webhook(
     claim: IdempotencyClaim,
     Json(body): Json<CreateWebhook>,
 ) -> Result<Response, ApiError> {
-    operator_only(&caller)?;
+    subscriber(&caller)?;
     let created_by = match &caller.subject {
         Subject::User { username, .. } => username.clone(),
         Subject::ApiKey { id } => format!("api-key:{id}"),
@@ -264,7 +303,8 @@ async fn revoke_webhook(
     claim: IdempotencyClaim,
     Path(id): Path<Uuid>,
 ) -> Result<Response, ApiError> {
-    operator_only(&caller)?;
+    subscriber(&caller)?;
+    own_subscription(&state, &caller, id).await?;
     let now = crate::directory::now();
     let txn = entities::db::begin_write(&state.db).await?;
     webhook_subscriptions::Entity::update_many()
@@ -348,11 +388,8 @@ async fn list_deliveries(
     Path(id): Path<Uuid>,
     Query(q): Query<ListDeliveries>,
 ) -> Result<axum::Json<DeliveryPage>, ApiError> {
-    operator_only(&caller)?;
-    webhook_subscriptions::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    subscriber(&caller)?;
+    own_subscription(&state, &caller, id).await?;
     let limit = page::limit(q.limit)?;
     let after = page::decode_uuid("webhook-deliveries", q.cursor.as_deref())?;
     let mut select = webhook_deliveries::Entity::find()

@@ -7,6 +7,7 @@ mod common;
 mod idempotency;
 mod matrix;
 mod member_cards;
+mod partner_orders;
 mod payments;
 mod reads;
 mod signatures;

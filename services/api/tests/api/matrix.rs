@@ -47,6 +47,10 @@ const TREASURY_READERS: &[Who] = &[RootAdmin, BrandAdmin, TreasuryMaker, Treasur
 const PAYMENT_READERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner, StationManager, Cashier];
 const STATION_MANAGERS: &[Who] = &[RootAdmin, BrandAdmin, StationOwner];
 const TILL_STAFF: &[Who] = &[StationManager, Cashier];
+const PARTNERS: &[Who] = &[PartnerUser, PartnerKey];
+/// Webhooks: the platform operator's administrators and partners' people (a brand's
+/// administrators are refused by an override: events do not name brands).
+const WEBHOOK_SUBSCRIBERS: &[Who] = &[RootAdmin, BrandAdmin, PartnerUser];
 
 const ROWS: &[Row] = &[
     Row {
@@ -386,22 +390,67 @@ const ROWS: &[Row] = &[
     },
     Row {
         operation: "GET /v1/webhooks",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 200,
     },
     Row {
         operation: "POST /v1/webhooks",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 201,
     },
     Row {
         operation: "POST /v1/webhooks/{id}/revoke",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
         ok: 200,
     },
     Row {
         operation: "GET /v1/webhooks/{id}/deliveries",
-        allowed: ADMINS,
+        allowed: WEBHOOK_SUBSCRIBERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/stations/{station_id}/partner-contracts",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts",
+        allowed: STATION_MANAGERS,
+        ok: 201,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/disable",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/enable",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/partner/stations",
+        allowed: PARTNERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/partner/orders",
+        allowed: &[PartnerKey],
+        ok: 201,
+    },
+    Row {
+        operation: "GET /v1/partner/orders/{order_no}",
+        allowed: PARTNERS,
+        ok: 200,
+    },
+    Row {
+        operation: "GET /v1/terminals/{terminal_id}/partner-orders",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/terminals/{terminal_id}/partner-orders/{payment_no}/printed",
+        allowed: TILL_STAFF,
         ok: 200,
     },
 ];
@@ -468,8 +517,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 | "GET /v1/treasury/calendar"
                 | "GET /v1/webhooks"
                 | "POST /v1/webhooks"
-                | "POST /v1/webhooks/{id}/revoke"
-                | "GET /v1/webhooks/{id}/deliveries"
+                | "GET /v1/partner/stations"
                 | "GET /v1/reconciliation-exceptions"
         );
     if target == Target::Foreign && (unscoped || at_root(who)) {
@@ -610,7 +658,14 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                     Some(json!({"url": "http://127.0.0.1:9/events", "topics": ["treasury.*"]})),
                 ),
                 _ => {
-                    let id = webhook(app).await;
+                    // A partner's own subscription, or another partner's; the operator's
+                    // for everyone else.
+                    let owner = match (who, target) {
+                        (PartnerUser | PartnerKey, Target::Own) => "partner-p",
+                        (PartnerUser | PartnerKey, Target::Foreign) => "partner-q",
+                        _ => "root",
+                    };
+                    let id = webhook(app, owner).await;
                     if op.ends_with("revoke") {
                         Call::post(format!("/v1/webhooks/{id}/revoke"), None)
                     } else {
@@ -618,7 +673,7 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                     }
                 }
             };
-            // A brand's administrators may not: webhooks are the platform operator's.
+            // A brand's administrators may not: events do not name brands.
             return Some((call, (who == BrandAdmin).then_some(403)));
         }
         "POST /v1/treasury/external-accounts" => Call::post(
@@ -699,6 +754,40 @@ async fn case(app: &TestApp, op: &str, who: Who, target: Target) -> Option<(Call
                 None,
             ));
         }
+        "GET /v1/partner/stations" => Call::get("/v1/partner/stations"),
+        "POST /v1/partner/orders" => {
+            // Partner P's own case: a till of the station that signed it; the foreign case:
+            // a till of a station that never did.
+            let station = match target {
+                Target::Own => "station-a1",
+                Target::Foreign => "station-b1",
+            };
+            let (till, _) = fresh_till(app, station, true).await;
+            if target == Target::Own {
+                contract(app, w.orgs["partner-p"], w.orgs[station]).await;
+            }
+            Call::post(
+                "/v1/partner/orders",
+                Some(json!({
+                    "order_no": format!("MX-{}", Uuid::new_v4().simple()),
+                    "terminal_id": till,
+                    "amount": "10.00",
+                    "lines": [{"kind": "item", "name": "water", "quantity": 1, "amount": "10.00"}],
+                    "driver_ref": "D-1",
+                })),
+            )
+        }
+        "GET /v1/partner/orders/{order_no}" => {
+            // Partner P's own order, or one only partner Q has.
+            let (partner, station) = match target {
+                Target::Own => ("partner-p", "station-a1"),
+                Target::Foreign => ("partner-q", "station-b1"),
+            };
+            let (till, _) = fresh_till(app, station, true).await;
+            let order_no = format!("MX-{}", Uuid::new_v4().simple());
+            partner_order(app, partner, till, &order_no).await;
+            Call::get(format!("/v1/partner/orders/{order_no}"))
+        }
         op if op.contains("/v1/stations/") || op.contains("/v1/terminals/") => {
             return Some((retail_case(app, op, station_of(org_key)).await, None));
         }
@@ -761,12 +850,12 @@ fn statement(
     (statement, xml)
 }
 
-/// A webhook subscription of the platform operator.
-async fn webhook(app: &TestApp) -> Uuid {
+/// A webhook subscription of the organisation `owner`.
+async fn webhook(app: &TestApp, owner: &str) -> Uuid {
     let id = Uuid::now_v7();
     entities::webhook_subscriptions::Entity::insert(entities::webhook_subscriptions::ActiveModel {
         id: sea_orm::ActiveValue::Set(id),
-        organisation_id: sea_orm::ActiveValue::Set(app.world.orgs["root"]),
+        organisation_id: sea_orm::ActiveValue::Set(app.world.orgs[owner]),
         url: sea_orm::ActiveValue::Set("http://127.0.0.1:9/events".into()),
         topics: sea_orm::ActiveValue::Set("treasury.*".into()),
         secret_ciphertext: sea_orm::ActiveValue::Set(
@@ -1193,6 +1282,59 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
             )
             .at_till(&key)
         }
+        "GET /v1/stations/{station_id}/partner-contracts" => {
+            Call::get(format!("/v1/stations/{id}/partner-contracts"))
+        }
+        "POST /v1/stations/{station_id}/partner-contracts" => Call::post(
+            format!("/v1/stations/{id}/partner-contracts"),
+            Some(json!({
+                "partner_id": new_partner(app).await,
+                "commission_rate": "0.005",
+                "settlement_days": 1,
+                "single_limit": "3000.00",
+            })),
+        ),
+        "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/disable" => {
+            let signed = contract(app, new_partner(app).await, id).await;
+            Call::post(
+                format!("/v1/stations/{id}/partner-contracts/{}/disable", signed.id),
+                Some(json!({"reason": "matrix"})),
+            )
+        }
+        "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/enable" => {
+            let signed = contract(app, new_partner(app).await, id).await;
+            Call::post(
+                format!("/v1/stations/{id}/partner-contracts/{}/enable", signed.id),
+                None,
+            )
+        }
+        "GET /v1/terminals/{terminal_id}/partner-orders" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            Call::get(format!("/v1/terminals/{till}/partner-orders")).at_till(&key)
+        }
+        "POST /v1/terminals/{terminal_id}/partner-orders/{payment_no}/printed" => {
+            let (till, key) = fresh_till(app, station, true).await;
+            let partner = if station == "station-a1" {
+                "partner-p"
+            } else {
+                "partner-q"
+            };
+            let payment = partner_order(
+                app,
+                partner,
+                till,
+                &format!("MX-{}", Uuid::new_v4().simple()),
+            )
+            .await;
+            Call::post(
+                format!(
+                    "/v1/terminals/{till}/partner-orders/{}/printed",
+                    payment.payment_no
+                ),
+                None,
+            )
+            .at_till(&key)
+        }
         other => panic!("no retail case for {other}"),
     }
 }
@@ -1292,6 +1434,114 @@ async fn pending_card_payment(app: &TestApp, terminal: Uuid, order: &str) {
         .await
         .unwrap();
     txn.commit().await.unwrap();
+}
+
+/// A new partner organisation, signed onto nothing.
+async fn new_partner(app: &TestApp) -> Uuid {
+    api::directory::create_organisation(
+        &app.state.db,
+        api::directory::NewOrganisation {
+            id: Uuid::now_v7(),
+            parent_id: Some(app.world.orgs["root"]),
+            kind: api::policy::OrgKind::Partner,
+            name: format!("Partner {}", Uuid::new_v4().simple()),
+            ledger_owner: None,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// The partner's contract with the station (signed through the store, as the API does),
+/// active, with the station's accounts for the partner open.
+async fn contract(
+    app: &TestApp,
+    partner: Uuid,
+    station: Uuid,
+) -> entities::partner_contracts::Model {
+    payments::partners::open_partner_accounts(
+        &app.state.ledger,
+        station,
+        &station.to_string(),
+        partner,
+    )
+    .await
+    .unwrap();
+    let terms = payments::partners::ContractTerms::new(
+        rust_decimal::Decimal::ZERO,
+        1,
+        rust_decimal::Decimal::new(300_000, 2),
+    )
+    .unwrap();
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let signed = payments::partners::sign_contract(
+        &txn,
+        station,
+        partner,
+        &terms,
+        "matrix",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    signed.contract
+}
+
+/// An order of the partner `partner` pushed to `terminal` (which has an open shift) and
+/// booked, through the store as the API does.
+async fn partner_order(
+    app: &TestApp,
+    partner: &str,
+    terminal: Uuid,
+    order_no: &str,
+) -> entities::pos_payments::Model {
+    let terminal = payments::stations::terminal(&app.state.db, terminal)
+        .await
+        .unwrap()
+        .unwrap();
+    let signed = contract(app, app.world.orgs[partner], terminal.station_id).await;
+    let terms = payments::partners::ContractTerms::of(&signed).unwrap();
+    let amount = ledger::Money::from_minor(1_000, ledger::Currency::CNY);
+    let new = payments::partners::NewPartnerOrder {
+        partner_order_no: order_no.into(),
+        terminal_id: terminal.id,
+        amount,
+        sale: payments::sales::Sale {
+            lines: vec![payments::sales::SaleLine::Item {
+                name: "water".into(),
+                quantity: 1,
+                amount: amount.amount(),
+            }],
+        },
+        driver_ref: "D-1".into(),
+        vehicle_plate: None,
+    };
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let shift = payments::shifts::open_shift_in(&txn, terminal.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let pushed = payments::partners::push_order(
+        &txn,
+        &signed,
+        &terms,
+        &terminal,
+        &shift,
+        &new,
+        partner,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let payments::partners::Pushed::New(order) = pushed else {
+        panic!("order {order_no} was taken");
+    };
+    txn.commit().await.unwrap();
+    payments::partners::complete(&app.state.ledger, &order)
+        .await
+        .unwrap()
 }
 
 /// The organisation to put a new user in, below `org_key`: a station, where cashiers are.
