@@ -407,12 +407,27 @@ async fn an_approval_racing_its_deadline_has_exactly_one_winner(backend: Backend
 }
 
 async fn the_same_message_delivered_twice_is_processed_once(backend: Backend) {
-    use entities::{webhook_deliveries, webhook_subscriptions};
+    use entities::{organisations, webhook_deliveries, webhook_subscriptions};
     let s = setup(backend).await;
+    // The platform operator's subscription: it sees every event.
+    let operator = Uuid::now_v7();
+    organisations::Entity::insert(organisations::ActiveModel {
+        id: Set(operator),
+        parent_id: Set(None),
+        kind: Set("platform_operator".into()),
+        name: Set("Platform".into()),
+        path: Set(format!("/{}/", operator.simple())),
+        depth: Set(0),
+        ledger_owner: Set(operator.to_string()),
+        created_at: Set(chrono::Utc::now()),
+    })
+    .exec_without_returning(s.engine.db())
+    .await
+    .unwrap();
     let subscription = Uuid::now_v7();
     webhook_subscriptions::Entity::insert(webhook_subscriptions::ActiveModel {
         id: Set(subscription),
-        organisation_id: Set(Uuid::nil()),
+        organisation_id: Set(operator),
         url: Set("http://127.0.0.1:9/events".into()),
         topics: Set("orders.*".into()),
         secret_ciphertext: Set("unused".into()),
