@@ -616,6 +616,11 @@ async fn record(
     let recorded = payments::sales::record_outcome(&txn, payment_no, outcome, at)
         .await
         .map_err(store_error)?;
+    if recorded {
+        payments::sales::outcomes::notify(&txn, payment_no)
+            .await
+            .map_err(|e| store_error(e.into()))?;
+    }
     txn.commit().await.map_err(|e| store_error(e.into()))?;
     if recorded {
         payments::sales::outcomes::announce(payment_no);
