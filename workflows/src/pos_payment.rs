@@ -598,8 +598,9 @@ fn attempts_of(input: &Value) -> Result<Vec<AttemptSignal>, crate::definition::A
     }
 }
 
-/// Records a final outcome and the attempts behind it in one transaction, and tells this
-/// process's waiting requests. Recording again changes nothing.
+/// Records a final outcome and the attempts behind it in one transaction, and wakes the
+/// requests waiting on it (this process's directly, other processes' by the transaction's
+/// notification). Recording again changes nothing.
 async fn record(
     ledger: &ledger::Ledger,
     payment_no: &str,
