@@ -2,6 +2,12 @@
 //! queries. Every transition commits in one transaction: the new state (only on the revision
 //! it read), its history rows, the outbox rows of its commands, the inbox row of the message
 //! it consumed, and that message marked delivered.
+//!
+//! An activity's result is applied to its instance by the same transaction that consumes the
+//! finished task (the transition's message is then the task itself), so the instance's next
+//! commands are queued without a result message and a transaction of their own; when that
+//! transaction fails (another transition of the instance committed first), the result is
+//! queued as an event for the instance instead, as a signal or a timer is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -781,7 +787,21 @@ impl Engine {
             }
             Message::Task { .. } | Message::Published { .. } => return Ok(()),
         };
-        let instance = writes.instance(txn, message.instance_id).await?;
+        self.transition(txn, writes, message.instance_id, event, at)
+            .await
+    }
+
+    /// Applies one event to an instance: the transition with its history row and the outbox
+    /// rows of its commands, or an `ignored` history row.
+    async fn transition(
+        &self,
+        txn: &DatabaseTransaction,
+        writes: &mut Writes,
+        instance_id: Uuid,
+        event: Event,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let instance = writes.instance(txn, instance_id).await?;
         let running = instance.status() == Status::Running;
         let instance = instance.model.clone();
         let step = if !running {
@@ -924,27 +944,124 @@ impl Engine {
         self.finish(results, MarkDelivered::No).await
     }
 
+    /// Reports results, applying each result event to its instance in the same transaction
+    /// (the instance's next commands are queued by the commit that consumes the task, with no
+    /// message and transaction of its own in between). If that fails (another transition of
+    /// an instance committed first, or an instance cannot take the event), the results are
+    /// reported again the plain way: as events queued for the instances.
     async fn finish(
         &self,
         results: Vec<(Delivered, Result<Value, ActivityError>)>,
         mark: MarkDelivered,
+    ) -> Result<(), EngineError> {
+        match self.finish_with(&results, mark, Apply::Inline).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::debug!(error = %err, batch = results.len(), "results not applied at once; queued as events");
+                self.finish_with(&results, mark, Apply::Queued).await
+            }
+        }
+    }
+
+    async fn finish_with(
+        &self,
+        results: &[(Delivered, Result<Value, ActivityError>)],
+        mark: MarkDelivered,
+        apply: Apply,
     ) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
         let at = now();
         let mut writes = Writes::default();
         let ids: Vec<Uuid> = results.iter().map(|(task, _)| task.id).collect();
         let instances: Vec<Uuid> = results.iter().map(|(task, _)| task.instance_id).collect();
-        writes.preload(&txn, &ids, &instances).await?;
-        for (task, result) in results {
-            if let MarkDelivered::Yes = mark {
-                writes.delivered(task.id);
+        let applied = async {
+            writes.preload(&txn, &ids, &instances).await?;
+            for (task, result) in results {
+                if let MarkDelivered::Yes = mark {
+                    writes.delivered(task.id);
+                }
+                self.finish_one(&txn, &mut writes, task, result.clone(), at, apply)
+                    .await?;
             }
-            finish_one(&txn, &mut writes, &task, result, at).await?;
+            writes.flush(&txn, at).await
         }
-        writes.flush(&txn, at).await?;
-        txn.commit().await?;
+        .await;
+        match applied {
+            Ok(()) => txn.commit().await?,
+            Err(err) => {
+                let _ = txn.rollback().await;
+                return Err(err);
+            }
+        }
         self.wake.notify_waiters();
         Ok(())
+    }
+
+    /// Reports one activity result into `writes`: the result event (applied to the instance
+    /// or queued for it), or the next attempt after its backoff with a `retry_scheduled`
+    /// history row.
+    async fn finish_one(
+        &self,
+        txn: &DatabaseTransaction,
+        writes: &mut Writes,
+        task: &Delivered,
+        result: Result<Value, ActivityError>,
+        at: DateTime<Utc>,
+        apply: Apply,
+    ) -> Result<(), EngineError> {
+        let Message::Task {
+            step,
+            kind,
+            input,
+            attempt,
+            retry,
+            timeout_ms,
+        } = serde_json::from_value(task.payload.clone())?
+        else {
+            return Ok(());
+        };
+        if !writes.consume(task.id, "activity", at) {
+            return Ok(()); // another worker finished this attempt already
+        }
+        let instance = writes.instance(txn, task.instance_id).await?;
+        let destination = format!("workflow:{}", instance.model.workflow_type);
+        let event = match result {
+            Ok(output) => Event::ActivityCompleted { step, output },
+            Err(error) if retry.retries(&error, attempt) => {
+                let backoff_ms = retry.backoff_ms(attempt + 1);
+                let retry_at = at + chrono::Duration::milliseconds(backoff_ms as i64);
+                let detail = serde_json::json!({ "step": step, "attempt": attempt, "error": error, "backoff_ms": backoff_ms });
+                let next = Message::Task {
+                    step,
+                    kind,
+                    input,
+                    attempt: attempt + 1,
+                    retry,
+                    timeout_ms,
+                };
+                writes.outbox(task.instance_id, &task.destination, &next, retry_at)?;
+                let reason = error.to_string();
+                writes.history(task.instance_id, "retry_scheduled", detail, &reason, at);
+                return Ok(());
+            }
+            Err(error) => Event::ActivityFailed {
+                step,
+                error,
+                attempts: attempt,
+            },
+        };
+        match apply {
+            Apply::Inline => {
+                self.transition(txn, writes, task.instance_id, event, at)
+                    .await
+            }
+            Apply::Queued => writes.outbox(
+                task.instance_id,
+                &destination,
+                &Message::Event { event },
+                at,
+            ),
+        }
     }
 
     async fn lease_tasks(&self, limit: u64) -> Result<Vec<wf_outbox::Model>, EngineError> {
@@ -972,6 +1089,15 @@ impl Engine {
         txn.commit().await?;
         Ok(rows)
     }
+}
+
+/// How a finished task's result reaches its instance.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    /// Applied to the instance in the transaction that finishes the task.
+    Inline,
+    /// Queued as an event for the instance's queue.
+    Queued,
 }
 
 /// Whether finishing a task also marks its outbox row delivered: the in-process transport
@@ -1101,68 +1227,6 @@ fn emit_commands(
                 writes.outbox(instance_id, "events", &message, at)?;
             }
             Command::Complete { .. } | Command::Fail { .. } | Command::Compensated { .. } => {}
-        }
-    }
-    Ok(())
-}
-
-/// Reports one activity result into `writes`: the result event, or the next attempt after
-/// its backoff with a `retry_scheduled` history row.
-async fn finish_one(
-    txn: &DatabaseTransaction,
-    writes: &mut Writes,
-    task: &Delivered,
-    result: Result<Value, ActivityError>,
-    at: DateTime<Utc>,
-) -> Result<(), EngineError> {
-    let Message::Task {
-        step,
-        kind,
-        input,
-        attempt,
-        retry,
-        timeout_ms,
-    } = serde_json::from_value(task.payload.clone())?
-    else {
-        return Ok(());
-    };
-    if !writes.consume(task.id, "activity", at) {
-        return Ok(()); // another worker finished this attempt already
-    }
-    let instance = writes.instance(txn, task.instance_id).await?;
-    let destination = format!("workflow:{}", instance.model.workflow_type);
-    match result {
-        Ok(output) => {
-            let message = Message::Event {
-                event: Event::ActivityCompleted { step, output },
-            };
-            writes.outbox(task.instance_id, &destination, &message, at)?;
-        }
-        Err(error) if retry.retries(&error, attempt) => {
-            let backoff_ms = retry.backoff_ms(attempt + 1);
-            let retry_at = at + chrono::Duration::milliseconds(backoff_ms as i64);
-            let detail = serde_json::json!({ "step": step, "attempt": attempt, "error": error, "backoff_ms": backoff_ms });
-            let next = Message::Task {
-                step,
-                kind,
-                input,
-                attempt: attempt + 1,
-                retry,
-                timeout_ms,
-            };
-            writes.outbox(task.instance_id, &task.destination, &next, retry_at)?;
-            let reason = error.to_string();
-            writes.history(task.instance_id, "retry_scheduled", detail, &reason, at);
-        }
-        Err(error) => {
-            let message = Message::Event {
-                event: Event::ActivityFailed {
-                    step,
-                    error,
-                    attempts: attempt,
-                },
-            };
-            writes.outbox(task.instance_id, &destination, &message, at)?;
         }
     }
     Ok(())

@@ -7,11 +7,15 @@
 //! - `payments.charge`, `payments.query`, `payments.reverse`: input `{channel, ...}`, output
 //!   the adapter's `Result` serialised as JSON. An activity that fails outright (a worker
 //!   lost, a timeout) counts as an unknown outcome, never as "not charged".
-//! - `payments.post_sale`: books the sale in the ledger.
-//! - `payments.record`: records the final outcome on the payment's row, which the till, the
-//!   shift and the reports read; the instance completes once it has.
+//! - `payments.settle`: books a charged sale in the ledger and then records the outcome on
+//!   the payment's row, in one activity; the instance completes once it has.
+//! - `payments.record`: records the final outcome of a payment that was not charged (or whose
+//!   sale could not be booked) on the payment's row, which the till, the shift and the
+//!   reports read; the instance completes once it has.
+//! - `payments.post_sale`: books the sale only; instances started before `payments.settle`
+//!   existed still run it, followed by `payments.record`.
 //!
-//! [`register_store_activities`] registers the last two over the payments store and the
+//! [`register_store_activities`] registers the last three over the payments store and the
 //! ledger.
 //!
 //! Signals: `notification` (a verified [`payments::channels::PaymentNotification`]) and
@@ -35,8 +39,10 @@ pub const QUERY: &str = "payments.query";
 pub const REVERSE: &str = "payments.reverse";
 pub const POST_SALE: &str = "payments.post_sale";
 pub const RECORD: &str = "payments.record";
+pub const SETTLE: &str = "payments.settle";
 const POST_SALE_STEP: &str = "post-sale";
 const RECORD_STEP: &str = "record";
+const SETTLE_STEP: &str = "settle";
 
 /// What starts a payment: the payment, its stored routing decision, the flow's bounds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -195,6 +201,8 @@ impl PosPaymentState {
                     retry: once(),
                     timeout_ms,
                 }),
+                // The sale is booked and the outcome recorded by one activity: the machine
+                // follows `PostSale` with `Finish`, and the payment is final (succeeded) here.
                 PaymentCommand::PostSale {
                     channel,
                     channel_txn_id,
@@ -202,19 +210,21 @@ impl PosPaymentState {
                 } => {
                     self.posting = true;
                     out.push(Command::RunActivity {
-                        step: POST_SALE_STEP.into(),
-                        kind: POST_SALE.into(),
+                        step: SETTLE_STEP.into(),
+                        kind: SETTLE.into(),
                         input: json!({
                             "payment_no": self.payment.input.payment_no,
                             "channel": channel,
                             "channel_txn_id": channel_txn_id,
                             "amount": amount,
+                            "outcome": outcome_of(&self.payment),
+                            "attempts": signals_of(&self.payment, self.input.payer_code.as_deref()),
                         }),
                         retry: posting_retry(),
                         timeout_ms,
                     });
                 }
-                // With a posting under way the instance completes when it is booked.
+                // With a posting under way the instance completes when it is booked and recorded.
                 PaymentCommand::Finish if self.posting => {}
                 PaymentCommand::Finish => out.push(self.record()),
             }
@@ -348,8 +358,15 @@ impl WorkflowEvent for PosEvent {
                     error: error.message.clone(),
                 })
             }
-            Event::ActivityCompleted { step, .. } if step == RECORD_STEP => {
+            Event::ActivityCompleted { step, .. } if step == RECORD_STEP || step == SETTLE_STEP => {
                 Some(PosEvent::Recorded)
+            }
+            // Settling failed for good before it recorded anything (a booking refused as bad
+            // data: storage outages are retried): what was not booked is recorded as such.
+            Event::ActivityFailed { step, error, .. } if step == SETTLE_STEP => {
+                Some(PosEvent::SaleNotBooked {
+                    error: error.message.clone(),
+                })
             }
             Event::ActivityFailed { step, error, .. } if step == RECORD_STEP => {
                 Some(PosEvent::NotRecorded {
@@ -555,15 +572,97 @@ async fn station_channel(
         })
 }
 
-/// Registers `payments.post_sale` (books the sale in the ledger, idempotent by the payment
-/// number) and `payments.record` (records the outcome on the payment's row, once) over the
-/// payments store.
+/// The fee a channel's terms take on a payment, in minor units.
+fn fee_minor(
+    payment: &entities::pos_payments::Model,
+    terms: &payments::stations::StationChannel,
+) -> Result<i64, crate::definition::ActivityError> {
+    let amount = payments::sales::stored_money(payment.amount_minor, &payment.currency)
+        .map_err(store_error)?;
+    let fee = terms
+        .terms
+        .fee_rate
+        .fee_on(amount)
+        .map_err(|e| crate::definition::ActivityError::permanent("fee", e.to_string()))?;
+    fee.minor_units()
+        .map_err(|e| crate::definition::ActivityError::permanent("fee", e.to_string()))
+}
+
+/// The attempts an activity's input carries (instances started before attempts were recorded
+/// carry none).
+fn attempts_of(input: &Value) -> Result<Vec<AttemptSignal>, crate::definition::ActivityError> {
+    if input["attempts"].is_null() {
+        Ok(Vec::new())
+    } else {
+        field(input, "attempts")
+    }
+}
+
+/// Records a final outcome and the attempts behind it in one transaction, and wakes the
+/// requests waiting on it (this process's directly, other processes' by the transaction's
+/// notification). Recording again changes nothing.
+async fn record(
+    ledger: &ledger::Ledger,
+    payment_no: &str,
+    outcome: &Outcome,
+    signals: &[AttemptSignal],
+) -> Result<bool, crate::definition::ActivityError> {
+    let at = chrono::Utc::now();
+    let txn = entities::db::begin_write(ledger.db())
+        .await
+        .map_err(|e| store_error(e.into()))?;
+    payments::health::record_attempts(&txn, payment_no, at, signals)
+        .await
+        .map_err(store_error)?;
+    let recorded = payments::sales::record_outcome(&txn, payment_no, outcome, at)
+        .await
+        .map_err(store_error)?;
+    if recorded {
+        payments::sales::outcomes::notify(&txn, payment_no)
+            .await
+            .map_err(|e| store_error(e.into()))?;
+    }
+    txn.commit().await.map_err(|e| store_error(e.into()))?;
+    if recorded {
+        payments::sales::outcomes::announce(payment_no);
+    }
+    Ok(recorded)
+}
+
+/// Registers, over the payments store and the ledger: `payments.settle` (books a charged
+/// sale, idempotent by the payment number, then records the outcome on the payment's row,
+/// once), `payments.record` (records an outcome only) and `payments.post_sale` (books only,
+/// for instances started before `payments.settle`).
+///
+/// `payments.settle` books before it records, and both halves are idempotent: a worker lost
+/// between them leaves the sale booked and the row pending, and the retried activity finds
+/// the booking (the ledger answers the first receipt) and records. A row therefore never
+/// shows a sale as succeeded before it is booked, and no retry books it twice.
 pub fn register_store_activities(
     registry: crate::engine::Registry,
     ledger: ledger::Ledger,
 ) -> crate::engine::Registry {
     let for_record = ledger.clone();
+    let for_settle = ledger.clone();
     registry
+        .activity(SETTLE, move |_ctx, input| {
+            let ledger = for_settle.clone();
+            async move {
+                let no: String = field(&input, "payment_no")?;
+                let channel: payments::model::ChannelId = field(&input, "channel")?;
+                let mut outcome: Outcome = field(&input, "outcome")?;
+                let signals = attempts_of(&input)?;
+                let payment = payment_row(&ledger, &no).await?;
+                let terms = station_channel(&ledger, payment.station_id, &channel).await?;
+                // Everything that can refuse for good is checked before the booking.
+                outcome.fee_minor = Some(fee_minor(&payment, &terms)?);
+                let fee = payments::sales::book_channel_sale(&ledger, &payment, &terms)
+                    .await
+                    .map_err(store_error)?;
+                let recorded = record(&ledger, &no, &outcome, &signals).await?;
+                Ok(json!({ "fee": fee, "recorded": recorded }))
+            }
+        })
         .activity(POST_SALE, move |_ctx, input| {
             let ledger = ledger.clone();
             async move {
@@ -582,35 +681,13 @@ pub fn register_store_activities(
             async move {
                 let no: String = field(&input, "payment_no")?;
                 let mut outcome: Outcome = field(&input, "outcome")?;
-                let payment = payment_row(&ledger, &no).await?;
                 if let (Some(channel), "succeeded") = (&outcome.channel, outcome.status.as_str()) {
+                    let payment = payment_row(&ledger, &no).await?;
                     let terms = station_channel(&ledger, payment.station_id, channel).await?;
-                    let amount =
-                        payments::sales::stored_money(payment.amount_minor, &payment.currency)
-                            .map_err(store_error)?;
-                    let fee = terms.terms.fee_rate.fee_on(amount).map_err(|e| {
-                        crate::definition::ActivityError::permanent("fee", e.to_string())
-                    })?;
-                    outcome.fee_minor = Some(fee.minor_units().map_err(|e| {
-                        crate::definition::ActivityError::permanent("fee", e.to_string())
-                    })?);
+                    outcome.fee_minor = Some(fee_minor(&payment, &terms)?);
                 }
-                // Instances started before attempts were recorded carry none.
-                let signals: Vec<AttemptSignal> = if input["attempts"].is_null() {
-                    Vec::new()
-                } else {
-                    field(&input, "attempts")?
-                };
-                payments::health::record_attempts(ledger.db(), &no, chrono::Utc::now(), &signals)
-                    .await
-                    .map_err(store_error)?;
-                let recorded =
-                    payments::sales::record_outcome(ledger.db(), &no, &outcome, chrono::Utc::now())
-                        .await
-                        .map_err(store_error)?;
-                if recorded {
-                    payments::sales::outcomes::announce(&no);
-                }
+                let signals = attempts_of(&input)?;
+                let recorded = record(&ledger, &no, &outcome, &signals).await?;
                 Ok(json!({ "recorded": recorded }))
             }
         })

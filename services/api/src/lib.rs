@@ -265,14 +265,17 @@ pub async fn serve(
         state.db.clone(),
         state.keys.clone(),
         WEBHOOKS_EVERY,
-        stopped,
+        stopped.clone(),
     ));
+    // Payments recorded by workers of other processes wake the requests waiting on them.
+    let outcomes = tokio::spawn(payments::sales::outcomes::listen(state.db.clone(), stopped));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
     let _ = stop.send(true);
     let _ = deliveries.await;
+    let _ = outcomes.await;
     result
 }
 

@@ -330,6 +330,7 @@ async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exa
             "activity:payments.reverse",
             "activity:payments.post_sale",
             "activity:payments.record",
+            "activity:payments.settle",
             "activity:payments.refund",
             "activity:payments.refund_expire",
             "activity:payments.refund_attention",

@@ -446,15 +446,24 @@ pub async fn record_outcome(
     Ok(result.rows_affected == 1)
 }
 
-/// Outcomes recorded in this process, for requests of this process waiting on them: a
-/// request that waits for its payment's outcome is woken as soon as the outcome is recorded
-/// here, instead of at its next poll of the row. Where the workers run in other processes
-/// nothing is announced and waiting falls back to polling; the row stays the only truth.
+/// Recorded outcomes, for requests waiting on them: a request that waits for its payment's
+/// outcome is woken as soon as the outcome is recorded, instead of at its next poll of the
+/// row. An outcome recorded in this process is announced here directly; on PostgreSQL the
+/// recording transaction also sends a notification ([`notify`]) that [`listen`] turns into
+/// the same announcement in every other process. A notification can be lost (while the
+/// listening connection is re-established), so waiting still polls the row, rarely; the row
+/// stays the only truth.
 pub mod outcomes {
     use std::collections::HashMap;
     use std::sync::{Arc, LazyLock, Mutex, Weak};
+    use std::time::Duration;
 
-    use tokio::sync::Notify;
+    use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+    use tokio::sync::{Notify, watch};
+
+    /// The PostgreSQL notification channel of recorded outcomes; the payload is the payment
+    /// number.
+    pub const CHANNEL: &str = "pos_payment_outcomes";
 
     static WAITING: LazyLock<Mutex<HashMap<String, Weak<Notify>>>> =
         LazyLock::new(Default::default);
@@ -511,6 +520,54 @@ pub mod outcomes {
         let notify = waiting().get(payment_no).and_then(Weak::upgrade);
         if let Some(notify) = notify {
             notify.notify_waiters();
+        }
+    }
+
+    /// Tells the listeners of other processes that the payment's outcome is recorded, when
+    /// the caller's transaction commits (PostgreSQL delivers notifications at commit and
+    /// drops them on rollback). Nothing on SQLite, which is one process.
+    pub async fn notify(db: &impl ConnectionTrait, payment_no: &str) -> Result<(), DbErr> {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [CHANNEL.into(), payment_no.into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn listen_once(pool: &sea_orm::sqlx::PgPool) -> Result<(), sea_orm::sqlx::Error> {
+        let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(CHANNEL).await?;
+        loop {
+            announce(listener.recv().await?.payload());
+        }
+    }
+
+    /// Announces in this process the outcomes other processes record (PostgreSQL; returns at
+    /// once on SQLite), until `stop`. Holds one connection of the pool; a lost connection is
+    /// opened again (what was notified meanwhile is found by the waiting requests' polls).
+    pub async fn listen(db: DatabaseConnection, mut stop: watch::Receiver<bool>) {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return;
+        }
+        let pool = db.get_postgres_connection_pool().clone();
+        while !*stop.borrow() {
+            tokio::select! {
+                result = listen_once(&pool) => {
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "outcome notifications lost; listening again");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
         }
     }
 }

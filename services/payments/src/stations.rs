@@ -112,9 +112,14 @@ pub async fn authenticate_terminal(
     else {
         return Ok(None);
     };
+    Ok(key_opens(&terminal, key).then_some(terminal))
+}
+
+/// Whether `key` is the key of a terminal as read, and the terminal is enabled.
+pub fn key_opens(terminal: &pos_terminals::Model, key: &str) -> bool {
     let presented = digest_hex(key.as_bytes());
     let same = openssl::memcmp::eq(presented.as_bytes(), terminal.key_hash.as_bytes());
-    Ok((same && terminal.disabled_at.is_none()).then_some(terminal))
+    same && terminal.disabled_at.is_none()
 }
 
 pub async fn terminal(

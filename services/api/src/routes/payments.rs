@@ -180,15 +180,14 @@ pub(crate) async fn till(
         .await?
         .ok_or_else(|| ApiError::not_found("terminal"))?;
     authorize(caller, action, &org, "terminal")?;
-    stations::authenticate_terminal(&state.db, terminal_id, key)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ProblemKind::InvalidCredentials,
-                "the terminal key is wrong, or the terminal is disabled",
-            )
-        })
+    // The terminal as read above: reading it again would tell nothing newer.
+    if !stations::key_opens(&terminal, key) {
+        return Err(ApiError::new(
+            ProblemKind::InvalidCredentials,
+            "the terminal key is wrong, or the terminal is disabled",
+        ));
+    }
+    Ok(terminal)
 }
 
 pub(crate) fn terminal_key_param() -> &'static str {
@@ -1604,9 +1603,14 @@ async fn book_at_till(
         .ok_or_else(|| ApiError::not_found("payment"))
 }
 
-/// Waits until the payment is final or the bounded wait is over: woken when a worker of
-/// this process records the outcome, and polling the row in any case (workers of other
-/// processes announce nothing here).
+// The polls of a waiting payment only catch a lost wake-up: each waiting request reads its
+// row at most once a second while the platform is slow, instead of twenty times.
+const FIRST_POLL: Duration = Duration::from_millis(25);
+const LAST_POLL: Duration = Duration::from_secs(1);
+
+/// Waits until the payment is final or the bounded wait is over: woken when the outcome is
+/// recorded (announced by a worker of this process, or notified by one of another process
+/// on PostgreSQL), and polling the row in any case, rarely: a notification may be lost.
 async fn wait_for_outcome(
     state: &AppState,
     ctx: &PaymentsContext,
@@ -1617,7 +1621,7 @@ async fn wait_for_outcome(
     }
     let deadline = tokio::time::Instant::now() + ctx.wait;
     let watch = sales::outcomes::watch(&payment.payment_no);
-    let mut pause = Duration::from_millis(2);
+    let mut pause = FIRST_POLL;
     // Listening starts before each read, so an outcome recorded after it wakes the wait.
     let mut recorded = Box::pin(watch.recorded());
     while payment.status == "pending" && tokio::time::Instant::now() < deadline {
@@ -1625,7 +1629,7 @@ async fn wait_for_outcome(
             _ = &mut recorded => {}
             _ = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(LAST_POLL);
         recorded = Box::pin(watch.recorded());
         payment = sales::payment_by_no(&state.db, &payment.payment_no)
             .await
