@@ -408,7 +408,7 @@ pub async fn register_holder(
             room,
         ))
         .await?;
-    pos_member_cards::Entity::update_many()
+    let registered = pos_member_cards::Entity::update_many()
         .col_expr(pos_member_cards::Column::Kind, Expr::value("named"))
         .col_expr(
             pos_member_cards::Column::CapMinor,
@@ -427,7 +427,16 @@ pub async fn register_holder(
         .filter(pos_member_cards::Column::Kind.eq("anonymous"))
         .exec(db)
         .await?;
-    card_of(db, card.id).await
+    let card = card_of(db, card.id).await?;
+    // A concurrent registration to another holder came first.
+    let holder = (card.holder_name.as_deref(), card.holder_phone.as_deref());
+    if registered.rows_affected == 0 && holder != (Some(holder_name.trim()), Some(holder_phone)) {
+        return Err(StoreError::Conflict(format!(
+            "card {} is already registered to a holder",
+            card.card_no
+        )));
+    }
+    Ok(card)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -589,9 +598,9 @@ pub async fn book_top_up(
     }
     let amount = stored_money(top_up.amount_minor, &top_up.currency)?;
     let key = format!("top-up:{}", top_up.top_up_no);
-    // A booking that landed before a crash is finished, whatever the card's state now.
-    let booked = !ledger.entries_by_reference(&key).await?.is_empty();
-    if !booked && card.status != "active" {
+    // A booking that landed before a crash is finished, whatever the card's state now (only
+    // a blocked card makes that worth a look).
+    if card.status != "active" && ledger.entries_by_reference(&key).await?.is_empty() {
         return finish_top_up(db, top_up, "failed", "the card is blocked", now).await;
     }
     let drawer = crate::stations::station_account_ids(top_up.station_id).cash;

@@ -46,13 +46,16 @@ pub async fn charge(
 ) -> Result<Charge, StoreError> {
     let amount = stored_money(payment.amount_minor, &payment.currency)?;
     let key = format!("payment:{}:sale", payment.payment_no);
-    let booked = ledger
-        .entries_by_reference(&format!("payment:{}", payment.payment_no))
-        .await?
-        .iter()
-        .any(|e| e.idempotency_key == key);
-    if !booked && let Some(reason) = payer.refusal(payment) {
-        return Ok(Charge::Refused(reason));
+    // A refusal stands unless the sale was booked before a crash (only then worth a look).
+    if let Some(reason) = payer.refusal(payment) {
+        let booked = ledger
+            .entries_by_reference(&format!("payment:{}", payment.payment_no))
+            .await?
+            .iter()
+            .any(|e| e.idempotency_key == key);
+        if !booked {
+            return Ok(Charge::Refused(reason));
+        }
     }
     let accounts = payer.accounts();
     let sales = crate::stations::station_account_ids(payment.station_id).sales;

@@ -390,10 +390,7 @@ async fn top_up(
     let top_up = cards::book_top_up(&state.ledger, &top_up, &card, at)
         .await
         .map_err(store_error)?;
-    let card = cards::card(&state.db, card.id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("member card"))?;
+    // A top-up changes the card's money, in the ledger, not its row.
     Ok((status, axum::Json(top_up_view(&state, top_up, card).await?)).into_response())
 }
 
