@@ -248,9 +248,12 @@ async fn world_with(backend: Backend, setup: Setup) -> World {
     config.return_delay = Duration::from_millis(200);
     config.tick = Duration::from_millis(100);
 
+    // Without a fixed time, the clocks run from a working day's morning, when every rail is
+    // open, so that no scenario depends on the hour or the day it runs at.
+    let started = Utc::now();
     let clock: Clock = match fixed {
         Some(at) => Arc::new(move || at),
-        None => Arc::new(Utc::now),
+        None => Arc::new(move || wednesday_10_00() + (Utc::now() - started)),
     };
     let instructions = Instructions::new(ledger.clone(), policy(), clock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,8 +262,9 @@ async fn world_with(backend: Backend, setup: Setup) -> World {
     let bank = sim::bank::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    if let Some(at) = fixed {
-        bank.set_clock(at);
+    match fixed {
+        Some(at) => bank.set_clock(at),
+        None => bank.set_running_clock(wednesday_10_00()),
     }
     let client = BankClient::new(
         BankClientConfig {
@@ -471,8 +475,9 @@ impl World {
     }
 }
 
+/// The day the running clocks start on (see [`world_with`]).
 fn today() -> NaiveDate {
-    Utc::now().date_naive()
+    wednesday()
 }
 
 fn cny(fen: i64) -> Money {
@@ -655,6 +660,14 @@ async fn allow_tranches(w: &World, max_tranches: u32) {
 }
 
 /// 22:00 in Shanghai on Wednesday 2026-11-25, a working day: only the 24x7 system is open.
+fn wednesday_10_00() -> DateTime<Utc> {
+    shanghai(
+        NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+        NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
+    )
+    .unwrap()
+}
+
 fn wednesday_22_00() -> DateTime<Utc> {
     shanghai(
         NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),

@@ -376,6 +376,15 @@ impl BankSimHandle {
     }
 
     /// Freezes the clock at `now` and runs the payments whose rail is open then.
+    /// Sets the bank's clock to `now` and lets it run on from there.
+    pub fn set_running_clock(&self, now: DateTime<Utc>) {
+        self.app.lock().clock = SimClock {
+            offset_ms: (now - Utc::now()).num_milliseconds(),
+            frozen_at: None,
+        };
+        self.app.tick();
+    }
+
     pub fn set_clock(&self, now: DateTime<Utc>) {
         self.app.lock().clock = SimClock {
             offset_ms: 0,
