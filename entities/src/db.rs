@@ -117,3 +117,47 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
         _ => db.begin().await,
     }
 }
+
+/// Calls `on_note` with the payload of every PostgreSQL notification on a channel, until
+/// `stop`; returns at once on SQLite, which is one process. The channel is named per
+/// connection from the connection's schema (`channel_of(schema)`), so that deployments or
+/// tests sharing a database in schemas of their own can keep apart. Holds one connection of
+/// the pool; a lost connection is opened again after a second, and what was notified
+/// meanwhile is lost: callers poll besides.
+pub async fn listen(
+    db: &DatabaseConnection,
+    channel_of: impl Fn(&str) -> String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut on_note: impl FnMut(&str, &mut sea_orm::sqlx::postgres::PgListener),
+) {
+    use sea_orm::sqlx::postgres::PgListener;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    let pool = db.get_postgres_connection_pool().clone();
+    let mut listen = async || -> Result<(), sea_orm::sqlx::Error> {
+        let schema: String = sea_orm::sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await?;
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(&channel_of(&schema)).await?;
+        loop {
+            let note = listener.recv().await?;
+            on_note(note.payload(), &mut listener);
+        }
+    };
+    while !*stop.borrow() {
+        tokio::select! {
+            result = listen() => {
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "notifications lost; listening again");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -28,6 +28,8 @@
 //! - [`pos_recon_runs`], [`pos_recon_exceptions`]: the T+1 reconciliation of each channel's
 //!   statement with our payments, and the differences left for people to resolve.
 //! - [`pos_channel_attempts`]: what each channel did with each attempt (routing's health).
+//! - [`pos_channel_day_totals`]: what each station put through each channel each day, kept by
+//!   a trigger on `pos_payments` (routing's daily limits).
 //! - [`pos_member_cards`], [`pos_card_top_ups`]: stored-value member cards and their top-ups.
 //! - [`partner_contracts`], [`partner_orders`]: partners signed onto stations with their
 //!   terms, and the orders they push to a station's terminals (each one a till payment).
@@ -50,6 +52,7 @@ pub mod partner_contracts;
 pub mod partner_orders;
 pub mod pos_card_top_ups;
 pub mod pos_channel_attempts;
+pub mod pos_channel_day_totals;
 pub mod pos_channels;
 pub mod pos_daily_closes;
 pub mod pos_member_cards;

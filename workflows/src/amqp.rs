@@ -50,7 +50,9 @@ const DELIVERY_LIMIT: i32 = 500;
 const RELAY_BATCH: u64 = 500;
 /// How long a message the broker did not take waits before the relay tries it again.
 const REFUSED_RETRY_MS: i64 = 10_000;
-/// How long the relay sleeps when nothing is due.
+/// How long the relay sleeps when nothing is due, unless a commit of this process (or, on
+/// PostgreSQL, a notification from another) wakes it first. Timers and retry backoff become
+/// due without a commit, so the pause is also their resolution.
 const RELAY_IDLE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
@@ -268,13 +270,19 @@ pub async fn run_relays(
     count: usize,
     stop: watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
+    engine.consumes_in_process();
     let mut relays = tokio::task::JoinSet::new();
     for _ in 0..count.max(1) {
         relays.spawn(run_relay(engine.clone(), broker.clone(), stop.clone()));
     }
+    let listener = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        tokio::spawn(async move { engine.listen_for_messages(stop).await })
+    };
     while let Some(result) = relays.join_next().await {
         result.expect("relays do not panic")?;
     }
+    listener.abort();
     Ok(())
 }
 
@@ -303,6 +311,9 @@ pub async fn run_relay(
             continue;
         }
         while !*stop.borrow() {
+            // Listen before looking: a message committed while this round looks (and finds
+            // nothing yet) wakes the relay at once instead of after the idle pause.
+            let woken = engine.wake.notified();
             // Any broker call can hang while lapin reconnects: a round that takes too long is
             // abandoned (its rows stay unsent) and the channel replaced.
             let round =
@@ -314,7 +325,12 @@ pub async fn run_relay(
             };
             match round {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => pause(&mut stop, RELAY_IDLE).await,
+                Ok(_) => {
+                    tokio::select! {
+                        _ = woken => {}
+                        _ = pause(&mut stop, RELAY_IDLE) => {}
+                    }
+                }
                 Err(TransportError::Broker(err)) => {
                     tracing::warn!(error = %err, "relay lost the broker; opening a new channel");
                     pause(&mut stop, REOPEN_DELAY).await;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{LockBehavior, LockType};
+use sea_orm::sea_query::{LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
     EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -209,6 +209,25 @@ pub struct Instance {
     pub history: Vec<HistoryRow>,
 }
 
+/// The PostgreSQL notification channel on which a transaction that queued a message due now
+/// tells the transports of every process (see [`Engine::listen_for_messages`]), followed by
+/// `:` and the schema: notifications are per database, and deployments (or tests) that share
+/// a database in schemas of their own do not wake each other.
+pub const OUTBOX_CHANNEL: &str = "wf_outbox";
+
+/// The outbox channel of a schema.
+fn outbox_channel_of(schema: &str) -> String {
+    format!("{OUTBOX_CHANNEL}:{schema}")
+}
+
+/// The outbox channel of the pool's schema.
+pub async fn outbox_channel(pool: &sea_orm::sqlx::PgPool) -> Result<String, sea_orm::sqlx::Error> {
+    let schema: String = sea_orm::sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(pool)
+        .await?;
+    Ok(outbox_channel_of(&schema))
+}
+
 /// How long a message that failed on its own waits before it is tried again (in-process).
 const POISON_DELAY_MS: i64 = 30_000;
 
@@ -222,6 +241,9 @@ pub struct Engine {
     registry: Arc<Registry>,
     /// Wakes in-process consumers when a transition wrote to the outbox.
     pub(crate) wake: Arc<Notify>,
+    /// Whether commits announce their messages to other processes (until
+    /// [`Engine::consumes_in_process`]).
+    announce: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) fn now() -> DateTime<Utc> {
@@ -237,6 +259,7 @@ impl Engine {
             db,
             registry: Arc::new(registry),
             wake: Arc::new(Notify::new()),
+            announce: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -295,7 +318,7 @@ impl Engine {
         input: Value,
     ) -> Result<Uuid, EngineError> {
         let txn = begin(&self.db).await?;
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         let id = self
             .create_instance(&txn, &mut writes, name, version, business_key, input, None)
             .await?;
@@ -314,7 +337,7 @@ impl Engine {
         business_key: &str,
         input: W::Input,
     ) -> Result<Uuid, EngineError> {
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         let id = self
             .create_instance(
                 txn,
@@ -359,7 +382,7 @@ impl Engine {
             },
         };
         let at = now();
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         writes.outbox(
             instance.id,
             &format!("workflow:{}", instance.workflow_type),
@@ -370,9 +393,38 @@ impl Engine {
         Ok(())
     }
 
+    /// Says that this process runs relays or in-process workers over this engine: a message
+    /// its own commits queue then wakes them directly, and those commits no longer announce
+    /// it to other processes on PostgreSQL (a process without them, such as a separate API
+    /// process, still does, so that the relays and workers elsewhere start at once).
+    pub fn consumes_in_process(&self) {
+        self.announce
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn writes(&self) -> Writes {
+        let mut writes = Writes::default();
+        writes.announce = self.announce.load(std::sync::atomic::Ordering::Relaxed);
+        writes
+    }
+
     /// Tells in-process workers that new messages are waiting.
     pub fn wake(&self) {
         self.wake.notify_waiters();
+    }
+
+    /// Wakes this process's relays and in-process workers whenever another process commits a
+    /// message that is due now (the flush notifies [`OUTBOX_CHANNEL`]), until `stop`. On
+    /// PostgreSQL only; returns at once on SQLite, which is one process. Holds one connection
+    /// of the pool; a lost connection is opened again, and what was queued meanwhile is found
+    /// by the next idle poll.
+    pub async fn listen_for_messages(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        entities::db::listen(&self.db, outbox_channel_of, stop, |_, listener| {
+            // A burst of commits is one wake: what arrived meanwhile is drained first.
+            while listener.next_buffered().is_some() {}
+            self.wake();
+        })
+        .await
     }
 
     /// Creates an instance in `txn`, or finds the one the business key created before.
@@ -387,14 +439,6 @@ impl Engine {
         input: Value,
         parent_id: Option<Uuid>,
     ) -> Result<Uuid, EngineError> {
-        if let Some(existing) = wf_instances::Entity::find()
-            .filter(wf_instances::Column::WorkflowType.eq(name))
-            .filter(wf_instances::Column::BusinessKey.eq(business_key))
-            .one(txn)
-            .await?
-        {
-            return Ok(existing.id);
-        }
         let definition = self.registry.get(name, version)?;
         let step = definition.start(input)?;
         let id = Uuid::now_v7();
@@ -414,7 +458,10 @@ impl Engine {
             created_at: at,
             updated_at: at,
         };
-        wf_instances::Entity::insert(wf_instances::ActiveModel {
+        // The business key's unique index decides: the instance is written once, and a key
+        // started before (or by a concurrent transaction that committed first) answers its
+        // instance, with no read first on the usual path of a new key.
+        let inserted = wf_instances::Entity::insert(wf_instances::ActiveModel {
             id: Set(id),
             workflow_type: Set(model.workflow_type.clone()),
             version: Set(version),
@@ -427,8 +474,25 @@ impl Engine {
             created_at: Set(at),
             updated_at: Set(at),
         })
+        .on_conflict(
+            OnConflict::columns([
+                wf_instances::Column::WorkflowType,
+                wf_instances::Column::BusinessKey,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
         .exec_without_returning(txn)
         .await?;
+        if inserted == 0 {
+            let existing = wf_instances::Entity::find()
+                .filter(wf_instances::Column::WorkflowType.eq(name))
+                .filter(wf_instances::Column::BusinessKey.eq(business_key))
+                .one(txn)
+                .await?
+                .ok_or_else(|| EngineError::UnknownInstance(format!("{name}/{business_key}")))?;
+            return Ok(existing.id);
+        }
         writes.inserted(model);
         let detail = serde_json::json!({ "state": step.state, "commands": step.commands, "parent": parent_id });
         writes.history(id, "started", detail, &step.reason, at);
@@ -490,7 +554,7 @@ impl Engine {
             },
         };
         let at = now();
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         let destination = format!("workflow:{}", instance.workflow_type);
         writes.outbox(instance.id, &destination, &message, at)?;
         writes.flush(&self.db, at).await?;
@@ -635,7 +699,7 @@ impl Engine {
             return Ok(0);
         }
         let messages: Vec<Delivered> = rows.iter().map(Delivered::from_row).collect();
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         for message in &messages {
             writes.delivered(message.id);
         }
@@ -669,7 +733,7 @@ impl Engine {
     /// back `POISON_DELAY` later (it stays in the outbox, undelivered, and is logged).
     async fn process_alone(&self, message: &Delivered) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         writes.delivered(message.id);
         let result = async {
             self.apply_all(&txn, &mut writes, std::slice::from_ref(message))
@@ -713,7 +777,7 @@ impl Engine {
     /// on any error, none. Messages processed before are dropped.
     pub async fn handle_deliveries(&self, messages: &[Delivered]) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         self.apply_all(&txn, &mut writes, messages).await?;
         writes.flush(&txn, now()).await?;
         txn.commit().await?;
@@ -971,7 +1035,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let txn = begin(&self.db).await?;
         let at = now();
-        let mut writes = Writes::default();
+        let mut writes = self.writes();
         let ids: Vec<Uuid> = results.iter().map(|(task, _)| task.id).collect();
         let instances: Vec<Uuid> = results.iter().map(|(task, _)| task.instance_id).collect();
         let applied = async {

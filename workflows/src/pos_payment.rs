@@ -58,10 +58,23 @@ pub struct PosPaymentInput {
     pub activity_timeout_ms: u64,
 }
 
+/// What the state keeps of its input: all of it but the routing decision, which the payment
+/// keeps (once: the state is written with every transition and into every history row, and
+/// the decision with its candidates and exclusions was a third of it). States stored before
+/// carry the decision here too; it is ignored when they are read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PosPaymentSettings {
+    pub payment: PaymentInput,
+    pub policy: FlowPolicy,
+    pub description: String,
+    pub payer_code: Option<String>,
+    pub activity_timeout_ms: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PosPaymentState {
     pub payment: Payment,
-    pub input: PosPaymentInput,
+    pub input: PosPaymentSettings,
     /// Numbers every step and timer so that none repeats within the instance.
     pub seq: u64,
     pub posting: bool,
@@ -393,6 +406,13 @@ impl Workflow for PosPayment {
             },
             &input.policy,
         );
+        let input = PosPaymentSettings {
+            payment: input.payment,
+            policy: input.policy,
+            description: input.description,
+            payer_code: input.payer_code,
+            activity_timeout_ms: input.activity_timeout_ms,
+        };
         let mut state = PosPaymentState {
             payment,
             input,

@@ -28,6 +28,7 @@ impl Workers {
     /// workers and a schedule ticker on the current runtime.
     pub fn spawn(engine: &Engine, event_workers: usize, activity_workers: usize) -> Workers {
         let (stop, _) = watch::channel(false);
+        engine.consumes_in_process();
         let mut tasks = JoinSet::new();
         for _ in 0..event_workers {
             let (engine, stop) = (engine.clone(), stop.subscribe());
@@ -41,6 +42,8 @@ impl Workers {
             engine.clone(),
             stop.subscribe(),
         ));
+        let (listener, stopped) = (engine.clone(), stop.subscribe());
+        tasks.spawn(async move { listener.listen_for_messages(stopped).await });
         Workers { stop, tasks }
     }
 

@@ -47,6 +47,9 @@ pub(crate) struct Writes {
     history: Vec<wf_history::Model>,
     outbox: Vec<wf_outbox::Model>,
     delivered: Vec<Uuid>,
+    /// Whether the flush announces a message due now to other processes (see
+    /// [`crate::engine::Engine::consumes_in_process`]).
+    pub(crate) announce: bool,
 }
 
 /// `col = ANY($n)` on PostgreSQL (one statement text for any number of ids), `col IN (?, …)`
@@ -308,6 +311,7 @@ impl Writes {
             column(o, |r| r.created_at),
             Value::from(at),
             Value::from(self.delivered.clone()),
+            Value::from(self.announce),
         ];
         let row = db
             .query_one_raw(Statement::from_sql_and_values(
@@ -394,7 +398,12 @@ impl Writes {
 }
 
 /// The whole flush on PostgreSQL, one statement. Every part runs whatever the others do; the
-/// caller compares the count of updated instances with the count it expected.
+/// caller compares the count of updated instances with the count it expected. When it queues
+/// a message that is due now, and the process has no relay or worker of its own ($25), it
+/// notifies [`crate::engine::OUTBOX_CHANNEL`] (delivered at commit), which wakes the relays and
+/// in-process workers of other processes at once instead of at their next poll. (A notifying
+/// transaction takes a database-wide lock for its commit, so a process that consumes its own
+/// messages does not notify: measured, it cost about 40% more p95 at 200 payments/s.)
 const PG_FLUSH: &str = r#"
 WITH i AS (
     UPDATE wf_instances t
@@ -419,12 +428,16 @@ WITH i AS (
     SELECT x.id, x.instance_id, x.destination, x.payload::jsonb, x.available_at, x.created_at
     FROM unnest($17::uuid[], $18::uuid[], $19::text[], $20::text[], $21::timestamptz[],
                 $22::timestamptz[]) AS x(id, instance_id, destination, payload, available_at, created_at)
-    RETURNING 1
+    RETURNING available_at
 ), d AS (
     UPDATE wf_outbox SET delivered_at = $23::timestamptz WHERE id = ANY($24::uuid[])
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM i) AS updated, (SELECT count(*) FROM ib) AS inbox,
        (SELECT count(*) FROM h) AS history, (SELECT count(*) FROM o) AS outbox,
-       (SELECT count(*) FROM d) AS delivered
+       (SELECT count(*) FROM d) AS delivered,
+       (SELECT count(*) FROM (SELECT pg_notify('wf_outbox:' || current_schema(), '')
+                              WHERE $25::bool
+                                AND EXISTS (SELECT 1 FROM o WHERE o.available_at <= $23::timestamptz)) n)
+           AS woken
 "#;

@@ -297,6 +297,47 @@ async fn setup(backend: Backend) -> Setup {
     }
 }
 
+/// On PostgreSQL, a process that commits a message but runs no relay or worker of its own
+/// (an API process) announces it, so that the relays and workers of other processes start at
+/// once; a process that consumes its own messages wakes them directly and does not announce
+/// (a notifying commit takes a database-wide lock).
+#[tokio::test]
+async fn only_a_process_without_its_own_consumers_announces_its_messages_to_the_others() {
+    use sea_orm::sqlx::postgres::PgListener;
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let pool = db.db.get_postgres_connection_pool().clone();
+    let channel = workflows::engine::outbox_channel(&pool).await.unwrap();
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(&channel).await.unwrap();
+    let registry = || Registry::default().workflow::<FiveSteps>();
+    let api = Engine::new(db.db.clone(), registry());
+    let worker = Engine::new(db.db.clone(), registry());
+    worker.consumes_in_process();
+    // In commit order: the worker's start, the API's start, then a marker.
+    worker
+        .start::<FiveSteps>("by-the-worker", ())
+        .await
+        .unwrap();
+    api.start::<FiveSteps>("by-the-api", ()).await.unwrap();
+    sea_orm::sqlx::query("SELECT pg_notify($1, 'marker')")
+        .bind(&channel)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut announced = 0;
+    loop {
+        let note = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("the marker arrives")
+            .unwrap();
+        if note.payload() == "marker" {
+            break;
+        }
+        announced += 1;
+    }
+    assert_eq!(announced, 1, "only the API's start announces");
+}
+
 async fn finished(engine: &Engine, id: Uuid) -> workflows::Instance {
     for _ in 0..400 {
         let instance = engine.instance(id).await.unwrap();

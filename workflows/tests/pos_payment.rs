@@ -225,7 +225,15 @@ impl Till {
             payer_code: new.payer_code.clone(),
             activity_timeout_ms: 5_000,
         };
+        let decision = serde_json::to_value(&input.decision).unwrap();
         let id = self.engine.start::<PosPayment>(&no, input).await.unwrap();
+        // The state keeps the routing decision once, with the payment; a state stored before,
+        // with the decision in its input too, still reads.
+        let mut state = self.engine.instance(id).await.unwrap().state;
+        assert!(state["input"].get("decision").is_none(), "{state}");
+        assert_eq!(state["payment"]["decision"], decision);
+        state["input"]["decision"] = decision;
+        serde_json::from_value::<workflows::pos_payment::PosPaymentState>(state).unwrap();
         for _ in 0..400 {
             let instance = self.engine.instance(id).await.unwrap();
             if instance.status != Status::Running {

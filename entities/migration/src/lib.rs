@@ -30,6 +30,7 @@ mod m20261127_000003_treasury_batches;
 mod m20261128_000001_channel_attempts;
 mod m20261128_000002_member_cards;
 mod m20261128_000003_partner_orders;
+mod m20261128_000004_channel_day_totals;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_channel_attempts::Migration),
             Box::new(m20261128_000002_member_cards::Migration),
             Box::new(m20261128_000003_partner_orders::Migration),
+            Box::new(m20261128_000004_channel_day_totals::Migration),
         ]
     }
 }

@@ -9,20 +9,20 @@
 //! (`refund_reserved + refunded + amount <= amount`, also a check constraint), so that
 //! concurrent partial refunds can never give back more than was paid.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use ledger::Ledger;
 use ledger::money::{Currency, Money};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Alias, Expr, Func, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use entities::{pos_payments, pos_refunds, pos_shifts, pos_terminals};
+use entities::{pos_channel_day_totals, pos_payments, pos_refunds, pos_shifts, pos_terminals};
 
 use crate::model::{ChannelId, Method};
 use crate::routing::{PayerToken, RouteDecision};
@@ -270,61 +270,62 @@ pub async fn create_payment(
     route: Option<&RouteDecision>,
     now: DateTime<Utc>,
 ) -> Result<Created, StoreError> {
-    // No read first: the unique key decides, and the one read after tells a new payment
-    // from a replay or a conflict.
-    let row = pos_payments::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        payment_no: Set(new_payment_no()),
-        station_id: Set(terminal.station_id),
-        terminal_id: Set(terminal.id),
-        shift_id: Set(shift.id),
-        terminal_order_no: Set(new.terminal_order_no.clone()),
-        request_hash: Set(new.request_hash()),
-        method: Set(method_text(new.method)),
-        amount_minor: Set(new
+    // No read first: the unique key decides. A new payment is the row as written; only a
+    // replay or a conflict reads what is there.
+    let model = pos_payments::Model {
+        id: Uuid::now_v7(),
+        payment_no: new_payment_no(),
+        station_id: terminal.station_id,
+        terminal_id: terminal.id,
+        shift_id: shift.id,
+        terminal_order_no: new.terminal_order_no.clone(),
+        request_hash: new.request_hash(),
+        method: method_text(new.method),
+        amount_minor: new
             .amount
             .minor_units()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?),
-        currency: Set(new.amount.currency().to_string()),
-        sale: Set(serde_json::to_string(&new.sale).expect("sales serialise")),
-        status: Set("pending".into()),
+            .map_err(|e| StoreError::Invalid(e.to_string()))?,
+        currency: new.amount.currency().to_string(),
+        sale: serde_json::to_string(&new.sale).expect("sales serialise"),
+        status: "pending".into(),
         // The channel about to be tried, so that the daily limits count the payment at once;
         // the outcome records the channel that took it.
-        channel_id: Set(route
+        channel_id: route
             .and_then(|r| r.candidates.first())
-            .map(|c| c.channel.to_string())),
-        channel_txn_id: Set(None),
-        out_trade_no: Set(None),
-        fee_minor: Set(None),
-        route: Set(route.map(|r| serde_json::to_string(r).expect("decisions serialise"))),
-        reason: Set("created".into()),
-        refund_reserved_minor: Set(0),
-        refunded_minor: Set(0),
-        business_day: Set(business_day(now)),
-        created_at: Set(now),
-        finished_at: Set(None),
-        card_id: Set(None),
+            .map(|c| c.channel.to_string()),
+        channel_txn_id: None,
+        out_trade_no: None,
+        fee_minor: None,
+        route: route.map(|r| serde_json::to_string(r).expect("decisions serialise")),
+        reason: "created".into(),
+        refund_reserved_minor: 0,
+        refunded_minor: 0,
+        business_day: business_day(now),
+        // As stored (PostgreSQL keeps microseconds), so the row answered equals the row read.
+        created_at: now.trunc_subsecs(6),
+        finished_at: None,
+        card_id: None,
     };
-    let inserted = pos_payments::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([
-                pos_payments::Column::TerminalId,
-                pos_payments::Column::TerminalOrderNo,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    // Inserted, or a concurrent request with the same number won: read what is there.
+    let inserted =
+        pos_payments::Entity::insert(pos_payments::ActiveModel::from(model.clone()).reset_all())
+            .on_conflict(
+                OnConflict::columns([
+                    pos_payments::Column::TerminalId,
+                    pos_payments::Column::TerminalOrderNo,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    if inserted == 1 {
+        return Ok(Created::New(model));
+    }
+    // A concurrent request with the same number won: read what is there.
     let stored = existing_payment(db, terminal.id, new)
         .await?
         .ok_or(StoreError::NotFound("payment"))?;
-    Ok(if inserted == 1 {
-        Created::New(stored)
-    } else {
-        Created::Replay(stored)
-    })
+    Ok(Created::Replay(stored))
 }
 
 pub async fn payment_by_no(
@@ -356,28 +357,28 @@ pub async fn used_today(
     station_id: Uuid,
     day: &str,
 ) -> Result<std::collections::BTreeMap<ChannelId, Money>, StoreError> {
-    let rows: Vec<(Option<String>, Option<i64>)> = pos_payments::Entity::find()
+    // Kept by a trigger on `pos_payments` in the transaction of every write to a payment: the
+    // same sums as over the day's payments, from one row per till and channel.
+    let rows: Vec<(String, i64)> = pos_channel_day_totals::Entity::find()
         .select_only()
-        .column(pos_payments::Column::ChannelId)
+        .column(pos_channel_day_totals::Column::ChannelId)
         // SUM of a bigint is numeric on PostgreSQL: cast back to read an i64 on both backends.
         .column_as(
-            Expr::expr(Func::sum(Expr::col(pos_payments::Column::AmountMinor)))
-                .cast_as(Alias::new("BIGINT")),
+            Expr::expr(Func::sum(Expr::col(
+                pos_channel_day_totals::Column::AmountMinor,
+            )))
+            .cast_as(Alias::new("BIGINT")),
             "total",
         )
-        .filter(pos_payments::Column::StationId.eq(station_id))
-        .filter(pos_payments::Column::BusinessDay.eq(day))
-        .filter(pos_payments::Column::Status.is_in(["pending", "succeeded"]))
-        .filter(pos_payments::Column::ChannelId.is_not_null())
-        .group_by(pos_payments::Column::ChannelId)
+        .filter(pos_channel_day_totals::Column::StationId.eq(station_id))
+        .filter(pos_channel_day_totals::Column::BusinessDay.eq(day))
+        .group_by(pos_channel_day_totals::Column::ChannelId)
         .into_tuple()
         .all(db)
         .await?;
     let mut out = std::collections::BTreeMap::new();
     for (channel, total) in rows {
-        if let (Some(channel), Some(total)) = (channel, total)
-            && let Ok(id) = ChannelId::new(channel)
-        {
+        if let Ok(id) = ChannelId::new(channel) {
             out.insert(id, Money::from_minor(total, Currency::CNY));
         }
     }
@@ -455,8 +456,8 @@ pub async fn record_outcome(
 /// stays the only truth.
 pub mod outcomes {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, LazyLock, Mutex, Weak};
-    use std::time::Duration;
 
     use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
     use tokio::sync::{Notify, watch};
@@ -465,43 +466,60 @@ pub mod outcomes {
     /// number.
     pub const CHANNEL: &str = "pos_payment_outcomes";
 
-    static WAITING: LazyLock<Mutex<HashMap<String, Weak<Notify>>>> =
+    /// One payment's waiters: woken when its outcome is announced, and the announcement kept,
+    /// so that a waiter that registered before the outcome but started waiting after it still
+    /// sees it.
+    #[derive(Default)]
+    struct Interest {
+        notify: Notify,
+        recorded: AtomicBool,
+    }
+
+    static WAITING: LazyLock<Mutex<HashMap<String, Weak<Interest>>>> =
         LazyLock::new(Default::default);
 
-    fn waiting() -> std::sync::MutexGuard<'static, HashMap<String, Weak<Notify>>> {
+    fn waiting() -> std::sync::MutexGuard<'static, HashMap<String, Weak<Interest>>> {
         WAITING
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Interest in one payment's outcome, for as long as it is held.
+    /// Interest in one payment's outcome, for as long as it is held. Take it before the
+    /// outcome can be recorded (for a new payment, before its transaction commits): every
+    /// announcement from then on is seen.
     pub struct Watch {
         payment_no: String,
-        notify: Arc<Notify>,
+        interest: Arc<Interest>,
     }
 
-    /// Starts watching a payment. Create the [`Watch::recorded`] future before reading the
-    /// row: an announcement between the read and the wait is then not lost.
+    /// Starts watching a payment.
     pub fn watch(payment_no: &str) -> Watch {
         let mut map = waiting();
-        let notify = match map.get(payment_no).and_then(Weak::upgrade) {
-            Some(notify) => notify,
+        let interest = match map.get(payment_no).and_then(Weak::upgrade) {
+            Some(interest) => interest,
             None => {
-                let notify = Arc::new(Notify::new());
-                map.insert(payment_no.to_owned(), Arc::downgrade(&notify));
-                notify
+                let interest = Arc::new(Interest::default());
+                map.insert(payment_no.to_owned(), Arc::downgrade(&interest));
+                interest
             }
         };
         Watch {
             payment_no: payment_no.to_owned(),
-            notify,
+            interest,
         }
     }
 
     impl Watch {
-        /// Resolves at the next announcement of the payment's outcome.
-        pub fn recorded(&self) -> tokio::sync::futures::Notified<'_> {
-            self.notify.notified()
+        /// Resolves once the payment's outcome has been announced since the watch began: at
+        /// once if it was already.
+        pub async fn recorded(&self) {
+            loop {
+                let notified = self.interest.notify.notified();
+                if self.interest.recorded.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
         }
     }
 
@@ -509,7 +527,7 @@ pub mod outcomes {
         fn drop(&mut self) {
             let mut map = waiting();
             // The last watcher removes the entry (its own reference is the one left).
-            if Arc::strong_count(&self.notify) == 1 {
+            if Arc::strong_count(&self.interest) == 1 {
                 map.remove(&self.payment_no);
             }
         }
@@ -517,9 +535,10 @@ pub mod outcomes {
 
     /// Tells this process's watchers that the payment's outcome is recorded (committed).
     pub fn announce(payment_no: &str) {
-        let notify = waiting().get(payment_no).and_then(Weak::upgrade);
-        if let Some(notify) = notify {
-            notify.notify_waiters();
+        let interest = waiting().get(payment_no).and_then(Weak::upgrade);
+        if let Some(interest) = interest {
+            interest.recorded.store(true, Ordering::Release);
+            interest.notify.notify_waiters();
         }
     }
 
@@ -539,35 +558,43 @@ pub mod outcomes {
         Ok(())
     }
 
-    async fn listen_once(pool: &sea_orm::sqlx::PgPool) -> Result<(), sea_orm::sqlx::Error> {
-        let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(CHANNEL).await?;
-        loop {
-            announce(listener.recv().await?.payload());
-        }
+    /// Announces in this process the outcomes other processes record (PostgreSQL; returns at
+    /// once on SQLite), until `stop`. Holds one connection of the pool; what is notified
+    /// while it is opened again is found by the waiting requests' polls.
+    pub async fn listen(db: DatabaseConnection, stop: watch::Receiver<bool>) {
+        entities::db::listen(
+            &db,
+            |_| CHANNEL.to_owned(),
+            stop,
+            |payment_no, _| announce(payment_no),
+        )
+        .await
     }
 
-    /// Announces in this process the outcomes other processes record (PostgreSQL; returns at
-    /// once on SQLite), until `stop`. Holds one connection of the pool; a lost connection is
-    /// opened again (what was notified meanwhile is found by the waiting requests' polls).
-    pub async fn listen(db: DatabaseConnection, mut stop: watch::Receiver<bool>) {
-        if db.get_database_backend() != DbBackend::Postgres {
-            return;
-        }
-        let pool = db.get_postgres_connection_pool().clone();
-        while !*stop.borrow() {
-            tokio::select! {
-                result = listen_once(&pool) => {
-                    if let Err(err) = result {
-                        tracing::warn!(error = %err, "outcome notifications lost; listening again");
-                    }
-                }
-                _ = stop.changed() => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
-            }
+    #[cfg(test)]
+    mod tests {
+        use std::time::Duration;
+
+        use super::*;
+
+        /// The till's request takes its watch before the payment's transaction commits and
+        /// starts waiting only after: a worker that records the outcome in between must not
+        /// leave it waiting for a poll.
+        #[tokio::test]
+        async fn an_outcome_announced_before_the_wait_begins_is_still_seen() {
+            let watch = watch("P-announced-early");
+            announce("P-announced-early");
+            tokio::time::timeout(Duration::from_secs(5), watch.recorded())
+                .await
+                .expect("seen at once");
+            // Another payment's announcement is not this one's.
+            let other = super::watch("P-not-yet");
+            announce("P-announced-early");
+            let waited = tokio::time::timeout(Duration::from_millis(50), other.recorded()).await;
+            assert!(waited.is_err());
+            // And once every watcher is gone, nothing is kept.
+            drop((watch, other));
+            assert!(waiting().get("P-announced-early").is_none());
         }
     }
 }

@@ -32,6 +32,7 @@ testkit::scenarios!(
     a_charge_the_statement_lists_but_the_party_reversed_since_is_resolved_by_the_query,
     after_reconciling_a_day_of_matched_items_every_clearing_account_of_the_station_nets_to_zero,
     the_daily_close_flags_the_shift_left_open_adds_up_the_shift_summaries_and_stays_one_row,
+    the_daily_limits_count_what_is_pending_or_taken_and_a_failure_or_a_failover_moves_it,
 );
 
 fn cny(fen: i64) -> Money {
@@ -1074,4 +1075,120 @@ async fn the_daily_close_flags_the_shift_left_open_adds_up_the_shift_summaries_a
     let printed = payments::daily::receipt(s, "Station 1");
     assert!(printed.contains("OPEN SHIFT T2 Bob"), "{printed}");
     assert!(printed.contains("UNRESOLVED 1"), "{printed}");
+}
+
+/// Sets the channel a pending payment is about to try, as the till's routing writes it.
+async fn about_to_try(db: &TestDb, p: &pos_payments::Model, channel: &ChannelId) {
+    pos_payments::Entity::update_many()
+        .col_expr(
+            pos_payments::Column::ChannelId,
+            sea_orm::sea_query::Expr::value(channel.to_string()),
+        )
+        .filter(pos_payments::Column::Id.eq(p.id))
+        .exec(&db.db)
+        .await
+        .unwrap();
+}
+
+/// The day's sums per channel straight from the payments, as routing computed them before
+/// the running totals.
+async fn summed(db: &TestDb, station: Uuid) -> BTreeMap<ChannelId, Money> {
+    let mut out = BTreeMap::new();
+    for p in pos_payments::Entity::find()
+        .filter(pos_payments::Column::StationId.eq(station))
+        .filter(pos_payments::Column::BusinessDay.eq(today()))
+        .all(&db.db)
+        .await
+        .unwrap()
+    {
+        if let (Some(channel), "pending" | "succeeded") = (p.channel_id, p.status.as_str()) {
+            let total = out
+                .entry(ChannelId::new(channel).unwrap())
+                .or_insert(cny(0));
+            *total = total.checked_add(cny(p.amount_minor)).unwrap();
+        }
+    }
+    out
+}
+
+async fn the_daily_limits_count_what_is_pending_or_taken_and_a_failure_or_a_failover_moves_it(
+    backend: Backend,
+) {
+    let db = TestDb::fresh(backend).await;
+    let (_, stations) = company_with_stations(&db, 2).await;
+    let (station, other) = (stations[0], stations[1]);
+    let t1 = terminal(&db, station, "T1").await;
+    let t2 = terminal(&db, station, "T2").await;
+    let t9 = terminal(&db, other, "T1").await;
+    let (s1, s9) = (shift(&db, &t1, "Alice").await, shift(&db, &t9, "Bob").await);
+    let s2 = shift(&db, &t2, "Carol").await;
+    let (a, b) = (
+        ChannelId::new("wxpay-direct").unwrap(),
+        ChannelId::new("wxpay-via-bank-a").unwrap(),
+    );
+    let used = async || {
+        let used = payments::sales::used_today(&db.db, station, &today())
+            .await
+            .unwrap();
+        // Channels whose payments all failed keep a row of zero; the sums have none.
+        let used: BTreeMap<_, _> = used
+            .into_iter()
+            .filter(|(_, m)| !m.amount().is_zero())
+            .collect();
+        assert_eq!(
+            used,
+            summed(&db, station).await,
+            "running totals against the sums"
+        );
+        used
+    };
+    let wechat = Method::WechatPayCode;
+    // Taken on A.
+    let p1 = pending(&db, &t1, &s1, wechat, fuel(FuelGrade::Petrol92, 50_000)).await;
+    assert!(used().await.is_empty(), "not routed yet");
+    record(
+        &db,
+        &p1,
+        "succeeded",
+        Some(&a),
+        Some("T1".into()),
+        Some(190),
+    )
+    .await;
+    assert_eq!(used().await, BTreeMap::from([(a.clone(), cny(50_000))]));
+    // Pending on A counts at once; failing frees it.
+    let p2 = pending(&db, &t1, &s1, wechat, fuel(FuelGrade::Petrol95, 30_000)).await;
+    about_to_try(&db, &p2, &a).await;
+    assert_eq!(used().await, BTreeMap::from([(a.clone(), cny(80_000))]));
+    record(&db, &p2, "failed", Some(&a), None, None).await;
+    assert_eq!(used().await, BTreeMap::from([(a.clone(), cny(50_000))]));
+    // At the station's other till, routed to A, charged on B after a failover: the amount
+    // moves, and the station's totals add up both tills.
+    let p3 = pending(&db, &t2, &s2, wechat, fuel(FuelGrade::Diesel0, 20_000)).await;
+    about_to_try(&db, &p3, &a).await;
+    assert_eq!(used().await, BTreeMap::from([(a.clone(), cny(70_000))]));
+    record(&db, &p3, "succeeded", Some(&b), Some("T3".into()), Some(76)).await;
+    assert_eq!(
+        used().await,
+        BTreeMap::from([(a.clone(), cny(50_000)), (b.clone(), cny(20_000))])
+    );
+    // Another station's payments are its own; cash has no channel.
+    let p9 = pending(&db, &t9, &s9, wechat, fuel(FuelGrade::Petrol92, 10_000)).await;
+    record(&db, &p9, "succeeded", Some(&a), Some("T9".into()), Some(38)).await;
+    pending(
+        &db,
+        &t1,
+        &s1,
+        Method::Cash,
+        fuel(FuelGrade::Petrol92, 7_000),
+    )
+    .await;
+    assert_eq!(
+        used().await,
+        BTreeMap::from([(a.clone(), cny(50_000)), (b, cny(20_000))])
+    );
+    let other_day = payments::sales::used_today(&db.db, other, &today())
+        .await
+        .unwrap();
+    assert_eq!(other_day, BTreeMap::from([(a, cny(10_000))]));
 }

@@ -222,6 +222,32 @@ async fn a_cashier_takes_a_wechat_payment_that_is_booked_once_and_a_retry_return
         )
         .await;
     expect_problem(response, 401, "invalid-credentials").await;
+    // A till that sends one order twice at once, under one Idempotency-Key (a retry after
+    // its own timeout), gets one payment, charged once: the order number decides, and the
+    // second request answers the payment instead of a 409 for a request in flight.
+    let (id, key) = till(&app, "station-a1");
+    let twice = Call::post(
+        format!("/v1/terminals/{id}/payments"),
+        Some(fuel("A-0003", "wechat_pay_code", "120.00")),
+    )
+    .at_till(&key);
+    let (first, second) = tokio::join!(
+        app.call(Some(Who::Cashier), &twice),
+        app.call(Some(Who::Cashier), &twice)
+    );
+    let ((s1, p1), (s2, p2)) = (body(first).await, body(second).await);
+    let mut statuses = [s1, s2];
+    statuses.sort();
+    assert_eq!(statuses, [200, 201], "{p1} {p2}");
+    assert_eq!(p1["payment_no"], p2["payment_no"]);
+    let charged: Vec<_> = app
+        .retail
+        .sim("wxpay-direct")
+        .taken()
+        .into_iter()
+        .filter(|c| c.amount_fen == 12000)
+        .collect();
+    assert_eq!(charged.len(), 1, "{charged:?}");
 }
 
 async fn channel_a_in_announced_maintenance_routes_to_channel_b_and_says_why(backend: Backend) {
