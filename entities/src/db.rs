@@ -105,6 +105,15 @@ fn tcp_nodelay_on_every_socket() {}
 /// Opens a transaction that is going to write. On SQLite it is `IMMEDIATE`: the database's
 /// write lock is taken before the first read, which is what makes read-check-write race-free
 /// there (SQLite has no row locks; `FOR UPDATE` is dropped).
+///
+/// Every transaction of the platform begins here, and this is safe to abandon: a caller
+/// dropped while it waits (a client that went away, a timed-out request, a stopped worker)
+/// leaves no transaction open on the pooled connection. On PostgreSQL that takes a task of
+/// its own: sqlx 0.9.0 counts a transaction only once the server has answered its `BEGIN`,
+/// so a caller dropped in between left the connection inside a transaction that nothing
+/// rolled back, and the next borrower's writes never committed (sqlx issue 4393). On its own
+/// task the `BEGIN` finishes whatever the caller does; a transaction nobody waits for any
+/// more is dropped there and rolled back as usual.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     match db.get_database_backend() {
         DbBackend::Sqlite => {
@@ -114,7 +123,12 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
             })
             .await
         }
-        _ => db.begin().await,
+        _ => {
+            let db = db.clone();
+            tokio::spawn(async move { db.begin().await })
+                .await
+                .map_err(|err| DbErr::Custom(format!("beginning a transaction: {err}")))?
+        }
     }
 }
 
