@@ -31,8 +31,9 @@
 //! - [`pos_channel_day_totals`]: what each station put through each channel each day, kept by
 //!   a trigger on `pos_payments` (routing's daily limits).
 //! - [`pos_member_cards`], [`pos_card_top_ups`]: stored-value member cards and their top-ups.
-//! - [`partner_contracts`], [`partner_orders`]: partners signed onto stations with their
-//!   terms, and the orders they push to a station's terminals (each one a till payment).
+//! - [`partner_contracts`], [`partner_orders`], [`partner_settlements`]: partners signed onto
+//!   stations with their terms, the orders they push to a station's terminals (each one a
+//!   till payment), and the transfers they paid the stations against what they owe.
 //! - [`webhook_subscriptions`], [`webhook_deliveries`]: domain events posted to subscribers.
 //!
 //! Money is stored as `i64` minor units (fen for CNY) in every table: sea-orm reads a
@@ -50,6 +51,7 @@ pub mod ledger_postings;
 pub mod organisations;
 pub mod partner_contracts;
 pub mod partner_orders;
+pub mod partner_settlements;
 pub mod pos_card_top_ups;
 pub mod pos_channel_attempts;
 pub mod pos_channel_day_totals;

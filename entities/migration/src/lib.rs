@@ -31,6 +31,7 @@ mod m20261128_000001_channel_attempts;
 mod m20261128_000002_member_cards;
 mod m20261128_000003_partner_orders;
 mod m20261128_000004_channel_day_totals;
+mod m20261129_000001_partner_settlements;
 
 /// Every migration of the platform, in order.
 pub struct Migrator;
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_member_cards::Migration),
             Box::new(m20261128_000003_partner_orders::Migration),
             Box::new(m20261128_000004_channel_day_totals::Migration),
+            Box::new(m20261129_000001_partner_settlements::Migration),
         ]
     }
 }

@@ -26,6 +26,15 @@
 //! entry follows, idempotent by the payment number, and then the payment is recorded as
 //! succeeded; a push interrupted between the two is completed by its retry, by the partner's
 //! query or by the till's list ([`complete`]).
+//!
+//! **Settlements.** When a partner's transfer reaches the station's bank account, the station
+//! company records it against the contract ([`settlement_entry`], [`record_settlement`]): the
+//! station's bank account is debited and the receivable credited, once per bank reference of
+//! the transfer (the ledger entry is keyed by the contract and the reference, and refuses other
+//! content under it). The entry is booked first and the row written after: a request cut
+//! short between the two has booked the money, and its retry writes the row. A transfer larger
+//! than what is owed is booked in full and leaves the partner in credit; refusing it would
+//! leave money in the bank that the books do not show.
 
 use chrono::{DateTime, Utc};
 use ledger::model::{NewEntry, PostingInput};
@@ -40,8 +49,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use entities::{
-    organisations, partner_contracts, partner_orders, pos_payments, pos_refunds, pos_shifts,
-    pos_terminals,
+    organisations, partner_contracts, partner_orders, partner_settlements, pos_payments,
+    pos_refunds, pos_shifts, pos_terminals,
 };
 
 use crate::model::{FeeRate, Method};
@@ -807,6 +816,173 @@ pub async fn refund_event(
     )))
 }
 
+// ---------------------------------------------------------------------------------------
+// Settlements: what the partner paid
+// ---------------------------------------------------------------------------------------
+
+/// A transfer a station received from a partner against its contract, as its bank
+/// statement shows it.
+#[derive(Clone, Debug)]
+pub struct NewSettlement {
+    /// The bank's reference of the transfer: one settlement per reference and contract.
+    pub reference: String,
+    pub amount: Money,
+    /// The value date on the station's bank statement.
+    pub received_on: chrono::NaiveDate,
+}
+
+impl NewSettlement {
+    /// The digest that tells a retry (the same transfer) from other content under the same
+    /// reference.
+    pub fn request_hash(&self) -> Result<String, StoreError> {
+        let minor = self
+            .amount
+            .minor_units()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(digest_hex(
+            format!("{}|{}|{}", minor, self.amount.currency(), self.received_on).as_bytes(),
+        ))
+    }
+}
+
+/// The ledger entry of a settlement: the money is in the station's bank account and the
+/// partner owes that much less. Keyed by the contract and the bank's reference, so that a
+/// transfer is booked once, and other content under the same reference is refused by the
+/// ledger. More than the partner owes leaves it in credit (the receivable below zero): the
+/// money did arrive, and the books say so.
+pub fn settlement_entry(
+    contract: &partner_contracts::Model,
+    settlement: &NewSettlement,
+) -> NewEntry {
+    let bank = crate::stations::account_id(contract.station_id, "pos:bank");
+    let entry = NewEntry::transfer(
+        format!(
+            "partner-settlement:{}:{}",
+            contract.id, settlement.reference
+        ),
+        format!("partner-contract:{}", contract.id),
+        bank,
+        contract.receivable_account_id,
+        settlement.amount.amount(),
+        settlement.amount.currency(),
+    )
+    .description(format!(
+        "settlement from partner {}, bank reference {}, value date {}",
+        contract.partner_id, settlement.reference, settlement.received_on
+    ));
+    assert_balanced(&entry);
+    entry
+}
+
+/// What [`record_settlement`] found.
+#[derive(Clone, Debug)]
+pub enum Recorded {
+    /// Written now.
+    New(partner_settlements::Model),
+    /// The same transfer, recorded before.
+    Existing(partner_settlements::Model),
+}
+
+/// The settlement recorded under `reference` on the contract, if any.
+pub async fn settlement_by_reference(
+    db: &impl ConnectionTrait,
+    contract_id: Uuid,
+    reference: &str,
+) -> Result<Option<partner_settlements::Model>, StoreError> {
+    Ok(partner_settlements::Entity::find()
+        .filter(partner_settlements::Column::ContractId.eq(contract_id))
+        .filter(partner_settlements::Column::Reference.eq(reference))
+        .one(db)
+        .await?)
+}
+
+/// The earlier settlement under the same reference: the same transfer, or a conflict when
+/// its content differs.
+pub fn same_settlement(
+    existing: partner_settlements::Model,
+    request_hash: &str,
+) -> Result<partner_settlements::Model, StoreError> {
+    if existing.request_hash == request_hash {
+        Ok(existing)
+    } else {
+        Err(StoreError::Conflict(format!(
+            "bank reference {} was recorded on {} with another amount or value date",
+            existing.reference, existing.created_at
+        )))
+    }
+}
+
+/// Writes the row of a settlement whose ledger entry `entry_id` is booked. A concurrent
+/// request for the same reference finds the row the other wrote.
+pub async fn record_settlement(
+    db: &impl ConnectionTrait,
+    contract: &partner_contracts::Model,
+    settlement: &NewSettlement,
+    entry_id: Uuid,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<Recorded, StoreError> {
+    let request_hash = settlement.request_hash()?;
+    let row = partner_settlements::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        contract_id: Set(contract.id),
+        partner_id: Set(contract.partner_id),
+        station_id: Set(contract.station_id),
+        reference: Set(settlement.reference.clone()),
+        request_hash: Set(request_hash.clone()),
+        amount_minor: Set(settlement
+            .amount
+            .minor_units()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?),
+        currency: Set(settlement.amount.currency().to_string()),
+        received_on: Set(settlement.received_on.to_string()),
+        entry_id: Set(entry_id),
+        recorded_by: Set(by.to_owned()),
+        created_at: Set(at),
+    };
+    let inserted = partner_settlements::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                partner_settlements::Column::ContractId,
+                partner_settlements::Column::Reference,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    let stored = settlement_by_reference(db, contract.id, &settlement.reference)
+        .await?
+        .ok_or(StoreError::NotFound("settlement"))?;
+    if inserted == 1 {
+        Ok(Recorded::New(stored))
+    } else {
+        same_settlement(stored, &request_hash).map(Recorded::Existing)
+    }
+}
+
+/// Most settlements one page holds.
+pub const SETTLEMENTS_PAGE_MAX: u64 = 200;
+
+/// The contract's settlements, oldest first, after the settlement `after`.
+pub async fn contract_settlements(
+    db: &impl ConnectionTrait,
+    contract_id: Uuid,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<partner_settlements::Model>, StoreError> {
+    let mut query = partner_settlements::Entity::find()
+        .filter(partner_settlements::Column::ContractId.eq(contract_id));
+    if let Some(after) = after {
+        query = query.filter(partner_settlements::Column::Id.gt(after));
+    }
+    Ok(query
+        .order_by_asc(partner_settlements::Column::Id)
+        .limit(limit.min(SETTLEMENTS_PAGE_MAX))
+        .all(db)
+        .await?)
+}
+
 /// Most orders one page of a till's list holds.
 pub const ORDERS_PAGE_MAX: u64 = 200;
 
@@ -974,6 +1150,62 @@ mod tests {
 
     fn cny(amount: Decimal) -> Money {
         Money::new(amount, Currency::CNY).unwrap()
+    }
+
+    #[test]
+    fn a_settlement_moves_the_transfer_from_the_receivable_to_the_bank_once_per_reference() {
+        let station = Uuid::from_u128(1);
+        let a = partner_account_ids(station, Uuid::from_u128(2));
+        let now = Utc::now();
+        let contract = partner_contracts::Model {
+            id: Uuid::from_u128(9),
+            partner_id: Uuid::from_u128(2),
+            station_id: station,
+            status: "active".into(),
+            commission_ppm: 5_000,
+            settlement_days: 1,
+            single_limit_minor: 300_000,
+            currency: "CNY".into(),
+            receivable_account_id: a.receivable,
+            commission_account_id: a.commission,
+            signed_by: "owner".into(),
+            status_changed_by: "owner".into(),
+            status_reason: "signed".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let transfer = |amount: Decimal, day: u32| NewSettlement {
+            reference: "CMB-1".into(),
+            amount: cny(amount),
+            received_on: chrono::NaiveDate::from_ymd_opt(2026, 11, day).unwrap(),
+        };
+        let entry = settlement_entry(&contract, &transfer(dec!(600.00), 20));
+        assert_eq!(
+            entry.idempotency_key,
+            format!("partner-settlement:{}:CMB-1", contract.id)
+        );
+        assert_eq!(entry.postings[0].side, Side::Debit);
+        assert_eq!(
+            entry.postings[0].account_id,
+            crate::stations::account_id(station, "pos:bank")
+        );
+        assert_eq!(entry.postings[1].side, Side::Credit);
+        assert_eq!(entry.postings[1].account_id, a.receivable);
+        assert_eq!(entry.postings[1].amount, dec!(600.00));
+        // The same transfer however the amount is written; another amount or day differs.
+        let hash = |t: NewSettlement| t.request_hash().unwrap();
+        assert_eq!(
+            hash(transfer(dec!(600), 20)),
+            hash(transfer(dec!(600.00), 20))
+        );
+        assert_ne!(
+            hash(transfer(dec!(600.00), 20)),
+            hash(transfer(dec!(600.01), 20))
+        );
+        assert_ne!(
+            hash(transfer(dec!(600.00), 20)),
+            hash(transfer(dec!(600.00), 21))
+        );
     }
 
     #[test]

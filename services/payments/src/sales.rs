@@ -33,10 +33,12 @@ pub const BUSINESS_TZ: Tz = chrono_tz::Asia::Shanghai;
 
 /// The station's local date of an instant, `YYYY-MM-DD`.
 pub fn business_day(at: DateTime<Utc>) -> String {
-    at.with_timezone(&BUSINESS_TZ)
-        .date_naive()
-        .format("%Y-%m-%d")
-        .to_string()
+    business_date(at).format("%Y-%m-%d").to_string()
+}
+
+/// The calendar date in the business time zone at `at`.
+pub fn business_date(at: DateTime<Utc>) -> chrono::NaiveDate {
+    at.with_timezone(&BUSINESS_TZ).date_naive()
 }
 
 /// The fuel grades a station sells.

@@ -14,6 +14,11 @@
 //! - The **till** lists the orders pushed to it that it has not printed, with their tickets,
 //!   and acknowledges each print (idempotent).
 //!
+//! When the partner's transfer reaches the station's bank account, the station company records
+//! it against the contract (`/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements`):
+//! booked to the station's bank account and off what the partner owes, once per bank
+//! reference of the transfer.
+//!
 //! A refund of a partner order is asked for at the till like any refund
 //! (`POST /v1/terminals/{terminal_id}/refunds`): it is given back against what the partner
 //! owes, never out of the drawer, and the partner is told by the webhook event
@@ -24,7 +29,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use payments::partners::{self, ContractTerms, NewPartnerOrder, PushRefusal, Pushed, TermsError};
 use payments::sales::{self, Sale};
 use payments::shifts;
@@ -56,6 +61,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_contracts, sign_contract))
         .routes(routes!(disable_contract))
         .routes(routes!(enable_contract))
+        .routes(routes!(list_settlements, record_settlement))
         .routes(routes!(partner_stations))
         .routes(routes!(push_order))
         .routes(routes!(get_order))
@@ -458,6 +464,310 @@ async fn enable_contract(
         "enabled".into(),
     )
     .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Settlements (station company)
+// ---------------------------------------------------------------------------------------
+
+/// A transfer a station received from a partner against its contract.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "0193a5c2-cc00-7000-8000-000000000001",
+    "contract_id": "0193a5c2-bb00-7000-8000-000000000001",
+    "partner_id": "0193a5c2-7d1e-7c4b-9f0e-2a51b2c3d4e6",
+    "station_id": "0193a5c2-7d1e-7c4b-9f0e-2a51b2c3d4e5",
+    "reference": "CMB20261129000173",
+    "amount": "1492.50",
+    "currency": "CNY",
+    "received_on": "2026-11-29",
+    "entry_id": "0193a5c2-dd00-7000-8000-000000000001",
+    "recorded_by": "station-owner",
+    "recorded_at": "2026-11-29T09:12:00Z"
+}))]
+pub struct PartnerSettlement {
+    pub id: Uuid,
+    pub contract_id: Uuid,
+    pub partner_id: Uuid,
+    pub station_id: Uuid,
+    /// The bank's reference of the transfer.
+    pub reference: String,
+    pub amount: Decimal,
+    pub currency: String,
+    /// The value date on the station's bank statement.
+    pub received_on: NaiveDate,
+    /// The ledger entry that booked it: the station's bank account debited, the partner's
+    /// receivable credited.
+    pub entry_id: Uuid,
+    pub recorded_by: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+fn settlement_view(
+    row: entities::partner_settlements::Model,
+) -> Result<PartnerSettlement, ApiError> {
+    let amount = sales::stored_money(row.amount_minor, &row.currency).map_err(store_error)?;
+    let received_on = row.received_on.parse().map_err(|e| {
+        ApiError::internal(anyhow::anyhow!(
+            "settlement {} has value date {:?}: {e}",
+            row.id,
+            row.received_on
+        ))
+    })?;
+    Ok(PartnerSettlement {
+        id: row.id,
+        contract_id: row.contract_id,
+        partner_id: row.partner_id,
+        station_id: row.station_id,
+        reference: row.reference,
+        amount: amount.amount(),
+        currency: row.currency,
+        received_on,
+        entry_id: row.entry_id,
+        recorded_by: row.recorded_by,
+        recorded_at: row.created_at,
+    })
+}
+
+/// A transfer from the partner, as the station's bank statement shows it.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "reference": "CMB20261129000173",
+    "amount": "1492.50",
+    "received_on": "2026-11-29"
+}))]
+pub struct RecordSettlement {
+    /// The bank's reference of the transfer, 1 to 64 characters without spaces: a transfer
+    /// is recorded once per contract and reference.
+    pub reference: String,
+    /// CNY, positive, at most two decimals. More than the partner owes is booked in full and
+    /// leaves the partner in credit.
+    pub amount: Decimal,
+    /// The value date on the station's bank statement; not later than today (Asia/Shanghai).
+    pub received_on: NaiveDate,
+}
+
+impl RecordSettlement {
+    fn settlement(&self) -> Result<partners::NewSettlement, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let reference = self.reference.trim();
+        if reference.is_empty()
+            || reference.chars().count() > 64
+            || reference.chars().any(char::is_whitespace)
+        {
+            errors.push(FieldError::new(
+                "reference",
+                "1 to 64 characters without spaces",
+            ));
+        }
+        let amount = match ledger::Money::new(self.amount, ledger::Currency::CNY) {
+            Ok(m) if m.is_positive() => Some(m),
+            Ok(_) => {
+                errors.push(FieldError::new("amount", "must be positive"));
+                None
+            }
+            Err(e) => {
+                errors.push(FieldError::new("amount", e.to_string()));
+                None
+            }
+        };
+        if self.received_on > sales::business_date(now()) {
+            errors.push(FieldError::new(
+                "received_on",
+                "a transfer cannot have been received after today",
+            ));
+        }
+        match amount {
+            Some(amount) if errors.is_empty() => Ok(partners::NewSettlement {
+                reference: reference.to_owned(),
+                amount,
+                received_on: self.received_on,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl Validate for RecordSettlement {
+    fn validate(&self) -> Vec<FieldError> {
+        self.settlement().err().unwrap_or_default()
+    }
+}
+
+/// A recorded settlement and the contract after it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SettlementRecorded {
+    pub settlement: PartnerSettlement,
+    /// The contract as it stands, with what the partner owes now (below zero: in credit).
+    pub contract: PartnerContract,
+}
+
+/// The contract of the station with `contract_id`.
+async fn contract_of_station(
+    state: &AppState,
+    station_id: Uuid,
+    contract_id: Uuid,
+) -> Result<partner_contracts::Model, ApiError> {
+    partner_contracts::Entity::find_by_id(contract_id)
+        .one(&state.db)
+        .await?
+        .filter(|c| c.station_id == station_id)
+        .ok_or_else(|| ApiError::not_found("contract"))
+}
+
+/// Record a transfer the station received from the partner (station company): booked to the
+/// station's bank account and off what the partner owes. A bank reference is recorded once
+/// per contract: the same transfer again answers the settlement as recorded (200), another
+/// amount or value date under the same reference is a conflict (409) and books nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements",
+    tag = "partner-orders",
+    params(
+        ("station_id" = Uuid, Path, description = "Station id"),
+        ("contract_id" = Uuid, Path, description = "Contract id"),
+        ("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries."),
+    ),
+    request_body = RecordSettlement,
+    responses(
+        (status = 201, description = "Recorded and booked", body = SettlementRecorded),
+        (status = 200, description = "The transfer was recorded before under this reference", body = SettlementRecorded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(contract = %contract_id))]
+async fn record_settlement(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Path((station_id, contract_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<RecordSettlement>,
+) -> Result<Response, ApiError> {
+    station(&state, &caller, Action::ManageStations, station_id).await?;
+    let (_, by) = person(&caller)?;
+    let settlement = body.settlement().map_err(ApiError::validation)?;
+    let contract = contract_of_station(&state, station_id, contract_id).await?;
+    let hash = settlement.request_hash().map_err(store_error)?;
+    // Recorded before: answered as it was, and nothing is booked again.
+    let earlier = partners::settlement_by_reference(&state.db, contract.id, &settlement.reference)
+        .await
+        .map_err(store_error)?;
+    let (status, row) = if let Some(earlier) = earlier {
+        let row = partners::same_settlement(earlier, &hash).map_err(store_error)?;
+        (StatusCode::OK, row)
+    } else {
+        // Booked first: a request cut short after this has moved the money, and its retry
+        // (the ledger answers the same entry) writes the row.
+        let receipt = state
+            .ledger
+            .post_entry(partners::settlement_entry(&contract, &settlement))
+            .await
+            .map_err(|e| match e {
+                ledger::LedgerError::IdempotencyConflict { .. } => ApiError::conflict(format!(
+                    "bank reference {} was booked with another amount or value date",
+                    settlement.reference
+                )),
+                other => ApiError::internal(anyhow::Error::new(other)),
+            })?;
+        let txn = entities::db::begin_write(&state.db).await?;
+        let recorded =
+            partners::record_settlement(&txn, &contract, &settlement, receipt.entry_id, &by, now())
+                .await
+                .map_err(store_error)?;
+        let (status, row) = match recorded {
+            partners::Recorded::New(row) => (StatusCode::CREATED, row),
+            partners::Recorded::Existing(row) => (StatusCode::OK, row),
+        };
+        let view = SettlementRecorded {
+            settlement: settlement_view(row)?,
+            contract: contract_view(&state, contract).await?,
+        };
+        let id = view.settlement.id;
+        return claim
+            .commit(
+                txn,
+                status,
+                Some(&view),
+                Some(format!(
+                    "/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements/{id}"
+                )),
+                None,
+            )
+            .await;
+    };
+    let view = SettlementRecorded {
+        settlement: settlement_view(row)?,
+        contract: contract_view(&state, contract).await?,
+    };
+    let txn = entities::db::begin_write(&state.db).await?;
+    claim.commit(txn, status, Some(&view), None, None).await
+}
+
+/// Which of the contract's settlements.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SettlementsQuery {
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<u64>,
+}
+
+crate::page_type!(
+    PartnerSettlementPage,
+    PartnerSettlement,
+    "partner settlements"
+);
+
+/// The transfers recorded from the partner on this contract, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements",
+    tag = "partner-orders",
+    params(
+        ("station_id" = Uuid, Path, description = "Station id"),
+        ("contract_id" = Uuid, Path, description = "Contract id"),
+        SettlementsQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the contract's settlements", body = PartnerSettlementPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(contract = %contract_id))]
+async fn list_settlements(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((station_id, contract_id)): Path<(Uuid, Uuid)>,
+    Query(q): Query<SettlementsQuery>,
+) -> Result<axum::Json<PartnerSettlementPage>, ApiError> {
+    station(&state, &caller, Action::ReadPayments, station_id).await?;
+    let contract = contract_of_station(&state, station_id, contract_id).await?;
+    let limit = page::limit(q.limit)?;
+    let after = page::decode_uuid("partner-settlements", q.cursor.as_deref())?;
+    let rows = partners::contract_settlements(&state.db, contract.id, after, limit + 1)
+        .await
+        .map_err(store_error)?;
+    let (rows, next_cursor) = page::split(rows, limit, "partner-settlements", |s| s.id.to_string());
+    let items = rows
+        .into_iter()
+        .map(settlement_view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(PartnerSettlementPage { items, next_cursor }))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -429,6 +429,16 @@ const ROWS: &[Row] = &[
         ok: 200,
     },
     Row {
+        operation: "GET /v1/stations/{station_id}/partner-contracts/{contract_id}/settlements",
+        allowed: PAYMENT_READERS,
+        ok: 200,
+    },
+    Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/settlements",
+        allowed: STATION_MANAGERS,
+        ok: 201,
+    },
+    Row {
         operation: "GET /v1/partner/stations",
         allowed: PARTNERS,
         ok: 200,
@@ -1306,6 +1316,27 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
             Call::post(
                 format!("/v1/stations/{id}/partner-contracts/{}/enable", signed.id),
                 None,
+            )
+        }
+        "GET /v1/stations/{station_id}/partner-contracts/{contract_id}/settlements" => {
+            let signed = contract(app, new_partner(app).await, id).await;
+            Call::get(format!(
+                "/v1/stations/{id}/partner-contracts/{}/settlements",
+                signed.id
+            ))
+        }
+        "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/settlements" => {
+            let signed = contract(app, new_partner(app).await, id).await;
+            Call::post(
+                format!(
+                    "/v1/stations/{id}/partner-contracts/{}/settlements",
+                    signed.id
+                ),
+                Some(json!({
+                    "reference": format!("M{}", Uuid::new_v4().simple()),
+                    "amount": "10.00",
+                    "received_on": "2026-11-01",
+                })),
             )
         }
         "GET /v1/terminals/{terminal_id}/partner-orders" => {

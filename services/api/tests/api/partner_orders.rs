@@ -27,6 +27,7 @@ testkit::scenarios!(
     a_partner_order_to_a_till_without_an_open_shift_is_refused_and_writes_nothing,
     a_partner_order_refunded_at_the_till_is_deducted_from_what_the_partner_owes_and_the_partner_is_told,
     a_push_interrupted_before_its_booking_is_booked_by_the_tills_list_before_its_ticket_prints,
+    a_partners_transfer_is_booked_to_the_stations_bank_once_per_bank_reference_and_off_what_it_owes,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -1028,4 +1029,182 @@ async fn a_push_interrupted_before_its_booking_is_booked_by_the_tills_list_befor
     let (status, again) = Partner::p(&app).push(&app, retry).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["payment_no"], payment.payment_no.as_str());
+}
+
+async fn as_owner(app: &TestApp, call: &Call) -> (u16, Value) {
+    body(app.call(Some(Who::StationOwner), call).await).await
+}
+
+async fn a_partners_transfer_is_booked_to_the_stations_bank_once_per_bank_reference_and_off_what_it_owes(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let station = app.world.orgs["station-a1"];
+    let (terminal, _) = till(&app, "station-a1");
+    let contract = sign(&app, "station-a1", "partner-p", "0.005", "3000.00").await;
+    let contract_id = contract["id"].as_str().unwrap().to_owned();
+    let receivable: Uuid = contract["receivable_account_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    open_shift(&app, "station-a1", "0.00").await;
+    let p = Partner::p(&app);
+    for (no, amount) in [("YL-2001", "1000.00"), ("YL-2002", "500.00")] {
+        let (status, pushed) = p.push(&app, order(no, terminal, amount)).await;
+        assert_eq!(status, 201, "{pushed}");
+    }
+    // 1,500.00 less the 0.5 % commission.
+    assert_eq!(balance(&app, receivable).await, Decimal::new(149_250, 2));
+
+    let path = format!("/v1/stations/{station}/partner-contracts/{contract_id}/settlements");
+    let record = |reference: &str, amount: &str, on: &str| {
+        Call::post(
+            path.clone(),
+            Some(json!({"reference": reference, "amount": amount, "received_on": on})),
+        )
+    };
+
+    // The first transfer: in the station's bank account, off what the partner owes.
+    let first = record("CMB-0001", "1000.00", "2026-11-20");
+    let (status, recorded) = as_owner(&app, &first).await;
+    assert_eq!(status, 201, "{recorded}");
+    let settlement = &recorded["settlement"];
+    assert_eq!(dec(&settlement["amount"]), Decimal::new(100_000, 2));
+    assert_eq!(settlement["reference"], "CMB-0001");
+    assert_eq!(settlement["received_on"], "2026-11-20");
+    assert_eq!(settlement["recorded_by"], "station-owner");
+    assert_eq!(dec(&recorded["contract"]["owed"]), Decimal::new(49_250, 2));
+    let entry_id: Uuid = settlement["entry_id"].as_str().unwrap().parse().unwrap();
+    let entry = app.state.ledger.entry(entry_id).await.unwrap().unwrap();
+    assert_eq!(entry.postings.len(), 2, "{entry:?}");
+    let debit = entry
+        .postings
+        .iter()
+        .find(|p| p.side == ledger::Side::Debit)
+        .unwrap();
+    let credit = entry
+        .postings
+        .iter()
+        .find(|p| p.side == ledger::Side::Credit)
+        .unwrap();
+    assert_eq!(credit.account_id, receivable);
+    let bank = debit.account_id;
+    assert_eq!(
+        app.state.ledger.account(bank).await.unwrap().name,
+        "Station bank account"
+    );
+    assert_eq!(balance(&app, bank).await, Decimal::new(100_000, 2));
+
+    // The same request again: the same answer, booked once.
+    let (status, again) = as_owner(&app, &first).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["settlement"]["id"], settlement["id"]);
+    // The same transfer recorded again as a new request: found, not booked twice.
+    let (status, found) = as_owner(&app, &record("CMB-0001", "1000.00", "2026-11-20")).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["settlement"]["id"], settlement["id"]);
+    // Another amount or value date under the same reference: refused, nothing booked.
+    for other in [
+        record("CMB-0001", "900.00", "2026-11-20"),
+        record("CMB-0001", "1000.00", "2026-11-21"),
+    ] {
+        let (status, problem) = as_owner(&app, &other).await;
+        assert_eq!(status, 409, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("CMB-0001"),
+            "{problem}"
+        );
+    }
+    assert_eq!(balance(&app, bank).await, Decimal::new(100_000, 2));
+    assert_eq!(balance(&app, receivable).await, Decimal::new(49_250, 2));
+
+    // More than is owed: the money did arrive, so it is booked in full, and the partner is
+    // in credit.
+    let (status, second) = as_owner(&app, &record("CMB-0002", "600.00", "2026-11-21")).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(dec(&second["contract"]["owed"]), Decimal::new(-10_750, 2));
+    assert_eq!(balance(&app, bank).await, Decimal::new(160_000, 2));
+
+    // Bad input is refused by field and writes nothing.
+    for (bad, field) in [
+        (
+            json!({"reference": "CMB-0003", "amount": "0.00", "received_on": "2026-11-21"}),
+            "amount",
+        ),
+        (
+            json!({"reference": "CMB-0003", "amount": "-5.00", "received_on": "2026-11-21"}),
+            "amount",
+        ),
+        (
+            json!({"reference": "CMB-0003", "amount": "10.001", "received_on": "2026-11-21"}),
+            "amount",
+        ),
+        (
+            json!({"reference": "", "amount": "10.00", "received_on": "2026-11-21"}),
+            "reference",
+        ),
+        (
+            json!({"reference": "CMB 0003", "amount": "10.00", "received_on": "2026-11-21"}),
+            "reference",
+        ),
+        (
+            json!({"reference": "CMB-0003", "amount": "10.00", "received_on": "2099-01-01"}),
+            "received_on",
+        ),
+    ] {
+        let (status, problem) = as_owner(&app, &Call::post(path.clone(), Some(bad))).await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    // A cashier may not record a transfer; another station has no such contract.
+    let (status, problem) = body(
+        app.call(
+            Some(Who::Cashier),
+            &record("CMB-0004", "10.00", "2026-11-21"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    let elsewhere = app.world.orgs["station-b1"];
+    let (status, problem) = body(
+        app.call(
+            Some(Who::RootAdmin),
+            &Call::post(
+                format!("/v1/stations/{elsewhere}/partner-contracts/{contract_id}/settlements"),
+                Some(json!({"reference": "CMB-0005", "amount": "10.00", "received_on": "2026-11-21"})),
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(balance(&app, bank).await, Decimal::new(160_000, 2));
+
+    // The station's list: the two transfers, oldest first, a page at a time.
+    let (status, page) = body(
+        app.call(
+            Some(Who::StationManager),
+            &Call::get(format!("{path}?limit=1")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["reference"], "CMB-0001", "{page}");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (status, rest) = body(
+        app.call(
+            Some(Who::StationManager),
+            &Call::get(format!("{path}?limit=1&cursor={cursor}")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(rest["items"][0]["reference"], "CMB-0002", "{rest}");
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    let audit = app.state.ledger.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
 }
