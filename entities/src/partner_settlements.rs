@@ -1,5 +1,6 @@
-//! `partner_settlements`: a transfer a station received from a partner against its contract,
-//! once per bank reference. The money is the ledger entry `entry_id`.
+//! `partner_settlements`: a transfer a station received from a partner against its contract;
+//! at most one standing (not reversed) per bank reference. The money is the ledger entry
+//! `entry_id`, and `reversal_entry_id` once reversed.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -22,6 +23,12 @@ pub struct Model {
     pub entry_id: Uuid,
     pub recorded_by: String,
     pub created_at: DateTimeUtc,
+    /// The n-th recording of this reference on the contract (the earlier ones reversed).
+    pub attempt: i32,
+    pub reversed_at: Option<DateTimeUtc>,
+    pub reversed_by: Option<String>,
+    pub reversal_reason: Option<String>,
+    pub reversal_entry_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

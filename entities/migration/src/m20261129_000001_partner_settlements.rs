@@ -1,10 +1,13 @@
 //! What partners paid the stations they owe: one row per transfer a station received from a
-//! partner against its contract, named by the bank's reference of the transfer (unique per
-//! contract, so a transfer is recorded once however often the request is retried). The money
-//! itself is the ledger entry `partner-settlement:<contract>:<reference>` (the station's bank
-//! account debited, the partner's receivable credited); the row keeps what the books do not:
-//! who recorded it, the value date on the bank statement, and the request's digest, which
-//! tells a retry from a second transfer under the same reference.
+//! partner against its contract, named by the bank's reference of the transfer. At most one
+//! standing row per contract and reference (a partial unique index), so a transfer is
+//! recorded once however often the request is retried; a row recorded by mistake is reversed,
+//! not deleted, and the reference may then be recorded again as its next `attempt`. The money
+//! itself is the ledger entry `partner-settlement:<contract>:<reference>:<attempt>` (the
+//! station's bank account debited, the partner's receivable credited) and, once reversed, its
+//! reversal; the row keeps what the books do not: who recorded and who reversed it and why,
+//! the value date on the bank statement, and the request's digest, which tells a retry from
+//! other content under the same reference.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -24,9 +27,17 @@ CREATE TABLE partner_settlements (
     entry_id UUID NOT NULL,
     recorded_by text NOT NULL,
     created_at TS NOT NULL,
-    UNIQUE (contract_id, reference)
+    attempt integer NOT NULL CHECK (attempt >= 1),
+    reversed_at TS,
+    reversed_by text,
+    reversal_reason text,
+    reversal_entry_id UUID,
+    UNIQUE (contract_id, reference, attempt),
+    CHECK ((reversed_at IS NULL) = (reversed_by IS NULL)),
+    CHECK ((reversed_at IS NULL) = (reversal_reason IS NULL)),
+    CHECK ((reversed_at IS NULL) = (reversal_entry_id IS NULL))
 );
-CREATE INDEX partner_settlements_contract ON partner_settlements (contract_id, created_at);
+CREATE UNIQUE INDEX partner_settlements_standing ON partner_settlements (contract_id, reference) WHERE reversed_at IS NULL;
 "#;
 
 const DOWN: &str = "DROP TABLE partner_settlements;";

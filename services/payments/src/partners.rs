@@ -30,11 +30,14 @@
 //! **Settlements.** When a partner's transfer reaches the station's bank account, the station
 //! company records it against the contract ([`settlement_entry`], [`record_settlement`]): the
 //! station's bank account is debited and the receivable credited, once per bank reference of
-//! the transfer (the ledger entry is keyed by the contract and the reference, and refuses other
-//! content under it). The entry is booked first and the row written after: a request cut
-//! short between the two has booked the money, and its retry writes the row. A transfer larger
-//! than what is owed is booked in full and leaves the partner in credit; refusing it would
-//! leave money in the bank that the books do not show.
+//! the transfer (at most one standing settlement per reference; the ledger entry is keyed by
+//! the contract, the reference and the attempt, and refuses other content under it). The
+//! entry is booked first and the row written after: a request cut short between the two has
+//! booked the money, and its retry writes the row. A transfer larger than what is owed is
+//! booked in full and leaves the partner in credit; refusing it would leave money in the bank
+//! that the books do not show. A settlement recorded by mistake (a wrong amount, the wrong
+//! contract) is reversed by an entry of its own ([`reversal_entry`], [`mark_reversed`]) and
+//! stays listed; its reference may then be recorded again, as the next attempt.
 
 use chrono::{DateTime, Utc};
 use ledger::model::{NewEntry, PostingInput};
@@ -43,8 +46,8 @@ use ledger::{Ledger, Side};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -846,18 +849,20 @@ impl NewSettlement {
 }
 
 /// The ledger entry of a settlement: the money is in the station's bank account and the
-/// partner owes that much less. Keyed by the contract and the bank's reference, so that a
-/// transfer is booked once, and other content under the same reference is refused by the
-/// ledger. More than the partner owes leaves it in credit (the receivable below zero): the
-/// money did arrive, and the books say so.
+/// partner owes that much less. Keyed by the contract, the bank's reference and the attempt
+/// (the n-th recording of the reference, the earlier ones reversed), so that a transfer is
+/// booked once, and other content under the same key is refused by the ledger. More than the
+/// partner owes leaves it in credit (the receivable below zero): the money did arrive, and
+/// the books say so.
 pub fn settlement_entry(
     contract: &partner_contracts::Model,
     settlement: &NewSettlement,
+    attempt: i32,
 ) -> NewEntry {
     let bank = crate::stations::account_id(contract.station_id, "pos:bank");
     let entry = NewEntry::transfer(
         format!(
-            "partner-settlement:{}:{}",
+            "partner-settlement:{}:{}:{attempt}",
             contract.id, settlement.reference
         ),
         format!("partner-contract:{}", contract.id),
@@ -874,6 +879,33 @@ pub fn settlement_entry(
     entry
 }
 
+/// The entry that takes a settlement recorded by mistake back out of the bank account and
+/// puts it back on what the partner owes.
+pub fn reversal_entry(
+    contract: &partner_contracts::Model,
+    row: &partner_settlements::Model,
+) -> Result<NewEntry, StoreError> {
+    let amount = stored_money(row.amount_minor, &row.currency)?;
+    let bank = crate::stations::account_id(contract.station_id, "pos:bank");
+    let entry = NewEntry::transfer(
+        format!(
+            "partner-settlement:{}:{}:{}:reversal",
+            contract.id, row.reference, row.attempt
+        ),
+        format!("partner-contract:{}", contract.id),
+        contract.receivable_account_id,
+        bank,
+        amount.amount(),
+        amount.currency(),
+    )
+    .description(format!(
+        "reversal of the settlement recorded under bank reference {}",
+        row.reference
+    ));
+    assert_balanced(&entry);
+    Ok(entry)
+}
+
 /// What [`record_settlement`] found.
 #[derive(Clone, Debug)]
 pub enum Recorded {
@@ -883,8 +915,8 @@ pub enum Recorded {
     Existing(partner_settlements::Model),
 }
 
-/// The settlement recorded under `reference` on the contract, if any.
-pub async fn settlement_by_reference(
+/// The standing (not reversed) settlement recorded under `reference` on the contract, if any.
+pub async fn standing_settlement(
     db: &impl ConnectionTrait,
     contract_id: Uuid,
     reference: &str,
@@ -892,8 +924,30 @@ pub async fn settlement_by_reference(
     Ok(partner_settlements::Entity::find()
         .filter(partner_settlements::Column::ContractId.eq(contract_id))
         .filter(partner_settlements::Column::Reference.eq(reference))
+        .filter(partner_settlements::Column::ReversedAt.is_null())
         .one(db)
         .await?)
+}
+
+/// The attempt a new recording of `reference` takes: one more than its reversed recordings.
+/// Reversed ones only: a request that lost a race to an identical one, and counts after the
+/// winner's row committed, must take the winner's attempt (and so the winner's ledger entry,
+/// answered again) and not book the transfer a second time under the next. The same until a
+/// reversal commits, so a request cut short after its booking books nothing new when it is
+/// retried.
+pub async fn next_attempt(
+    db: &impl ConnectionTrait,
+    contract_id: Uuid,
+    reference: &str,
+) -> Result<i32, StoreError> {
+    let reversed = partner_settlements::Entity::find()
+        .filter(partner_settlements::Column::ContractId.eq(contract_id))
+        .filter(partner_settlements::Column::Reference.eq(reference))
+        .filter(partner_settlements::Column::ReversedAt.is_not_null())
+        .count(db)
+        .await?;
+    i32::try_from(reversed + 1)
+        .map_err(|_| StoreError::Invalid(format!("bank reference {reference} reversed too often")))
 }
 
 /// The earlier settlement under the same reference: the same transfer, or a conflict when
@@ -906,18 +960,20 @@ pub fn same_settlement(
         Ok(existing)
     } else {
         Err(StoreError::Conflict(format!(
-            "bank reference {} was recorded on {} with another amount or value date",
+            "bank reference {} was recorded on {} with another amount or value date: reverse \
+             that settlement first if it was wrong",
             existing.reference, existing.created_at
         )))
     }
 }
 
-/// Writes the row of a settlement whose ledger entry `entry_id` is booked. A concurrent
-/// request for the same reference finds the row the other wrote.
+/// Writes the row of a settlement whose ledger entry `entry_id` (of `attempt`) is booked. A
+/// concurrent request for the same reference finds the row the other wrote.
 pub async fn record_settlement(
     db: &impl ConnectionTrait,
     contract: &partner_contracts::Model,
     settlement: &NewSettlement,
+    attempt: i32,
     entry_id: Uuid,
     by: &str,
     at: DateTime<Utc>,
@@ -939,19 +995,29 @@ pub async fn record_settlement(
         entry_id: Set(entry_id),
         recorded_by: Set(by.to_owned()),
         created_at: Set(at),
+        attempt: Set(attempt),
+        reversed_at: Set(None),
+        reversed_by: Set(None),
+        reversal_reason: Set(None),
+        reversal_entry_id: Set(None),
     };
     let inserted = partner_settlements::Entity::insert(row)
         .on_conflict(
             OnConflict::columns([
                 partner_settlements::Column::ContractId,
                 partner_settlements::Column::Reference,
+                partner_settlements::Column::Attempt,
             ])
             .do_nothing()
             .to_owned(),
         )
         .exec_without_returning(db)
         .await?;
-    let stored = settlement_by_reference(db, contract.id, &settlement.reference)
+    let stored = partner_settlements::Entity::find()
+        .filter(partner_settlements::Column::ContractId.eq(contract.id))
+        .filter(partner_settlements::Column::Reference.eq(&settlement.reference))
+        .filter(partner_settlements::Column::Attempt.eq(attempt))
+        .one(db)
         .await?
         .ok_or(StoreError::NotFound("settlement"))?;
     if inserted == 1 {
@@ -959,6 +1025,49 @@ pub async fn record_settlement(
     } else {
         same_settlement(stored, &request_hash).map(Recorded::Existing)
     }
+}
+
+/// The contract's settlement `id`.
+pub async fn settlement(
+    db: &impl ConnectionTrait,
+    contract_id: Uuid,
+    id: Uuid,
+) -> Result<Option<partner_settlements::Model>, StoreError> {
+    Ok(partner_settlements::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .filter(|s| s.contract_id == contract_id))
+}
+
+/// Marks a settlement reversed whose reversal entry `entry_id` is booked; a settlement
+/// reversed meanwhile is answered as it stands.
+pub async fn mark_reversed(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    entry_id: Uuid,
+    by: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<partner_settlements::Model, StoreError> {
+    partner_settlements::Entity::update_many()
+        .col_expr(partner_settlements::Column::ReversedAt, Expr::value(at))
+        .col_expr(partner_settlements::Column::ReversedBy, Expr::value(by))
+        .col_expr(
+            partner_settlements::Column::ReversalReason,
+            Expr::value(reason),
+        )
+        .col_expr(
+            partner_settlements::Column::ReversalEntryId,
+            Expr::value(entry_id),
+        )
+        .filter(partner_settlements::Column::Id.eq(id))
+        .filter(partner_settlements::Column::ReversedAt.is_null())
+        .exec(db)
+        .await?;
+    partner_settlements::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound("settlement"))
 }
 
 /// Most settlements one page holds.
@@ -1179,10 +1288,10 @@ mod tests {
             amount: cny(amount),
             received_on: chrono::NaiveDate::from_ymd_opt(2026, 11, day).unwrap(),
         };
-        let entry = settlement_entry(&contract, &transfer(dec!(600.00), 20));
+        let entry = settlement_entry(&contract, &transfer(dec!(600.00), 20), 1);
         assert_eq!(
             entry.idempotency_key,
-            format!("partner-settlement:{}:CMB-1", contract.id)
+            format!("partner-settlement:{}:CMB-1:1", contract.id)
         );
         assert_eq!(entry.postings[0].side, Side::Debit);
         assert_eq!(
@@ -1192,6 +1301,38 @@ mod tests {
         assert_eq!(entry.postings[1].side, Side::Credit);
         assert_eq!(entry.postings[1].account_id, a.receivable);
         assert_eq!(entry.postings[1].amount, dec!(600.00));
+        // Its reversal takes the same amount back the other way, under a key of its own.
+        let row = partner_settlements::Model {
+            id: Uuid::from_u128(10),
+            contract_id: contract.id,
+            partner_id: contract.partner_id,
+            station_id: station,
+            reference: "CMB-1".into(),
+            request_hash: String::new(),
+            amount_minor: 60_000,
+            currency: "CNY".into(),
+            received_on: "2026-11-20".into(),
+            entry_id: Uuid::from_u128(11),
+            recorded_by: "owner".into(),
+            created_at: now,
+            attempt: 1,
+            reversed_at: None,
+            reversed_by: None,
+            reversal_reason: None,
+            reversal_entry_id: None,
+        };
+        let reversal = reversal_entry(&contract, &row).unwrap();
+        assert_eq!(
+            reversal.idempotency_key,
+            format!("partner-settlement:{}:CMB-1:1:reversal", contract.id)
+        );
+        assert_eq!(reversal.postings[0].side, Side::Debit);
+        assert_eq!(reversal.postings[0].account_id, a.receivable);
+        assert_eq!(
+            reversal.postings[1].account_id,
+            entry.postings[0].account_id
+        );
+        assert_eq!(reversal.postings[1].amount, dec!(600.00));
         // The same transfer however the amount is written; another amount or day differs.
         let hash = |t: NewSettlement| t.request_hash().unwrap();
         assert_eq!(

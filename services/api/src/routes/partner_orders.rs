@@ -62,6 +62,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_contract))
         .routes(routes!(enable_contract))
         .routes(routes!(list_settlements, record_settlement))
+        .routes(routes!(reverse_settlement))
         .routes(routes!(partner_stations))
         .routes(routes!(push_order))
         .routes(routes!(get_order))
@@ -483,7 +484,8 @@ async fn enable_contract(
     "received_on": "2026-11-29",
     "entry_id": "0193a5c2-dd00-7000-8000-000000000001",
     "recorded_by": "station-owner",
-    "recorded_at": "2026-11-29T09:12:00Z"
+    "recorded_at": "2026-11-29T09:12:00Z",
+    "reversal": null
 }))]
 pub struct PartnerSettlement {
     pub id: Uuid,
@@ -501,6 +503,19 @@ pub struct PartnerSettlement {
     pub entry_id: Uuid,
     pub recorded_by: String,
     pub recorded_at: DateTime<Utc>,
+    /// Present when the settlement was reversed as recorded by mistake.
+    pub reversal: Option<SettlementReversal>,
+}
+
+/// Who reversed a settlement, when and why, and the entry that did it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SettlementReversal {
+    pub reversed_by: String,
+    pub reversed_at: DateTime<Utc>,
+    pub reason: String,
+    /// The ledger entry that took the amount back out of the bank account and put it back
+    /// on what the partner owes.
+    pub entry_id: Uuid,
 }
 
 fn settlement_view(
@@ -514,6 +529,22 @@ fn settlement_view(
             row.received_on
         ))
     })?;
+    let reversal = match (
+        row.reversed_at,
+        row.reversed_by,
+        row.reversal_reason,
+        row.reversal_entry_id,
+    ) {
+        (Some(reversed_at), Some(reversed_by), Some(reason), Some(entry_id)) => {
+            Some(SettlementReversal {
+                reversed_by,
+                reversed_at,
+                reason,
+                entry_id,
+            })
+        }
+        _ => None,
+    };
     Ok(PartnerSettlement {
         id: row.id,
         contract_id: row.contract_id,
@@ -526,6 +557,7 @@ fn settlement_view(
         entry_id: row.entry_id,
         recorded_by: row.recorded_by,
         recorded_at: row.created_at,
+        reversal,
     })
 }
 
@@ -617,9 +649,11 @@ async fn contract_of_station(
 }
 
 /// Record a transfer the station received from the partner (station company): booked to the
-/// station's bank account and off what the partner owes. A bank reference is recorded once
-/// per contract: the same transfer again answers the settlement as recorded (200), another
-/// amount or value date under the same reference is a conflict (409) and books nothing.
+/// station's bank account and off what the partner owes. A bank reference stands once per
+/// contract: the same transfer again answers the settlement as recorded (200), another
+/// amount or value date under the same reference is a conflict (409) and books nothing. A
+/// settlement recorded by mistake is reversed (`…/settlements/{id}/reverse`), and its
+/// reference may then be recorded again.
 #[utoipa::path(
     post,
     path = "/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements",
@@ -657,18 +691,27 @@ async fn record_settlement(
     let contract = contract_of_station(&state, station_id, contract_id).await?;
     let hash = settlement.request_hash().map_err(store_error)?;
     // Recorded before: answered as it was, and nothing is booked again.
-    let earlier = partners::settlement_by_reference(&state.db, contract.id, &settlement.reference)
+    let earlier = partners::standing_settlement(&state.db, contract.id, &settlement.reference)
         .await
         .map_err(store_error)?;
-    let (status, row) = if let Some(earlier) = earlier {
+    let (status, row, txn) = if let Some(earlier) = earlier {
         let row = partners::same_settlement(earlier, &hash).map_err(store_error)?;
-        (StatusCode::OK, row)
+        (
+            StatusCode::OK,
+            row,
+            entities::db::begin_write(&state.db).await?,
+        )
     } else {
         // Booked first: a request cut short after this has moved the money, and its retry
-        // (the ledger answers the same entry) writes the row.
+        // (the same attempt, so the ledger answers the same entry) writes the row. The
+        // writing transaction begins after the ledger's commit, which on SQLite needs the
+        // write lock.
+        let attempt = partners::next_attempt(&state.db, contract.id, &settlement.reference)
+            .await
+            .map_err(store_error)?;
         let receipt = state
             .ledger
-            .post_entry(partners::settlement_entry(&contract, &settlement))
+            .post_entry(partners::settlement_entry(&contract, &settlement, attempt))
             .await
             .map_err(|e| match e {
                 ledger::LedgerError::IdempotencyConflict { .. } => ApiError::conflict(format!(
@@ -678,37 +721,115 @@ async fn record_settlement(
                 other => ApiError::internal(anyhow::Error::new(other)),
             })?;
         let txn = entities::db::begin_write(&state.db).await?;
-        let recorded =
-            partners::record_settlement(&txn, &contract, &settlement, receipt.entry_id, &by, now())
-                .await
-                .map_err(store_error)?;
-        let (status, row) = match recorded {
-            partners::Recorded::New(row) => (StatusCode::CREATED, row),
-            partners::Recorded::Existing(row) => (StatusCode::OK, row),
-        };
-        let view = SettlementRecorded {
-            settlement: settlement_view(row)?,
-            contract: contract_view(&state, contract).await?,
-        };
-        let id = view.settlement.id;
-        return claim
-            .commit(
-                txn,
-                status,
-                Some(&view),
-                Some(format!(
-                    "/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements/{id}"
-                )),
-                None,
-            )
-            .await;
+        let recorded = partners::record_settlement(
+            &txn,
+            &contract,
+            &settlement,
+            attempt,
+            receipt.entry_id,
+            &by,
+            now(),
+        )
+        .await
+        .map_err(store_error)?;
+        match recorded {
+            partners::Recorded::New(row) => (StatusCode::CREATED, row, txn),
+            partners::Recorded::Existing(row) => (StatusCode::OK, row, txn),
+        }
     };
     let view = SettlementRecorded {
         settlement: settlement_view(row)?,
         contract: contract_view(&state, contract).await?,
     };
-    let txn = entities::db::begin_write(&state.db).await?;
     claim.commit(txn, status, Some(&view), None, None).await
+}
+
+/// Why a settlement is reversed.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "amount keyed as 1942.50; the statement says 1492.50"}))]
+pub struct ReverseSettlement {
+    /// 1 to 200 characters.
+    pub reason: String,
+}
+
+impl Validate for ReverseSettlement {
+    fn validate(&self) -> Vec<FieldError> {
+        if self.reason.trim().is_empty() || self.reason.chars().count() > 200 {
+            vec![FieldError::new("reason", "1 to 200 characters")]
+        } else {
+            vec![]
+        }
+    }
+}
+
+/// Reverse a settlement recorded by mistake (station company): the amount leaves the
+/// station's bank account again and is owed by the partner again, by an entry of its own; the
+/// settlement stays listed with its reversal, and its bank reference may be recorded again.
+/// Reversing a reversed settlement changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/stations/{station_id}/partner-contracts/{contract_id}/settlements/{settlement_id}/reverse",
+    tag = "partner-orders",
+    params(
+        ("station_id" = Uuid, Path, description = "Station id"),
+        ("contract_id" = Uuid, Path, description = "Contract id"),
+        ("settlement_id" = Uuid, Path, description = "Settlement id"),
+        ("Idempotency-Key" = String, Header, description = "A new random value per operation (a UUID), the same on its retries."),
+    ),
+    request_body = ReverseSettlement,
+    responses(
+        (status = 200, description = "The settlement, reversed, and the contract after it", body = SettlementRecorded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(settlement = %settlement_id))]
+async fn reverse_settlement(
+    State(state): State<AppState>,
+    caller: Caller,
+    claim: IdempotencyClaim,
+    Path((station_id, contract_id, settlement_id)): Path<(Uuid, Uuid, Uuid)>,
+    Json(body): Json<ReverseSettlement>,
+) -> Result<Response, ApiError> {
+    station(&state, &caller, Action::ManageStations, station_id).await?;
+    let (_, by) = person(&caller)?;
+    let contract = contract_of_station(&state, station_id, contract_id).await?;
+    let mut row = partners::settlement(&state.db, contract.id, settlement_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    // Booked first, like the settlement (a retry finds the same reversal entry); the writing
+    // transaction begins after the ledger's commit, which on SQLite needs the write lock.
+    let reversal = if row.reversed_at.is_none() {
+        let entry = partners::reversal_entry(&contract, &row).map_err(store_error)?;
+        let receipt = state
+            .ledger
+            .post_entry(entry)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e)))?;
+        Some(receipt.entry_id)
+    } else {
+        None
+    };
+    let txn = entities::db::begin_write(&state.db).await?;
+    if let Some(entry_id) = reversal {
+        row = partners::mark_reversed(&txn, row.id, entry_id, &by, body.reason.trim(), now())
+            .await
+            .map_err(store_error)?;
+    }
+    let view = SettlementRecorded {
+        settlement: settlement_view(row)?,
+        contract: contract_view(&state, contract).await?,
+    };
+    claim
+        .commit(txn, StatusCode::OK, Some(&view), None, None)
+        .await
 }
 
 /// Which of the contract's settlements.

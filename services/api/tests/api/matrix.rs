@@ -439,6 +439,11 @@ const ROWS: &[Row] = &[
         ok: 201,
     },
     Row {
+        operation: "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/settlements/{settlement_id}/reverse",
+        allowed: STATION_MANAGERS,
+        ok: 200,
+    },
+    Row {
         operation: "GET /v1/partner/stations",
         allowed: PARTNERS,
         ok: 200,
@@ -1339,6 +1344,18 @@ async fn retail_case(app: &TestApp, op: &str, station: &str) -> Call {
                 })),
             )
         }
+        "POST /v1/stations/{station_id}/partner-contracts/{contract_id}/settlements/{settlement_id}/reverse" =>
+        {
+            let signed = contract(app, new_partner(app).await, id).await;
+            let settled = settlement(app, &signed).await;
+            Call::post(
+                format!(
+                    "/v1/stations/{id}/partner-contracts/{}/settlements/{}/reverse",
+                    signed.id, settled.id
+                ),
+                Some(json!({"reason": "matrix"})),
+            )
+        }
         "GET /v1/terminals/{terminal_id}/partner-orders" => {
             let (till, key) = fresh_till(app, station, true).await;
             Call::get(format!("/v1/terminals/{till}/partner-orders")).at_till(&key)
@@ -1486,6 +1503,42 @@ async fn new_partner(app: &TestApp) -> Uuid {
 
 /// The partner's contract with the station (signed through the store, as the API does),
 /// active, with the station's accounts for the partner open.
+/// A transfer of 10.00 recorded on the contract.
+async fn settlement(
+    app: &TestApp,
+    contract: &entities::partner_contracts::Model,
+) -> entities::partner_settlements::Model {
+    let transfer = payments::partners::NewSettlement {
+        reference: format!("M{}", Uuid::new_v4().simple()),
+        amount: ledger::Money::new(rust_decimal::Decimal::new(1_000, 2), ledger::Currency::CNY)
+            .unwrap(),
+        received_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+    };
+    let receipt = app
+        .state
+        .ledger
+        .post_entry(payments::partners::settlement_entry(contract, &transfer, 1))
+        .await
+        .unwrap();
+    let txn = entities::db::begin_write(&app.state.db).await.unwrap();
+    let recorded = payments::partners::record_settlement(
+        &txn,
+        contract,
+        &transfer,
+        1,
+        receipt.entry_id,
+        "matrix",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    match recorded {
+        payments::partners::Recorded::New(row) => row,
+        payments::partners::Recorded::Existing(row) => panic!("a new reference, found {row:?}"),
+    }
+}
+
 async fn contract(
     app: &TestApp,
     partner: Uuid,

@@ -27,7 +27,7 @@ testkit::scenarios!(
     a_partner_order_to_a_till_without_an_open_shift_is_refused_and_writes_nothing,
     a_partner_order_refunded_at_the_till_is_deducted_from_what_the_partner_owes_and_the_partner_is_told,
     a_push_interrupted_before_its_booking_is_booked_by_the_tills_list_before_its_ticket_prints,
-    a_partners_transfer_is_booked_to_the_stations_bank_once_per_bank_reference_and_off_what_it_owes,
+    a_partners_transfer_is_booked_to_the_stations_bank_once_per_reference_off_what_it_owes_and_a_mistake_is_reversed,
 );
 
 async fn body(response: reqwest::Response) -> (u16, Value) {
@@ -1035,7 +1035,7 @@ async fn as_owner(app: &TestApp, call: &Call) -> (u16, Value) {
     body(app.call(Some(Who::StationOwner), call).await).await
 }
 
-async fn a_partners_transfer_is_booked_to_the_stations_bank_once_per_bank_reference_and_off_what_it_owes(
+async fn a_partners_transfer_is_booked_to_the_stations_bank_once_per_reference_off_what_it_owes_and_a_mistake_is_reversed(
     backend: Backend,
 ) {
     let app = spawn_app(backend).await;
@@ -1182,7 +1182,103 @@ async fn a_partners_transfer_is_booked_to_the_stations_bank_once_per_bank_refere
     assert_eq!(status, 404, "{problem}");
     assert_eq!(balance(&app, bank).await, Decimal::new(160_000, 2));
 
-    // The station's list: the two transfers, oldest first, a page at a time.
+    // The second was keyed wrong: 600.00 where the statement says 492.50. It is reversed
+    // (the bank and what the partner owes as before it) and recorded again as it should be.
+    let wrong = second["settlement"]["id"].as_str().unwrap().to_owned();
+    let reverse = Call::post(
+        format!("{path}/{wrong}/reverse"),
+        Some(json!({"reason": "keyed 600.00; the statement says 492.50"})),
+    );
+    let (status, problem) = body(app.call(Some(Who::Cashier), &reverse).await).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, problem) = as_owner(
+        &app,
+        &Call::post(
+            format!("{path}/{wrong}/reverse"),
+            Some(json!({"reason": " "})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, problem) = as_owner(
+        &app,
+        &Call::post(
+            format!("{path}/{}/reverse", Uuid::now_v7()),
+            Some(json!({"reason": "no such settlement"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 404, "{problem}");
+    let (status, reversed) = as_owner(&app, &reverse).await;
+    assert_eq!(status, 200, "{reversed}");
+    let reversal = &reversed["settlement"]["reversal"];
+    assert_eq!(reversal["reversed_by"], "station-owner", "{reversed}");
+    assert_eq!(
+        reversal["reason"], "keyed 600.00; the statement says 492.50",
+        "{reversed}"
+    );
+    assert_eq!(dec(&reversed["contract"]["owed"]), Decimal::new(49_250, 2));
+    assert_eq!(balance(&app, bank).await, Decimal::new(100_000, 2));
+    // Reversing it again, as a new request, changes nothing.
+    let (status, again) = as_owner(
+        &app,
+        &Call::post(
+            format!("{path}/{wrong}/reverse"),
+            Some(json!({"reason": "once more"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["settlement"]["reversal"]["entry_id"],
+        reversal["entry_id"]
+    );
+    assert_eq!(
+        again["settlement"]["reversal"]["reason"],
+        reversal["reason"]
+    );
+    assert_eq!(balance(&app, bank).await, Decimal::new(100_000, 2));
+    // The reference is free again: recorded as the statement has it, the partner owes nothing.
+    let (status, corrected) = as_owner(&app, &record("CMB-0002", "492.50", "2026-11-21")).await;
+    assert_eq!(status, 201, "{corrected}");
+    assert_ne!(corrected["settlement"]["id"], second["settlement"]["id"]);
+    assert_eq!(dec(&corrected["contract"]["owed"]), Decimal::ZERO);
+    assert_eq!(balance(&app, bank).await, Decimal::new(149_250, 2));
+    assert_eq!(balance(&app, receivable).await, Decimal::ZERO);
+
+    // One transfer recorded from five screens at once is one settlement, booked once.
+    let racing = record("CMB-0009", "100.00", "2026-11-22");
+    let answers = futures_util::future::join_all((0..5).map(|_| {
+        let call = Call::post(racing.path.clone(), racing.body.clone());
+        let app = &app;
+        async move { as_owner(app, &call).await }
+    }))
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 200, 201], "{answers:?}");
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(_, a)| a["settlement"]["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    assert_eq!(balance(&app, bank).await, Decimal::new(159_250, 2));
+    let racing_id = answers[0].1["settlement"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = as_owner(
+        &app,
+        &Call::post(
+            format!("{path}/{racing_id}/reverse"),
+            Some(json!({"reason": "test transfer"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(balance(&app, bank).await, Decimal::new(149_250, 2));
+
+    // The station's list: the four recordings, oldest first, a page at a time.
     let (status, page) = body(
         app.call(
             Some(Who::StationManager),
@@ -1204,7 +1300,32 @@ async fn a_partners_transfer_is_booked_to_the_stations_bank_once_per_bank_refere
     .await;
     assert_eq!(status, 200, "{rest}");
     assert_eq!(rest["items"][0]["reference"], "CMB-0002", "{rest}");
-    assert!(rest["next_cursor"].is_null(), "{rest}");
+    assert!(!rest["items"][0]["reversal"].is_null(), "{rest}");
+    let cursor = rest["next_cursor"].as_str().unwrap();
+    let (status, last) = body(
+        app.call(
+            Some(Who::StationManager),
+            &Call::get(format!("{path}?limit=1&cursor={cursor}")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(last["items"][0]["reference"], "CMB-0002", "{last}");
+    assert!(last["items"][0]["reversal"].is_null(), "{last}");
+    let cursor = last["next_cursor"].as_str().unwrap();
+    let (status, end) = body(
+        app.call(
+            Some(Who::StationManager),
+            &Call::get(format!("{path}?cursor={cursor}")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{end}");
+    assert_eq!(end["items"].as_array().unwrap().len(), 1, "{end}");
+    assert_eq!(end["items"][0]["reference"], "CMB-0009", "{end}");
+    assert!(end["next_cursor"].is_null(), "{end}");
     let audit = app.state.ledger.audit().await.unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
 }
