@@ -2,7 +2,8 @@
 //! serve`), the scheduler and workers with the six simulated channels configured through a
 //! `PAYMENTS_CHANNELS` file. A till takes payments through the API while workers (and now and
 //! then the scheduler) are SIGKILLed again and again; every payment ends charged exactly once
-//! at exactly one channel and booked exactly once.
+//! at exactly one channel and booked exactly once. Member-card operations and partner
+//! settlements are made while the API itself is killed mid-request; each is booked once.
 
 mod common;
 
@@ -14,6 +15,7 @@ use chrono::Utc;
 use common::{Deployment, kill};
 use ledger::{Ledger, LedgerConfig};
 use rust_decimal::Decimal;
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -134,6 +136,11 @@ async fn retail_deployment() -> Retail {
 
 /// Waits for `serve` to answer, then logs the cashier in and returns the token.
 async fn cashier_token(http: &reqwest::Client, base: &str) -> String {
+    user_token(http, base, "cashier").await
+}
+
+/// Waits for `serve` to answer, then logs `username` in and returns the token.
+async fn user_token(http: &reqwest::Client, base: &str, username: &str) -> String {
     let started = Instant::now();
     while http.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(
@@ -144,7 +151,7 @@ async fn cashier_token(http: &reqwest::Client, base: &str) -> String {
     }
     let login: Value = http
         .post(format!("{base}/v1/auth/login"))
-        .json(&json!({"username": "cashier", "password": PASSWORD}))
+        .json(&json!({"username": username, "password": PASSWORD}))
         .send()
         .await
         .unwrap()
@@ -496,6 +503,196 @@ async fn member_card_top_ups_and_payments_are_booked_once_while_the_api_is_kille
         .unwrap();
     assert_eq!(view["balance"], "240.00", "{view:#}");
     assert_eq!(view["loadable"], "760.00", "{view:#}");
+    let audit = ledger.audit().await.unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+    kill(&mut api);
+    d.remove_queues().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partner_settlements_and_their_reversals_are_booked_once_while_the_api_is_killed_mid_request()
+ {
+    let Retail {
+        d,
+        ledger,
+        station,
+        port,
+        base,
+        env,
+        dir,
+        ..
+    } = retail_deployment().await;
+    // The station company's owner, and a partner signed onto the station.
+    let db = d.db.db.clone();
+    let company = entities::organisations::Entity::find_by_id(station)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap()
+        .parent_id
+        .unwrap();
+    let root = entities::organisations::Entity::find_by_id(company)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap()
+        .parent_id
+        .unwrap();
+    let partner = Uuid::now_v7();
+    directory::create_organisation(
+        &db,
+        NewOrganisation {
+            id: partner,
+            parent_id: Some(root),
+            kind: OrgKind::Partner,
+            name: "Yunlian Freight".into(),
+            ledger_owner: None,
+        },
+    )
+    .await
+    .unwrap();
+    directory::create_user(
+        &db,
+        NewUser {
+            id: Uuid::now_v7(),
+            organisation_id: company,
+            username: "owner".into(),
+            display_name: "owner".into(),
+            role: Role::StationOwner,
+        },
+        api::crypto::hash_password(PASSWORD).unwrap(),
+    )
+    .await
+    .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = || d.spawn_with(&["serve", "--listen", &listen], &env);
+    let mut api = serve();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = user_token(&http, &base, "owner").await;
+    let post = |path: String, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .header("idempotency-key", Uuid::new_v4().to_string())
+            .json(&body)
+    };
+    let signed = post(
+        format!("/v1/stations/{station}/partner-contracts"),
+        json!({"partner_id": partner, "commission_rate": "0.005", "settlement_days": 1, "single_limit": "3000.00"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(signed.status(), 201);
+    let contract: Value = signed.json().await.unwrap();
+    let contract_id = contract["id"].as_str().unwrap().to_owned();
+    let settlements = format!("/v1/stations/{station}/partner-contracts/{contract_id}/settlements");
+
+    // Twelve transfers of 10.00, every third one reversed after it is recorded; the API is
+    // killed a few milliseconds into every third request, and each request is sent again
+    // (with a new Idempotency-Key, as a person would after an error) until it is answered.
+    let (mut kills, mut in_flight, mut requests) = (0usize, 0usize, 0usize);
+    let mut send = async |path: String, body: Value| -> Value {
+        requests += 1;
+        let mut kill_after =
+            (requests % 3 == 0).then_some(Duration::from_millis((requests as u64 * 3) % 13));
+        loop {
+            let request = post(path.clone(), body.clone()).send();
+            let sent = match kill_after.take() {
+                Some(delay) => {
+                    tokio::pin!(request);
+                    let sent = tokio::select! {
+                        sent = &mut request => Some(sent),
+                        () = tokio::time::sleep(delay) => None,
+                    };
+                    kill(&mut api);
+                    kills += 1;
+                    api = serve();
+                    match sent {
+                        Some(sent) => sent,
+                        None => {
+                            in_flight += 1;
+                            request.await
+                        }
+                    }
+                }
+                None => request.await,
+            };
+            match sent {
+                Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
+                Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    };
+    for i in 0..12 {
+        let recorded = send(
+            settlements.clone(),
+            json!({"reference": format!("CMB-{i:04}"), "amount": "10.00", "received_on": "2026-11-20"}),
+        )
+        .await;
+        assert_eq!(recorded["settlement"]["reference"], format!("CMB-{i:04}"));
+        if i % 3 == 0 {
+            let id = recorded["settlement"]["id"].as_str().unwrap().to_owned();
+            let reversed = send(
+                format!("{settlements}/{id}/reverse"),
+                json!({"reason": "recorded on the wrong contract"}),
+            )
+            .await;
+            assert!(
+                !reversed["settlement"]["reversal"].is_null(),
+                "{reversed:#}"
+            );
+        }
+    }
+    eprintln!(
+        "{kills} kills of the API ({in_flight} with the request in flight) in {requests} settlement requests"
+    );
+    assert_eq!(kills, 5);
+
+    // Twelve settlements and four reversals booked, each once: the partner is 80.00 in
+    // credit, and the station's bank account holds 80.00.
+    let entries = ledger
+        .entries_by_reference(&format!("partner-contract:{contract_id}"))
+        .await
+        .unwrap();
+    let keys: std::collections::BTreeSet<&str> =
+        entries.iter().map(|e| e.idempotency_key.as_str()).collect();
+    assert_eq!(entries.len(), 16, "{keys:?}");
+    assert_eq!(keys.len(), 16, "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with(":reversal")).count(),
+        4,
+        "{keys:?}"
+    );
+    let receivable: Uuid = contract["receivable_account_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        ledger.balance(receivable).await.unwrap().posted.amount(),
+        Decimal::new(-8_000, 2)
+    );
+    let listed: Value = http
+        .get(format!("{base}{settlements}?limit=200"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 12, "{listed:#}");
+    assert_eq!(
+        items.iter().filter(|s| !s["reversal"].is_null()).count(),
+        4,
+        "{listed:#}"
+    );
     let audit = ledger.audit().await.unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
     kill(&mut api);
