@@ -161,6 +161,57 @@ async fn user_token(http: &reqwest::Client, base: &str, username: &str) -> Strin
     login["token"].as_str().unwrap().to_owned()
 }
 
+/// Kills the API in the middle of requests and counts it.
+#[derive(Default)]
+struct Killer {
+    kills: usize,
+    /// Kills that came while the request was still running (the others just after its answer).
+    in_flight: usize,
+}
+
+impl Killer {
+    /// Sends the request `build` makes until it is answered with a success, and returns the
+    /// answer. With `kill_after`, the API is SIGKILLed that long into the first try and started
+    /// again by `serve`: in the middle of its work when the request is still running, just after
+    /// its answer otherwise. A failed try is sent again as `build` makes it anew.
+    async fn send(
+        &mut self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        mut kill_after: Option<Duration>,
+        api: &mut common::Proc,
+        serve: impl Fn() -> common::Proc,
+    ) -> Value {
+        loop {
+            let request = build().send();
+            let sent = match kill_after.take() {
+                Some(delay) => {
+                    tokio::pin!(request);
+                    let sent = tokio::select! {
+                        sent = &mut request => Some(sent),
+                        () = tokio::time::sleep(delay) => None,
+                    };
+                    kill(api);
+                    self.kills += 1;
+                    *api = serve();
+                    match sent {
+                        Some(sent) => sent,
+                        None => {
+                            self.in_flight += 1;
+                            request.await
+                        }
+                    }
+                }
+                None => request.await,
+            };
+            match sent {
+                Ok(r) if r.status().is_success() => return r.json().await.unwrap(),
+                Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payments_taken_while_workers_are_killed_are_each_charged_and_booked_exactly_once() {
     let Retail {
@@ -400,7 +451,7 @@ async fn member_card_top_ups_and_payments_are_booked_once_while_the_api_is_kille
     .unwrap();
     assert_eq!(issued.status(), 201);
 
-    let (mut kills, mut in_flight) = (0usize, 0usize);
+    let mut killer = Killer::default();
     let (mut top_ups, mut payments) = (Vec::new(), Vec::new());
     let n = 24;
     for i in 0..n {
@@ -421,37 +472,15 @@ async fn member_card_top_ups_and_payments_are_booked_once_while_the_api_is_kille
                 }),
             )
         };
-        let mut kill_after = (i % 3 == 0).then_some(Duration::from_millis((i as u64 * 3) % 13));
-        let answer: Value = loop {
-            let request = post(path.clone(), body.clone()).send();
-            let sent = match kill_after.take() {
-                // The API dies a few milliseconds into the request: in the middle of its work
-                // when the request is still running, just after its answer otherwise.
-                Some(delay) => {
-                    tokio::pin!(request);
-                    let sent = tokio::select! {
-                        sent = &mut request => Some(sent),
-                        () = tokio::time::sleep(delay) => None,
-                    };
-                    kill(&mut api);
-                    kills += 1;
-                    api = serve();
-                    match sent {
-                        Some(sent) => sent,
-                        None => {
-                            in_flight += 1;
-                            request.await
-                        }
-                    }
-                }
-                None => request.await,
-            };
-            match sent {
-                Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
-                Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
+        let kill_after = (i % 3 == 0).then_some(Duration::from_millis((i as u64 * 3) % 13));
+        let answer = killer
+            .send(
+                || post(path.clone(), body.clone()),
+                kill_after,
+                &mut api,
+                serve,
+            )
+            .await;
         assert_eq!(answer["status"], "succeeded", "{answer:#}");
         if i % 2 == 0 {
             top_ups.push(answer["top_up_no"].as_str().unwrap().to_owned());
@@ -460,9 +489,10 @@ async fn member_card_top_ups_and_payments_are_booked_once_while_the_api_is_kille
         }
     }
     eprintln!(
-        "{kills} kills of the API ({in_flight} with the request in flight) while {n} card operations were made"
+        "{} kills of the API ({} with the request in flight) while {n} card operations were made",
+        killer.kills, killer.in_flight
     );
-    assert_eq!(kills, 8);
+    assert_eq!(killer.kills, 8);
 
     // Each booked once; the card holds 12 × 50.00 − 12 × 30.00; the ledger is sound.
     for no in &top_ups {
@@ -594,39 +624,21 @@ async fn partner_settlements_and_their_reversals_are_booked_once_while_the_api_i
     // Twelve transfers of 10.00, every third one reversed after it is recorded; the API is
     // killed a few milliseconds into every third request, and each request is sent again
     // (with a new Idempotency-Key, as a person would after an error) until it is answered.
-    let (mut kills, mut in_flight, mut requests) = (0usize, 0usize, 0usize);
+    let mut killer = Killer::default();
+    let mut requests = 0u64;
     let mut send = async |path: String, body: Value| -> Value {
         requests += 1;
-        let mut kill_after =
-            (requests % 3 == 0).then_some(Duration::from_millis((requests as u64 * 3) % 13));
-        loop {
-            let request = post(path.clone(), body.clone()).send();
-            let sent = match kill_after.take() {
-                Some(delay) => {
-                    tokio::pin!(request);
-                    let sent = tokio::select! {
-                        sent = &mut request => Some(sent),
-                        () = tokio::time::sleep(delay) => None,
-                    };
-                    kill(&mut api);
-                    kills += 1;
-                    api = serve();
-                    match sent {
-                        Some(sent) => sent,
-                        None => {
-                            in_flight += 1;
-                            request.await
-                        }
-                    }
-                }
-                None => request.await,
-            };
-            match sent {
-                Ok(r) if r.status().is_success() => break r.json().await.unwrap(),
-                Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
+        let kill_after = requests
+            .is_multiple_of(3)
+            .then_some(Duration::from_millis((requests * 3) % 13));
+        killer
+            .send(
+                || post(path.clone(), body.clone()),
+                kill_after,
+                &mut api,
+                serve,
+            )
+            .await
     };
     for i in 0..12 {
         let recorded = send(
@@ -649,9 +661,10 @@ async fn partner_settlements_and_their_reversals_are_booked_once_while_the_api_i
         }
     }
     eprintln!(
-        "{kills} kills of the API ({in_flight} with the request in flight) in {requests} settlement requests"
+        "{} kills of the API ({} with the request in flight) in {requests} settlement requests",
+        killer.kills, killer.in_flight
     );
-    assert_eq!(kills, 5);
+    assert_eq!(killer.kills, 5);
 
     // Twelve settlements and four reversals booked, each once: the partner is 80.00 in
     // credit, and the station's bank account holds 80.00.
