@@ -15,7 +15,6 @@ use chrono::Utc;
 use common::{Deployment, kill};
 use ledger::{Ledger, LedgerConfig};
 use rust_decimal::Decimal;
-use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -29,13 +28,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A station of a station company with a cashier, signed on the six simulated channels, a
-/// till, the channels file and the environment of the processes.
+/// A station of a station company with a cashier and the company's owner, signed on the six
+/// simulated channels, a till, a partner organisation (not yet signed onto the station), the
+/// channels file and the environment of the processes.
 struct Retail {
     d: Deployment,
     ledger: Ledger,
     retail: sim::retail::Retail,
     station: Uuid,
+    partner: Uuid,
     till: payments::stations::RegisteredTerminal,
     port: u16,
     base: String,
@@ -62,29 +63,40 @@ async fn retail_deployment() -> Retail {
         name: name.into(),
         ledger_owner: None,
     };
-    let (root, company, station) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (root, company, station, partner) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
     for (id, parent, kind, name) in [
         (root, None, OrgKind::PlatformOperator, "Platform"),
         (company, Some(root), OrgKind::StationCompany, "Huaxin"),
         (station, Some(company), OrgKind::Station, "Huaxin No. 1"),
+        (partner, Some(root), OrgKind::Partner, "Yunlian Freight"),
     ] {
         directory::create_organisation(&db, org(id, parent, kind, name))
             .await
             .unwrap();
     }
-    directory::create_user(
-        &db,
-        NewUser {
-            id: Uuid::now_v7(),
-            organisation_id: station,
-            username: "cashier".into(),
-            display_name: "cashier".into(),
-            role: Role::Cashier,
-        },
-        api::crypto::hash_password(PASSWORD).unwrap(),
-    )
-    .await
-    .unwrap();
+    for (organisation_id, username, role) in [
+        (station, "cashier", Role::Cashier),
+        (company, "owner", Role::StationOwner),
+    ] {
+        directory::create_user(
+            &db,
+            NewUser {
+                id: Uuid::now_v7(),
+                organisation_id,
+                username: username.into(),
+                display_name: username.into(),
+                role,
+            },
+            api::crypto::hash_password(PASSWORD).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
     let timeouts = payments::channels::Timeouts {
         connect_ms: 500,
         request_ms: 2_000,
@@ -126,6 +138,7 @@ async fn retail_deployment() -> Retail {
         ledger,
         retail,
         station,
+        partner,
         till,
         port,
         base,
@@ -547,54 +560,13 @@ async fn partner_settlements_and_their_reversals_are_booked_once_while_the_api_i
         d,
         ledger,
         station,
+        partner,
         port,
         base,
         env,
         dir,
         ..
     } = retail_deployment().await;
-    // The station company's owner, and a partner signed onto the station.
-    let db = d.db.db.clone();
-    let company = entities::organisations::Entity::find_by_id(station)
-        .one(&db)
-        .await
-        .unwrap()
-        .unwrap()
-        .parent_id
-        .unwrap();
-    let root = entities::organisations::Entity::find_by_id(company)
-        .one(&db)
-        .await
-        .unwrap()
-        .unwrap()
-        .parent_id
-        .unwrap();
-    let partner = Uuid::now_v7();
-    directory::create_organisation(
-        &db,
-        NewOrganisation {
-            id: partner,
-            parent_id: Some(root),
-            kind: OrgKind::Partner,
-            name: "Yunlian Freight".into(),
-            ledger_owner: None,
-        },
-    )
-    .await
-    .unwrap();
-    directory::create_user(
-        &db,
-        NewUser {
-            id: Uuid::now_v7(),
-            organisation_id: company,
-            username: "owner".into(),
-            display_name: "owner".into(),
-            role: Role::StationOwner,
-        },
-        api::crypto::hash_password(PASSWORD).unwrap(),
-    )
-    .await
-    .unwrap();
     let listen = format!("127.0.0.1:{port}");
     let serve = || d.spawn_with(&["serve", "--listen", &listen], &env);
     let mut api = serve();
